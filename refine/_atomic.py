@@ -1,0 +1,93 @@
+"""Atomic file writes: a reader sees the old file or the whole new one, never half of it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", *,
+                encoding: str | None = None) -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path`; on clean exit it replaces `path`, on error it vanishes."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=encoding, newline="" if "b" not in mode else None) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write `data` as stable, human-readable JSON (sorted keys, trailing newline)."""
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
+        fh.write("\n")
+
+
+def write_parquet(path: str | os.PathLike[str], table: Any) -> None:
+    """Write a pyarrow Table atomically."""
+    import pyarrow.parquet as pq
+
+    with atomic_open(path, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class AtomicGroup:
+    """Several files that appear together or not at all (as far as renames allow).
+
+    Each `open()` writes to a temporary file; `commit()` renames them all into place in the
+    order they were opened; leaving the context without commit removes every temporary file.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, Path]] = []
+
+    def open(self, path: str | os.PathLike[str], mode: str = "wb",
+             encoding: str | None = None) -> IO[Any]:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        self._pending.append((tmp, target))
+        return os.fdopen(fd, mode, encoding=encoding, newline="" if "b" not in mode else None)
+
+    def commit(self) -> None:
+        for tmp, _ in self._pending:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        for tmp, target in self._pending:
+            os.replace(tmp, target)
+        self._pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        self._pending.clear()
+
+    def __enter__(self) -> "AtomicGroup":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()

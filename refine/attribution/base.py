@@ -1,0 +1,93 @@
+"""The one small interface every attribution backend implements."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, ClassVar
+
+from ..errors import ConfigError
+from ..evalset import EvalItem
+from ..records import Attribution
+from ..training import TrainingSet
+
+__all__ = ["AttributionBackend", "available_backends", "make_backend"]
+
+ProgressFn = Callable[[int], None]
+
+_REGISTRY: dict[str, type["AttributionBackend"]] = {}
+
+
+class AttributionBackend(abc.ABC):
+    """Attributes eval items to training pairs.
+
+    A backend registers itself under ``name`` by subclassing. Its options are a dataclass
+    (``Options``) whose fields are the keys a recipe or the CLI may set; unknown keys are
+    errors. Use it as a context manager so that held resources are released.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type]
+    needs_answer: ClassVar[bool] = True   # False: the backend can produce the answer itself
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "__abstractmethods__", None) and hasattr(cls, "name"):
+            _REGISTRY[cls.name] = cls
+
+    def __init__(self, options: Any, *, top_k: int) -> None:
+        self.options = options
+        self.top_k = top_k
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that decides this backend's results: saved with the run."""
+        return {"backend": self.name, "options": dataclasses.asdict(self.options)}
+
+    def prepare(self, training: TrainingSet, progress: Callable[[str, int], ProgressFn]) -> None:
+        """One-off work over the training set before attributing (e.g. encoding it).
+
+        `progress(description, total)` returns a callback that advances a progress bar.
+        """
+
+    @abc.abstractmethod
+    def attribute(self, items: list[EvalItem]) -> list[Attribution]:
+        """Attribute a batch of items; one record per item, in order. A failure of one item
+        is a record with ``status="failed"``, not an exception."""
+
+    def close(self) -> None:
+        """Release what the backend holds."""
+
+    def __enter__(self) -> "AttributionBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def available_backends() -> list[str]:
+    _import_builtin_backends()
+    return sorted(_REGISTRY)
+
+
+def _import_builtin_backends() -> None:
+    from . import embedding  # noqa: F401  (registers itself)
+
+
+def make_backend(name: str, options: dict[str, Any] | None, *, top_k: int) -> AttributionBackend:
+    """Build a registered backend from a plain options dict, validating its keys."""
+    _import_builtin_backends()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(sorted(_REGISTRY))}",
+                          key="backend")
+    cls = _REGISTRY[name]
+    options = dict(options or {})
+    known = {f.name for f in dataclasses.fields(cls.Options)}
+    for key in options:
+        if key not in known:
+            raise ConfigError(f"unknown option for backend {name!r}; known: {', '.join(sorted(known))}",
+                              key=f"backend_options.{key}")
+    try:
+        parsed = cls.Options(**options)
+    except TypeError as exc:
+        raise ConfigError(str(exc), key="backend_options") from None
+    return cls(parsed, top_k=top_k)

@@ -1,0 +1,155 @@
+"""The `refine` command: a thin layer over the Python API with the same verbs.
+
+Each command parses options, builds the settings object, calls one public function and turns
+a RefineError into a one-line message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ._version import __version__
+from .errors import RefineError
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RefineError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+    return wrapper
+
+
+def _set_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="refine")
+def main() -> None:
+    """Find the fine-tuning pairs that repeatedly drive bad answers, and emit a refined dataset.
+
+    Typical flow: collect → flag → emit, or all three from a recipe with `refine run`.
+    """
+
+
+@main.command("collect")
+@click.option("--train", "train", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Training file (chat JSONL, prompt/completion or question/answer JSONL, or "
+                   "Parquet QA). Repeat for several files.")
+@click.option("--eval", "eval_path", required=True, type=click.Path(dir_okay=False),
+              help="Eval set JSONL: question, answer, and verdict or reference.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Run directory to write (resumed when it holds the same run).")
+@click.option("--backend", default="embedding", show_default=True, help="Attribution backend.")
+@click.option("--top-k", default=10, show_default=True, type=int,
+              help="At most this many influential pairs per eval item.")
+@click.option("--model", default=None,
+              help="Embedding backend: a local sentence-transformers model directory "
+                   "(default: the packaged all-MiniLM-L6-v2).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A backend option (see the README), read as YAML. Repeatable.")
+@click.option("--batch-size", default=32, show_default=True, type=int,
+              help="Eval items attributed (and saved) per step.")
+@click.option("--skip-invalid", is_flag=True, help="Skip and count invalid input lines instead "
+                                                   "of stopping at the first.")
+@click.option("--overwrite", is_flag=True, help="Start RUN afresh even if it holds another run.")
+@_set_options
+@_handle_errors
+def collect_command(train: tuple[str, ...], eval_path: str, out: str, backend: str, top_k: int,
+                    model: str | None, options: tuple[str, ...], batch_size: int,
+                    skip_invalid: bool, overwrite: bool, quiet: bool) -> None:
+    """Attribute every eval item to training pairs; write the run directory OUT."""
+    from .collect import CollectSettings, collect
+    from .recipe import parse_key_values
+
+    backend_options = parse_key_values(options, "--option")
+    if model is not None:
+        backend_options["model"] = model
+    settings = CollectSettings(backend=backend, top_k=top_k, backend_options=backend_options,
+                               batch_size=batch_size, skip_invalid=skip_invalid)
+    result = collect(list(train), eval_path, out, settings, overwrite=overwrite, progress=not quiet)
+    _report_collect(result)
+
+
+def _report_collect(result: Any) -> None:
+    click.echo(f"collected {result.done}/{result.items} eval items over {result.training_pairs} "
+               f"training pairs into {result.run_dir}"
+               + (f" ({result.resumed} already done)" if result.resumed else ""))
+    if result.skipped_lines:
+        click.echo(f"skipped {result.skipped_lines} invalid input lines", err=True)
+    if result.failed:
+        shown = ", ".join(result.failed[:10]) + (" …" if len(result.failed) > 10 else "")
+        click.echo(f"{len(result.failed)} items failed (run again to retry them): {shown}", err=True)
+
+
+@main.command("flag")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--min-bad", default=2, show_default=True, type=int,
+              help="Flag only pairs cited by at least this many distinct bad answers.")
+@click.option("--alpha", default=0.1, show_default=True, type=float,
+              help="False-discovery rate for the over-citation test.")
+@click.option("--show", default=20, show_default=True, type=int, help="Flagged pairs to list.")
+@_handle_errors
+def flag_command(run_dir: str, min_bad: int, alpha: float, show: int) -> None:
+    """Flag the training pairs that repeatedly drive bad answers; write RUN/flags.csv."""
+    from .flagging import FlagSettings, flag
+
+    result = flag(run_dir, FlagSettings(min_bad=min_bad, alpha=alpha))
+    _report_flags(result, show)
+
+
+def _report_flags(result: Any, show: int) -> None:
+    click.echo(f"{result.flagged} of {len(result.table)} cited pairs flagged "
+               f"({result.bad_items} bad of {result.items} answers) -> {Path(result.run_dir) / 'flags.csv'}")
+    for row in result.flagged_pairs.head(show).itertuples():
+        question = row.question if len(row.question) <= 70 else row.question[:69] + "…"
+        click.echo(f"  {row.file}:{row.line}  bad={row.n_bad} good={row.n_good} "
+                   f"q={row.q_value:.2g}  {question}")
+
+
+@main.command("emit")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Output JSONL (a directory when the run has several training files).")
+@_handle_errors
+def emit_command(run_dir: str, out: str) -> None:
+    """Write the pruned dataset and OUT.manifest.json."""
+    from .emit import emit
+
+    _report_emit(emit(run_dir, out))
+
+
+def _report_emit(result: Any) -> None:
+    outputs = ", ".join(str(p) for p in result.outputs)
+    click.echo(f"kept {result.records_out} of {result.records_in} records "
+               f"(removed {result.removed}) -> {outputs}; manifest: {result.manifest}")
+
+
+@main.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key, e.g. --set flag.min_bad=3. Repeatable.")
+@_set_options
+@_handle_errors
+def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Run a recipe: collect → flag → emit."""
+    from .recipe import load_recipe, run_recipe
+
+    result = run_recipe(load_recipe(recipe, overrides), progress=not quiet)
+    _report_collect(result.collect)
+    _report_flags(result.flag, 20)
+    _report_emit(result.emit)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,203 @@
+"""`collect`: attribute every eval item to training pairs and store it in a run directory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ._atomic import write_parquet
+from ._progress import Progress
+from .attribution.base import AttributionBackend, make_backend
+from .errors import ConfigError, InputError
+from .evalset import EvalItem, load_eval
+from .grading import GradeSettings, grade_items
+from .provenance import provenance
+from .records import Attribution
+from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir
+from .training import TrainingSet, load_training
+
+__all__ = ["CollectResult", "CollectSettings", "collect"]
+
+SETTINGS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    """How to collect. Every field but `batch_size` and `skip_invalid` decides the results."""
+
+    backend: str = "embedding"
+    top_k: int = 10
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    grade: GradeSettings = field(default_factory=GradeSettings)
+    batch_size: int = 32
+    skip_invalid: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
+            raise ConfigError(f"must be a positive integer, got {self.top_k!r}", key="collect.top_k")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"must be a positive integer, got {self.batch_size!r}",
+                              key="collect.batch_size")
+        if not isinstance(self.backend_options, dict):
+            raise ConfigError("must be a mapping", key="collect.backend_options")
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    run_dir: Path
+    items: int
+    done: int
+    failed: list[str]
+    resumed: int           # items found finished from an earlier, interrupted run
+    training_pairs: int
+    skipped_lines: int
+
+
+def _settings_record(training: TrainingSet, eval_path: str, eval_sha: str,
+                     backend: AttributionBackend, settings: CollectSettings) -> dict[str, Any]:
+    return {
+        "format": SETTINGS_FORMAT,
+        "inputs": {
+            "train": [{"path": f.path, "sha256": f.sha256, "format": f.format} for f in training.files],
+            "eval": {"path": eval_path, "sha256": eval_sha},
+            "skip_invalid": settings.skip_invalid,
+        },
+        "collect": {"top_k": settings.top_k, **backend.settings()},
+        "grade": asdict(settings.grade),
+    }
+
+
+def _pairs_table(training: TrainingSet) -> pa.Table:
+    pairs = training.pairs
+    return pa.table({
+        "pair_id": [p.pair_id for p in pairs],
+        "file": [p.file for p in pairs],
+        "line": pa.array([p.line for p in pairs], pa.int64()),
+        "file_id": [p.file_id for p in pairs],
+        "question": [p.question for p in pairs],
+        "answer": [p.answer for p in pairs],
+        "system_prompt": pa.array([p.system_prompt for p in pairs], pa.string()),
+    })
+
+
+def _check_answers(items: list[EvalItem], backend: AttributionBackend, eval_path: str) -> None:
+    if not backend.needs_answer:
+        return
+    for item in items:
+        if item.answer is None:
+            raise InputError(f"is required by the {backend.name!r} backend", file=eval_path,
+                             line=item.line, field="answer")
+
+
+def collect(train: list[str], eval_path: str, out: str | Path,
+            settings: CollectSettings | None = None, *, overwrite: bool = False,
+            progress: bool = True, backend: AttributionBackend | None = None) -> CollectResult:
+    """Attribute every item of `eval_path` to pairs of the `train` files; write the run to `out`.
+
+    Inputs are fully validated before anything is written. Re-running with the same inputs
+    and settings resumes: finished items are not attributed again. `backend` overrides the one
+    the settings name (for backends built in code).
+    """
+    settings = settings or CollectSettings()
+    training = load_training(list(train), skip_invalid=settings.skip_invalid)
+    evalset = load_eval(eval_path, skip_invalid=settings.skip_invalid)
+    backend = backend or make_backend(settings.backend, settings.backend_options,
+                                      top_k=settings.top_k)
+    with backend:
+        _check_answers(evalset.items, backend, eval_path)
+        from ._atomic import sha256_file
+
+        record = _settings_record(training, str(eval_path), sha256_file(eval_path), backend, settings)
+        run = RunDir(out)
+        run.prepare_for(record, overwrite=overwrite)
+        run.write_settings(record, provenance())
+        if not run.file(PAIRS).is_file():
+            write_parquet(run.file(PAIRS), _pairs_table(training))
+
+        journal = run.read_journal()
+        finished = {eid for eid, rec in journal.items() if rec.status == "done"}
+        todo = [item for item in evalset.items if item.id not in finished]
+        resumed = len(evalset.items) - len(todo)
+
+        with Progress(progress).session() as bars:
+            if todo:
+                backend.prepare(training, bars.callback)
+                bar = bars.bar(f"attribute ({backend.name})", len(evalset.items), unit="item")
+                bar.update(resumed)
+                failures = 0
+                for start in range(0, len(todo), settings.batch_size):
+                    batch = todo[start:start + settings.batch_size]
+                    records = backend.attribute(batch)
+                    run.append_journal(records)
+                    for rec in records:
+                        journal[rec.eval_id] = rec
+                    failures += sum(rec.status != "done" for rec in records)
+                    bar.update(len(batch))
+                    bar.set_postfix(failed=failures, refresh=False)
+        grader_model = getattr(backend, "model", None)
+        _finalize(run, evalset.items, journal, settings.grade, grader_model, eval_path)
+
+    failed = [item.id for item in evalset.items if journal[item.id].status != "done"]
+    skipped = len(training.skipped) + len(evalset.skipped)
+    return CollectResult(run.path, len(evalset.items), len(evalset.items) - len(failed), failed,
+                         resumed, len(training.pairs), skipped)
+
+
+def _finalize(run: RunDir, items: list[EvalItem], journal: dict[str, Attribution],
+              grade_settings: GradeSettings, grader_model: Any, eval_path: str) -> None:
+    """Write items.parquet and attributions.parquet, in eval-set order."""
+    # The answer a remote service generated stands in for a missing one.
+    answered = [item if item.answer is not None or journal[item.id].answer is None
+                else EvalItem(**{**asdict(item), "answer": journal[item.id].answer})
+                for item in items]
+    needs_model = any(item.verdict is None for item in answered)
+    if needs_model and grader_model is None:
+        from .embeddings import EmbeddingModel
+        grader_model = EmbeddingModel()
+    grades = grade_items(answered, grade_settings, grader_model if needs_model else None,
+                         file=str(eval_path))
+
+    rows: dict[str, list] = {k: [] for k in ("eval_id", "rank", "pair_id", "source_id", "score",
+                                             "influence_level", "file_id", "messages")}
+    for item in answered:
+        for rank, inf in enumerate(journal[item.id].influences, start=1):
+            rows["eval_id"].append(item.id)
+            rows["rank"].append(rank)
+            rows["pair_id"].append(inf.pair_id)
+            rows["source_id"].append(inf.source_id)
+            rows["score"].append(inf.score)
+            rows["influence_level"].append(inf.influence_level)
+            rows["file_id"].append(inf.file_id)
+            rows["messages"].append(inf.messages)
+    attributions = pa.table({
+        "eval_id": pa.array(rows["eval_id"], pa.string()),
+        "rank": pa.array(rows["rank"], pa.int32()),
+        "pair_id": pa.array(rows["pair_id"], pa.string()),
+        "source_id": pa.array(rows["source_id"], pa.string()),
+        "score": pa.array(rows["score"], pa.float64()),
+        "influence_level": pa.array(rows["influence_level"], pa.string()),
+        "file_id": pa.array(rows["file_id"], pa.string()),
+        "messages": pa.array(rows["messages"], pa.string()),
+    })
+    item_table = pa.table({
+        "eval_id": [i.id for i in answered],
+        "line": pa.array([i.line for i in answered], pa.int64()),
+        "question": [i.question for i in answered],
+        "answer": pa.array([i.answer for i in answered], pa.string()),
+        "system_prompt": pa.array([i.system_prompt for i in answered], pa.string()),
+        "reference": pa.array([i.reference for i in answered], pa.string()),
+        "verdict": [g.verdict for g in grades],
+        "verdict_source": [g.source for g in grades],
+        "grade_f1": pa.array([g.f1 for g in grades], pa.float64()),
+        "grade_key_recall": pa.array([g.key_recall for g in grades], pa.float64()),
+        "grade_semantic": pa.array([g.semantic for g in grades], pa.float64()),
+        "status": [journal[i.id].status for i in answered],
+        "error": pa.array([journal[i.id].error for i in answered], pa.string()),
+        "n_influences": pa.array([len(journal[i.id].influences) for i in answered], pa.int32()),
+        "version": pa.array([journal[i.id].version for i in answered], pa.string()),
+    })
+    write_parquet(run.file(ATTRIBUTIONS), attributions)
+    write_parquet(run.file(ITEMS), item_table)

@@ -1,0 +1,170 @@
+"""`flag`: find the training pairs that *repeatedly* drive bad answers, with statistics.
+
+For every training pair cited by at least one finished eval item:
+
+* ``n_bad`` / ``n_good``: distinct bad / good answers citing it;
+* ``blame``: the level-weighted count of bad citations (high 1, medium 0.5, low 0.25 by default);
+* ``p_value``: one-sided hypergeometric (Fisher's exact) test of "cited by bad answers more
+  often than the bad-answer base rate explains": of the N finished items, B are bad; the
+  pair is cited by n = n_bad + n_good of them; under the null those n are a random draw, so
+  p = P(X ≥ n_bad), X ~ Hypergeometric(N, B, n);
+* ``q_value``: Benjamini–Hochberg across pairs. Only *testable* pairs enter the correction —
+  those whose smallest achievable p (all n citations bad) is ≤ alpha (Tarone's filter, as
+  adapted to FDR by Gilbert 2005). A pair cited twice can never be significant on its own,
+  and counting it would only dilute the pairs that can; the filter looks at n alone, never
+  at which verdicts cited the pair, so it keeps the FDR guarantee.
+
+A pair is **flagged** when ``n_bad ≥ min_bad`` (default 2: repeatedly) and ``q ≤ alpha``.
+A bad answer that no training pair explains cites nothing, or a different pair each time,
+so it cannot get a pair flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._atomic import atomic_open, write_json
+from .errors import ConfigError, RunDirError
+from .records import LEVELS
+from .rundir import ATTRIBUTIONS, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir
+
+__all__ = ["FLAG_COLUMNS", "FlagResult", "FlagSettings", "flag", "flag_statistics"]
+
+FLAG_COLUMNS = ["pair_id", "file", "line", "file_id", "question", "answer", "n_lines", "n_bad",
+                "n_good", "blame", "good_weight", "bad_share", "p_value", "q_value", "testable",
+                "flagged"]
+
+
+@dataclass(frozen=True)
+class FlagSettings:
+    min_bad: int = 2
+    alpha: float = 0.1
+    level_weights: dict[str, float] = field(
+        default_factory=lambda: {"high": 1.0, "medium": 0.5, "low": 0.25})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_bad, int) or isinstance(self.min_bad, bool) or self.min_bad < 1:
+            raise ConfigError(f"must be an integer ≥ 1, got {self.min_bad!r}", key="flag.min_bad")
+        if not isinstance(self.alpha, (int, float)) or not 0 < self.alpha <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.alpha!r}", key="flag.alpha")
+        if not isinstance(self.level_weights, dict) or set(self.level_weights) != set(LEVELS):
+            raise ConfigError(f"must give a weight for each of {', '.join(LEVELS)}",
+                              key="flag.level_weights")
+        for level, weight in self.level_weights.items():
+            if not isinstance(weight, (int, float)) or weight < 0:
+                raise ConfigError(f"must be a number ≥ 0, got {weight!r}",
+                                  key=f"flag.level_weights.{level}")
+
+
+@dataclass(frozen=True)
+class FlagResult:
+    run_dir: Path
+    table: pd.DataFrame          # one row per cited pair, most blamed first
+    items: int
+    bad_items: int
+    flagged: int
+
+    @property
+    def flagged_pairs(self) -> pd.DataFrame:
+        return self.table[self.table["flagged"]]
+
+
+def _bh(p_values: np.ndarray) -> np.ndarray:
+    from scipy.stats import false_discovery_control
+
+    if p_values.size == 0:
+        return p_values
+    return false_discovery_control(p_values, method="bh")
+
+
+def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame,
+                    settings: FlagSettings) -> tuple[pd.DataFrame, int, int]:
+    """Per-pair statistics from items (eval_id, verdict) and citations (eval_id, pair_id, level).
+
+    Returns (table indexed by pair_id, N finished items, B bad items).
+    """
+    from scipy.stats import hypergeom
+
+    n_items = len(items)
+    n_bad_items = int((items["verdict"] == "bad").sum())
+    cited = citations.merge(items[["eval_id", "verdict"]], on="eval_id", how="inner")
+    cited = cited.assign(weight=cited["influence_level"].map(settings.level_weights).astype(float))
+    # One citation per (item, pair): a remote service may list a pair twice.
+    cited = cited.groupby(["eval_id", "pair_id"], sort=False, as_index=False).agg(
+        weight=("weight", "max"), verdict=("verdict", "first"))
+    is_bad = cited["verdict"] == "bad"
+    grouped = cited.assign(bad=is_bad.astype(np.int64), good=(~is_bad).astype(np.int64),
+                           bad_w=np.where(is_bad, cited["weight"], 0.0),
+                           good_w=np.where(is_bad, 0.0, cited["weight"]))
+    stats = grouped.groupby("pair_id", sort=True).agg(
+        n_bad=("bad", "sum"), n_good=("good", "sum"), blame=("bad_w", "sum"),
+        good_weight=("good_w", "sum"))
+    n_cited = (stats["n_bad"] + stats["n_good"]).to_numpy()
+    stats["bad_share"] = stats["n_bad"] / n_cited
+    stats["p_value"] = hypergeom.sf(stats["n_bad"].to_numpy() - 1, n_items, n_bad_items, n_cited)
+    p_min = hypergeom.sf(n_cited - 1, n_items, n_bad_items, n_cited)
+    testable = p_min <= settings.alpha
+    q = np.ones(len(stats))
+    q[testable] = _bh(stats["p_value"].to_numpy()[testable])
+    stats["q_value"] = q
+    stats["testable"] = testable
+    stats["flagged"] = (stats["n_bad"] >= settings.min_bad) & (stats["q_value"] <= settings.alpha)
+    return stats, n_items, n_bad_items
+
+
+def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResult:
+    """Compute flag statistics for a collected run; write RUN/flags.csv and RUN/flags.json."""
+    settings = settings or FlagSettings()
+    run = RunDir(run_dir)
+    run.settings()
+    run.require(ITEMS, ATTRIBUTIONS, PAIRS)
+    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "verdict", "status"])
+    items = items[items["status"] == "done"]
+    if items.empty:
+        raise RunDirError(f"{run.path}: no eval item finished; nothing to flag")
+    citations = pd.read_parquet(run.file(ATTRIBUTIONS),
+                                columns=["eval_id", "pair_id", "influence_level"])
+    citations = citations[citations["pair_id"].notna()]
+    stats, n_items, n_bad_items = flag_statistics(items, citations, settings)
+
+    pairs = pd.read_parquet(run.file(PAIRS),
+                            columns=["pair_id", "file", "line", "file_id", "question", "answer"])
+    n_lines = pairs.groupby("pair_id", sort=False).size().rename("n_lines")
+    first = pairs.drop_duplicates("pair_id").set_index("pair_id")
+    table = stats.join(first, how="left").join(n_lines, how="left").reset_index()
+    table = table.sort_values(["flagged", "blame", "q_value", "pair_id"],
+                              ascending=[False, False, True, True], kind="mergesort")
+    table = table[FLAG_COLUMNS].reset_index(drop=True)
+    table["n_lines"] = table["n_lines"].fillna(0).astype(np.int64)
+    table["line"] = table["line"].astype("Int64")
+
+    with atomic_open(run.file(FLAGS_CSV), "w", encoding="utf-8") as fh:
+        table.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
+    summary: dict[str, Any] = {
+        "settings": asdict(settings),
+        "items": n_items,
+        "bad_items": n_bad_items,
+        "bad_rate": round(n_bad_items / n_items, 6),
+        "cited_pairs": int(len(table)),
+        "testable_pairs": int(table["testable"].sum()),
+        "flagged_pairs": int(table["flagged"].sum()),
+    }
+    write_json(run.file(FLAGS_JSON), summary)
+    return FlagResult(run.path, table, n_items, n_bad_items, summary["flagged_pairs"])
+
+
+def read_flags(run_dir: str | Path) -> pd.DataFrame:
+    """flags.csv as written by `flag` (pair ids kept as text)."""
+    run = RunDir(run_dir)
+    run.require(FLAGS_CSV)
+    table = pd.read_csv(run.file(FLAGS_CSV), dtype={"pair_id": str, "file": str, "file_id": str},
+                        keep_default_na=False, na_values=[""])
+    if "flagged" not in table.columns or "pair_id" not in table.columns:
+        raise RunDirError(f"{run.file(FLAGS_CSV)}: needs 'pair_id' and 'flagged' columns")
+    table["flagged"] = table["flagged"].astype(str).str.lower().isin(["true", "1", "yes"])
+    return table

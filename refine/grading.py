@@ -1,0 +1,105 @@
+"""Judging an answer against a reference when the eval set gives no verdict.
+
+An answer is **good** when its normalised text equals the reference's, or when all three hold:
+
+* token F1 (SQuAD-style: lower case, punctuation and articles dropped) ≥ ``f1_min``;
+* key-token recall ≥ ``key_recall_min``: the share of the reference's content words that are
+  not already in the question (stop words dropped) and that the answer contains. This is what
+  catches "lives in Paris" against "lives in Rome": one changed word barely moves F1 or
+  embedding similarity, but it is the only word that answers the question;
+* cosine similarity of the two texts under the embedding model ≥ ``semantic_min``.
+
+Otherwise it is **bad**. Every component is kept in the run directory so a verdict can be audited.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .text import normalize, tokens
+
+if TYPE_CHECKING:
+    from .embeddings import EmbeddingModel
+    from .evalset import EvalItem
+
+__all__ = ["Grade", "GradeSettings", "grade_items", "token_f1", "key_recall"]
+
+
+@dataclass(frozen=True)
+class GradeSettings:
+    f1_min: float = 0.4
+    key_recall_min: float = 0.75
+    semantic_min: float = 0.7
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise ConfigError(f"must be a number between 0 and 1, got {value!r}",
+                                  key=f"grade.{name}")
+
+
+@dataclass(frozen=True)
+class Grade:
+    verdict: str
+    source: str          # "given" or "graded"
+    exact: bool | None = None
+    f1: float | None = None
+    key_recall: float | None = None
+    semantic: float | None = None
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = tokens(prediction), tokens(reference)
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def key_recall(prediction: str, reference: str, question: str) -> float:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    asked = set(tokens(question))
+    keys = {t for t in tokens(reference) if t not in ENGLISH_STOP_WORDS and t not in asked}
+    if not keys:
+        return 1.0
+    said = set(tokens(prediction))
+    return len(keys & said) / len(keys)
+
+
+def grade_items(items: list["EvalItem"], settings: GradeSettings,
+                model: "EmbeddingModel | None", *, file: str | None = None) -> list[Grade]:
+    """A Grade for every item: its given verdict, or one graded from its reference."""
+    to_grade = [i for i, item in enumerate(items) if item.verdict is None]
+    grades: list[Grade | None] = [None if item.verdict is None else Grade(item.verdict, "given")
+                                  for item in items]
+    if to_grade:
+        missing = [items[i] for i in to_grade if items[i].answer is None]
+        if missing:
+            raise InputError("is needed to grade against the reference (no 'verdict' given)",
+                             file=file, line=missing[0].line, field="answer")
+        if model is None:
+            raise ConfigError("grading answers against references needs the embedding model",
+                              key="grade")
+        answers = model.encode([items[i].answer for i in to_grade])
+        references = model.encode([items[i].reference for i in to_grade])
+        similarity = np.einsum("ij,ij->i", answers, references)
+        for row, i in enumerate(to_grade):
+            item = items[i]
+            exact = normalize(item.answer) == normalize(item.reference)
+            f1 = token_f1(item.answer, item.reference)
+            recall = key_recall(item.answer, item.reference, item.question)
+            semantic = float(similarity[row])
+            good = exact or (f1 >= settings.f1_min and recall >= settings.key_recall_min
+                             and semantic >= settings.semantic_min)
+            grades[i] = Grade("good" if good else "bad", "graded", exact, round(f1, 6),
+                              round(recall, 6), round(semantic, 6))
+    return [g for g in grades if g is not None]

@@ -1,0 +1,211 @@
+"""Recipes: collect → flag → emit, scripted in YAML.
+
+::
+
+    name: quickstart                # optional
+    description: ...                # optional
+    train: [data/a.jsonl, data/b.jsonl]
+    eval: data/eval.jsonl
+    run_dir: runs/quickstart
+    overwrite: false                # start the run directory afresh
+    collect: {backend: embedding, top_k: 10, batch_size: 32, skip_invalid: false,
+              backend_options: {model: default}}
+    grade: {f1_min: 0.4, key_recall_min: 0.75, semantic_min: 0.7}
+    flag: {min_bad: 2, alpha: 0.1, level_weights: {high: 1.0, medium: 0.5, low: 0.25}}
+    emit: {out: runs/quickstart/refined.jsonl}   # default: <run_dir>/refined.jsonl, or
+                                                 # <run_dir>/refined/ for several train files
+
+Relative paths are relative to the recipe file, so a recipe runs the same from any directory.
+Unknown keys are errors naming the key and its line. ``--set collect.top_k=20`` overrides a
+key (the value is read as YAML).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .collect import CollectResult, CollectSettings, collect
+from .emit import EmitResult, emit
+from .errors import ConfigError
+from .flagging import FlagResult, FlagSettings, flag
+from .grading import GradeSettings
+
+__all__ = ["Recipe", "RecipeResult", "load_recipe", "run_recipe"]
+
+_SCHEMA: dict[str, Any] = {
+    "name": str, "description": str, "train": (list, str), "eval": str, "run_dir": str,
+    "overwrite": bool,
+    "collect": {f.name: None for f in fields(CollectSettings) if f.name != "grade"},
+    "grade": {f.name: None for f in fields(GradeSettings)},
+    "flag": {f.name: None for f in fields(FlagSettings)},
+    "emit": {"out": str},
+}
+_REQUIRED = ("train", "eval", "run_dir")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    name: str
+    train: list[str]
+    eval: str
+    run_dir: str
+    emit_out: str
+    collect: CollectSettings
+    flag: FlagSettings
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    recipe: Recipe
+    collect: CollectResult
+    flag: FlagResult
+    emit: EmitResult
+
+
+def _compose_lines(text: str, file: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """Parse YAML safely and remember the line of every mapping key."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=file,
+                          line=mark.line + 1 if mark else None) from None
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(n: Any, prefix: tuple[str, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for key_node, value_node in n.value:
+                key = (*prefix, str(key_node.value))
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key)
+
+    walk(node, ())
+    return data, lines
+
+
+def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:
+    if "=" not in override:
+        raise ConfigError(f"--set needs key=value, got {override!r}", key="--set")
+    key, _, raw = override.partition("=")
+    path = tuple(part for part in key.strip().split(".") if part)
+    if not path:
+        raise ConfigError(f"--set needs a key, got {override!r}", key="--set")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is not a mapping", key=key)
+        node = child
+    node[path[-1]] = value
+    return path
+
+
+def _validate_keys(data: dict[str, Any], lines: dict[tuple[str, ...], int], file: str) -> None:
+    def where(path: tuple[str, ...]) -> int | None:
+        return lines.get(path)
+
+    for key, value in data.items():
+        spec = _SCHEMA.get(key)
+        if key not in _SCHEMA:
+            raise ConfigError(f"unknown key; known: {', '.join(sorted(_SCHEMA))}", key=key,
+                              file=file, line=where((key,)))
+        if isinstance(spec, dict):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError("must be a mapping", key=key, file=file, line=where((key,)))
+            for sub in value:
+                if sub not in spec:
+                    raise ConfigError(f"unknown key; known under '{key}': {', '.join(sorted(spec))}",
+                                      key=f"{key}.{sub}", file=file, line=where((key, str(sub))))
+        elif not isinstance(value, spec):
+            kind = spec.__name__ if isinstance(spec, type) else "a list or a string"
+            raise ConfigError(f"must be {kind}, got {type(value).__name__}", key=key, file=file,
+                              line=where((key,)))
+    for key in _REQUIRED:
+        if key not in data:
+            raise ConfigError("is required", key=key, file=file)
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """Read and validate a recipe; `overrides` are ``key.sub=value`` strings."""
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError("no such recipe file", file=file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not valid UTF-8 (byte {exc.start + 1})", file=file) from None
+    data, lines = _compose_lines(text, file)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("a recipe must be a mapping at the top level", file=file, line=1)
+    for override in overrides:
+        lines.pop(_apply_override(data, override), None)
+    _validate_keys(data, lines, file)
+
+    base = path.parent
+
+    def resolve(p: str) -> str:
+        return str(p) if Path(p).is_absolute() else str(base / p)
+
+    train = data["train"] if isinstance(data["train"], list) else [data["train"]]
+    if not train or not all(isinstance(t, str) for t in train):
+        raise ConfigError("must be a path or a list of paths", key="train", file=file,
+                          line=lines.get(("train",)))
+    run_dir = resolve(data["run_dir"])
+    emit_cfg = data.get("emit") or {}
+    default_out = Path(run_dir) / ("refined.jsonl" if len(train) == 1 else "refined")
+    collect_cfg = dict(data.get("collect") or {})
+    try:
+        collect_settings = CollectSettings(**collect_cfg, grade=GradeSettings(**(data.get("grade") or {})))
+        flag_settings = FlagSettings(**(data.get("flag") or {}))
+    except ConfigError as exc:
+        section = exc.key.split(".") if exc.key else []
+        raise ConfigError(exc.message, key=exc.key, file=file,
+                          line=lines.get(tuple(section))) from None
+    return Recipe(
+        path=path,
+        name=str(data.get("name") or path.stem),
+        train=[resolve(t) for t in train],
+        eval=resolve(data["eval"]),
+        run_dir=run_dir,
+        emit_out=resolve(emit_cfg["out"]) if "out" in emit_cfg else str(default_out),
+        collect=collect_settings,
+        flag=flag_settings,
+        overwrite=bool(data.get("overwrite", False)),
+    )
+
+
+def run_recipe(recipe: Recipe, *, progress: bool = True) -> RecipeResult:
+    """collect → flag → emit, as the recipe says."""
+    collected = collect(recipe.train, recipe.eval, recipe.run_dir, recipe.collect,
+                        overwrite=recipe.overwrite, progress=progress)
+    flagged = flag(recipe.run_dir, recipe.flag)
+    emitted = emit(recipe.run_dir, recipe.emit_out)
+    return RecipeResult(recipe, collected, flagged, emitted)
+
+
+def parse_key_values(pairs: Iterable[str], flag_name: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}``, values read as YAML."""
+    out: dict[str, Any] = {}
+    for item in pairs:
+        if "=" not in item:
+            raise ConfigError(f"needs KEY=VALUE, got {item!r}", key=flag_name)
+        _apply_override(out, item)
+    return out
