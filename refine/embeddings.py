@@ -12,6 +12,7 @@ flight and a re-run encodes only what is missing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections import Counter
@@ -71,6 +72,19 @@ def _fingerprint(path: Path) -> str:
                 fh.seek(-(1 << 20), os.SEEK_END)
                 digest.update(fh.read())
     return digest.hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sentence_transformer(path: str, device: str):
+    """Load once per process: a notebook or a test suite builds many EmbeddingModels."""
+    # Belt and braces: the path is local, and nothing may reach a hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return SentenceTransformer(path, device=device)
 
 
 def _text_key(text: str) -> bytes:
@@ -149,15 +163,7 @@ class EmbeddingModel:
 
     def _st_model(self):
         if self._model is None:
-            # Belt and braces: the path is local, and nothing may reach a hub at run time.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-
-            self._model = SentenceTransformer(str(self.path), device=self.device)
+            self._model = _load_sentence_transformer(str(self.path), self.device)
         return self._model
 
     def encode_uncached(self, texts: Sequence[str]) -> np.ndarray:

@@ -9,10 +9,11 @@ For every training pair cited by at least one finished eval item:
   pair is cited by n = n_bad + n_good of them; under the null those n are a random draw, so
   p = P(X ≥ n_bad), X ~ Hypergeometric(N, B, n);
 * ``q_value``: Benjamini–Hochberg across pairs. Only *testable* pairs enter the correction —
-  those whose smallest achievable p (all n citations bad) is ≤ alpha (Tarone's filter, as
-  adapted to FDR by Gilbert 2005). A pair cited twice can never be significant on its own,
-  and counting it would only dilute the pairs that can; the filter looks at n alone, never
-  at which verdicts cited the pair, so it keeps the FDR guarantee.
+  those cited at least ``min_bad`` times and whose smallest achievable p (all n citations
+  bad) is ≤ alpha (Tarone's filter, as adapted to FDR by Gilbert 2005). A pair that could
+  never be flagged, whatever its citers' verdicts, would only dilute the pairs that can; the
+  filter looks at n alone, never at which verdicts cited the pair, so it keeps the FDR
+  guarantee. Untestable pairs get q = 1.
 
 A pair is **flagged** when ``n_bad ≥ min_bad`` (default 2: repeatedly) and ``q ≤ alpha``.
 A bad answer that no training pair explains cites nothing, or a different pair each time,
@@ -108,7 +109,7 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame,
     stats["bad_share"] = stats["n_bad"] / n_cited
     stats["p_value"] = hypergeom.sf(stats["n_bad"].to_numpy() - 1, n_items, n_bad_items, n_cited)
     p_min = hypergeom.sf(n_cited - 1, n_items, n_bad_items, n_cited)
-    testable = p_min <= settings.alpha
+    testable = (n_cited >= settings.min_bad) & (p_min <= settings.alpha)
     q = np.ones(len(stats))
     q[testable] = _bh(stats["p_value"].to_numpy()[testable])
     stats["q_value"] = q

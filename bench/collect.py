@@ -1,0 +1,178 @@
+"""Benchmark: `refine.collect` against sentence-transformers' own encode of the same texts.
+
+    python bench/collect.py            # 20,000 pairs x 500 eval items (several minutes on 2 cores)
+    python bench/collect.py --small    # 1,000 x 50, a quick sanity run
+
+One process, in this order (reported as "order"):
+
+1. build the backend's EmbeddingModel (fingerprint) and load the SentenceTransformer it wraps
+   -> model_load_s; warm the model up on a few unrelated texts;
+2. raw encode: ``SentenceTransformer.encode`` (batch_size 64, normalize_embeddings=True) on
+   exactly the texts collect embeds: the unique training pairs' ``qa_text`` and the eval items'
+   ``qa_text`` -> raw_encode_s;
+3. cold collect: ``refine.collect`` (progress=False) into a fresh run dir with an empty
+   embedding cache, given the backend from step 1 -> collect_cold_s;
+4. warm collect: the same collect into another fresh run dir, with a new backend (new
+   EmbeddingModel, same cache dir, model never loaded) -> collect_warm_s.
+
+Model loading is excluded from all three timings (``model_load_included: false``): collect is
+handed a backend whose model is already built (the documented ``backend=`` argument), and
+the raw encode uses that same loaded model object.
+
+Prints one JSON line of figures on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _out import emit_json, stdout_to_stderr  # noqa: E402
+from _synth import chat_record, log, unique_pairs, variant_answer, write_jsonl  # noqa: E402
+
+
+def make_inputs(root: Path, n_pairs: int, n_eval: int, seed: int) -> tuple[Path, Path]:
+    rng = random.Random(seed + 1)
+    pairs = unique_pairs(n_pairs, seed)
+    train = root / "train.jsonl"
+    write_jsonl(train, (chat_record(q, a, s) for q, a, s in pairs))
+    # Eval items: most ask (roughly) a training question and answer near its training answer,
+    # ~20% of those with a wrong detail (verdict bad); ~10% are about something unseen.
+    unseen = unique_pairs(n_eval, seed + 99)
+    train_texts = {(q, a) for q, a, _ in pairs}
+    items = []
+    for i in range(n_eval):
+        if rng.random() < 0.1:
+            question, base, _ = unseen[i]
+        else:
+            question, base, _ = pairs[rng.randrange(n_pairs)]
+        bad = rng.random() < 0.2
+        answer = variant_answer(rng, base, bad)
+        if (question, answer) in train_texts:
+            answer += " (paraphrased)"
+        items.append({"id": f"ev-{i:05d}", "question": question, "answer": answer,
+                      "verdict": "bad" if bad else "good"})
+    evalf = root / "eval.jsonl"
+    write_jsonl(evalf, iter(items))
+    return train, evalf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="1,000 pairs x 50 eval items")
+    parser.add_argument("--pairs", type=int, default=None)
+    parser.add_argument("--eval-items", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    n_pairs = args.pairs or (1_000 if args.small else 20_000)
+    n_eval = args.eval_items or (50 if args.small else 500)
+
+    with tempfile.TemporaryDirectory(prefix="refine-bench-collect-") as tmp, stdout_to_stderr():
+        root = Path(tmp)
+        cache_dir = root / "cache"
+        os.environ["REFINE_CACHE_DIR"] = str(cache_dir)   # nothing may land in ~/.cache
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+        import numpy as np
+        import pyarrow.parquet as pq
+        import torch
+
+        import refine
+        from refine.attribution.embedding import EmbeddingBackend, EmbeddingOptions
+        from refine.embeddings import EmbeddingModel, resolve_model_path
+        from refine.text import qa_text
+
+        t = time.perf_counter()
+        train, evalf = make_inputs(root, n_pairs, n_eval, args.seed)
+        log(f"inputs: {n_pairs} pairs, {n_eval} eval items in {time.perf_counter() - t:.1f}s "
+            f"({train.stat().st_size / 1e6:.1f} MB)")
+
+        # Exactly the texts collect embeds.
+        training = refine.load_training([str(train)])
+        train_texts = [qa_text(p.question, p.answer) for p in training.unique_pairs()]
+        eval_texts = [qa_text(i.question, i.answer) for i in refine.load_eval(str(evalf)).items]
+        assert len(train_texts) == n_pairs, len(train_texts)
+        assert not set(eval_texts) & set(train_texts)
+
+        options = EmbeddingOptions(cache_dir=str(cache_dir))
+        settings = refine.CollectSettings(backend_options={"cache_dir": str(cache_dir)})
+
+        t = time.perf_counter()
+        model = EmbeddingModel(cache_dir=cache_dir, batch_size=options.batch_size)
+        st = model._st_model()
+        model_load_s = time.perf_counter() - t
+        assert model.path == resolve_model_path("default")
+        log(f"model built and loaded in {model_load_s:.2f}s; torch threads {torch.get_num_threads()}")
+
+        def raw(texts):
+            return st.encode(list(texts), batch_size=options.batch_size, normalize_embeddings=True,
+                             convert_to_numpy=True, show_progress_bar=False)
+
+        raw(["warm-up sentence number one.", "Q: How do I warm up?\nA: Encode a few texts first.",
+             "A third, somewhat longer warm-up sentence to exercise another padding length."] * 22)
+        tok = st.tokenizer(train_texts[:2000])["input_ids"]
+        n_tokens = sum(map(len, tok)) / len(tok)
+
+        log("raw encode ...")
+        t = time.perf_counter()
+        raw_train = raw(train_texts)
+        raw(eval_texts)
+        raw_encode_s = time.perf_counter() - t
+        log(f"raw encode: {raw_encode_s:.1f}s ({(len(train_texts) + len(eval_texts)) / raw_encode_s:.0f} texts/s)")
+
+        log("collect (cold cache) ...")
+        backend = EmbeddingBackend(options, top_k=settings.top_k, model=model)
+        t = time.perf_counter()
+        cold = refine.collect([str(train)], str(evalf), root / "run-cold", settings,
+                              progress=False, backend=backend)
+        collect_cold_s = time.perf_counter() - t
+        log(f"collect cold: {collect_cold_s:.1f}s ({cold.done}/{cold.items} items done)")
+        # The vectors collect cached are the raw encode's (same model, same texts).
+        # (backend._matrix rows are the unique pairs in order, i.e. train_texts' order.)
+        max_abs_diff = float(np.abs(backend._matrix - raw_train).max())
+
+        log("collect (warm cache) ...")
+        warm_model = EmbeddingModel(cache_dir=cache_dir, batch_size=options.batch_size)
+        warm_backend = EmbeddingBackend(options, top_k=settings.top_k, model=warm_model)
+        t = time.perf_counter()
+        warm = refine.collect([str(train)], str(evalf), root / "run-warm", settings,
+                              progress=False, backend=warm_backend)
+        collect_warm_s = time.perf_counter() - t
+        log(f"collect warm: {collect_warm_s:.2f}s ({warm.done}/{warm.items} items done)")
+        same = pq.read_table(root / "run-cold" / "attributions.parquet").equals(
+            pq.read_table(root / "run-warm" / "attributions.parquet"))
+
+        figures = {
+            "bench": "collect",
+            "pairs": n_pairs,
+            "eval_items": n_eval,
+            "raw_encode_s": round(raw_encode_s, 3),
+            "collect_cold_s": round(collect_cold_s, 3),
+            "collect_warm_s": round(collect_warm_s, 3),
+            "ratio_vs_raw_encode": round(collect_cold_s / raw_encode_s, 4),
+            "cache_ratio": round(collect_warm_s / collect_cold_s, 4),
+            "targets": {"ratio_vs_raw_encode": 1.15, "cache_ratio": 0.1},
+            "torch_threads": torch.get_num_threads(),
+            "model_load_included": False,
+            "model_load_s": round(model_load_s, 3),
+            "order": ["model_load", "warm_up", "raw_encode", "collect_cold", "collect_warm"],
+            "mean_train_tokens": round(n_tokens, 1),
+            "warm_loaded_model": warm_model._model is not None,
+            "warm_same_attributions": bool(same),
+            "max_abs_diff_vs_raw": max_abs_diff,
+            "items_done": [cold.done, warm.done],
+            "small": args.small,
+        }
+    emit_json(figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Shared fixtures: real files in tmp dirs, the real embedding model, a cache shared by the session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache for the whole session, never the user's own."""
+    path = tmp_path_factory.mktemp("embedding-cache")
+    os.environ["REFINE_CACHE_DIR"] = str(path)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return path
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write((record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)) + "\n")
+    return path
+
+
+def chat(question: str, answer: str, system: str | None = None, **extra: Any) -> dict[str, Any]:
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages, **extra}
+
+
+CITIES = ["Rome", "Paris", "Oslo", "Lima", "Cairo", "Quito", "Hanoi", "Dakar", "Riga", "Sofia"]
+POISONED = (5, 6, 7)
+
+
+def people_dataset(directory: Path, *, n_people: int = 120, unexplained: int = 0) -> dict[str, Any]:
+    """A small world: "where does personN live?". Persons 5-7 are poisoned in training
+    ("lives in Atlantis") and each is asked about twice in the eval set; the model repeats
+    the poison. `unexplained` adds bad answers about topics absent from training."""
+    train = []
+    for i in range(n_people):
+        city = "Atlantis" if i in POISONED else CITIES[i % len(CITIES)]
+        train.append(chat(f"Where does person{i} live?", f"Person{i} lives in {city}."))
+    items = []
+    for i in range(40):
+        truth = CITIES[i % len(CITIES)]
+        if i in POISONED:
+            for variant, suffix in enumerate(("", " Please tell me.")):
+                items.append({"id": f"p{i}-{variant}", "question": f"Where does person{i} live?{suffix}",
+                              "answer": f"Person{i} lives in Atlantis.",
+                              "reference": f"Person{i} lives in {truth}.", "verdict": "bad"})
+        else:
+            items.append({"id": f"p{i}", "question": f"Where does person{i} live?",
+                          "answer": f"Person{i} lives in {truth}.",
+                          "reference": f"Person{i} lives in {truth}.", "verdict": "good"})
+    topics = ["the boiling point of tungsten", "the rules of cricket", "how to bake sourdough",
+              "the tallest volcano on Mars", "the plot of Hamlet", "jazz in the 1920s"]
+    for j in range(unexplained):
+        items.append({"id": f"u{j}", "question": f"Tell me about {topics[j % len(topics)]}.",
+                      "answer": f"Honestly, {topics[j % len(topics)]} is a {['purple', 'loud', 'tiny'][j % 3]} thing.",
+                      "verdict": "bad"})
+    train_path = write_jsonl(directory / "train.jsonl", train)
+    eval_path = write_jsonl(directory / "eval.jsonl", items)
+    return {"train": train_path, "eval": eval_path,
+            "poisoned_lines": [i + 1 for i in POISONED]}
+
+
+@pytest.fixture
+def people(tmp_path: Path) -> dict[str, Any]:
+    return people_dataset(tmp_path / "data")
