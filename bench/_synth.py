@@ -52,7 +52,7 @@ _DOMAINS = {
     "travel": {
         "things": ["a rail pass", "a visa application", "travel insurance", "a connecting flight",
                    "a rental car", "a hostel booking", "a passport renewal", "carry-on luggage",
-                   "an overnight ferry", "a hiking permit", "a city museum pass", "a airport transfer"],
+                   "an overnight ferry", "a hiking permit", "a city museum pass", "an airport transfer"],
         "verbs": ["book", "cancel", "change", "pay for", "pack", "arrange", "renew", "compare",
                   "claim", "plan"],
         "contexts": ["in Japan", "across Europe", "in the off season", "with two children",
@@ -114,6 +114,8 @@ _OPENERS = [
     "Most people {verb} {thing} in three steps.",
     "Here is what usually works.",
     "",
+    "",
+    "",
 ]
 _CLOSERS = [
     "",
@@ -147,7 +149,7 @@ def make_pair(rng: random.Random, index: int, *, answer_factor: int = 1) -> tupl
     if rng.random() < 0.5:
         question += f" (case {index})"
     parts = [_fill(rng.choice(_OPENERS), rng, slots)]
-    parts += [_fill(f, rng, {}) for f in rng.sample(domain["facts"], rng.randint(1, 3))]
+    parts += [_fill(f, rng, {}) for f in rng.sample(domain["facts"], rng.choice((1, 1, 1, 2, 2, 3)))]
     parts.append(_fill(rng.choice(_CLOSERS), rng, slots))
     if "(case" not in question:
         parts.append(f"Reference {index}.")

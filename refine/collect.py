@@ -194,6 +194,7 @@ def _finalize(run: RunDir, items: list[EvalItem], journal: dict[str, Attribution
         "grade_f1": pa.array([g.f1 for g in grades], pa.float64()),
         "grade_key_recall": pa.array([g.key_recall for g in grades], pa.float64()),
         "grade_semantic": pa.array([g.semantic for g in grades], pa.float64()),
+        "grade_numbers_ok": pa.array([g.numbers_ok for g in grades], pa.bool_()),
         "status": [journal[i.id].status for i in answered],
         "error": pa.array([journal[i.id].error for i in answered], pa.string()),
         "n_influences": pa.array([len(journal[i.id].influences) for i in answered], pa.int32()),

@@ -10,7 +10,7 @@
     overwrite: false                # start the run directory afresh
     collect: {backend: embedding, top_k: 10, batch_size: 32, skip_invalid: false,
               backend_options: {model: default}}
-    grade: {f1_min: 0.4, key_recall_min: 0.75, semantic_min: 0.7}
+    grade: {f1_min: 0.2, key_recall_min: 0.5, semantic_min: 0.4, require_numbers: true}
     flag: {min_bad: 2, alpha: 0.1, level_weights: {high: 1.0, medium: 0.5, low: 0.25}}
     emit: {out: runs/quickstart/refined.jsonl}   # default: <run_dir>/refined.jsonl, or
                                                  # <run_dir>/refined/ for several train files

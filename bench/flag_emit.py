@@ -1,0 +1,273 @@
+"""Benchmark: `refine.flag` and `refine.emit` on a large synthetic run directory.
+
+    python bench/flag_emit.py           # 1,000,000 attribution rows over 200,000 pairs
+    python bench/flag_emit.py --small   # 50,000 rows over 10,000 pairs, a quick sanity run
+
+No embedding model runs. The run directory is built the way `refine.collect` builds it, from
+its own helpers: a chat JSONL training file is written and read back with
+`refine.load_training`, the settings record comes from `refine.collect._settings_record`
+(with the training file's real sha256 and format), pairs.parquet from
+`refine.collect._pairs_table`, and items.parquet / attributions.parquet from
+`refine.collect._finalize` given a journal of `Attribution` records. (No journal.jsonl is
+written: flag and emit do not read it.)
+
+Citations: ~100,000 eval items each cite 10 distinct pairs drawn with Zipf-like popularity
+(rank 1-2 high, 3-5 medium, 6-10 low); ~20% of items are bad; ~200 planted pairs are cited
+mostly by bad items (a bad item cites one with probability 0.15, a good one with 0.004).
+
+`flag` and `emit` each run in a fresh subprocess (`--worker`), timed there around the call
+alone, with peak RSS read from getrusage at the end, so that building the data does not
+pollute either figure. The same is done for a second run whose training file holds the same
+number of pairs, with the same citation structure, but much longer answers (~5x the file
+bytes), to show whether emit's memory grows with the training file.
+
+Prints one JSON line of figures on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _out import emit_json, stdout_to_stderr  # noqa: E402
+from _synth import chat_record, log, unique_pairs, variant_answer, write_jsonl  # noqa: E402
+
+TOP_K = 10
+LEVELS = ["high", "high", "medium", "medium", "medium", "low", "low", "low", "low", "low"]
+
+
+# --- the citation structure (pair indices), shared by both runs ------------------------------
+def make_citations(n_pairs: int, n_items: int, n_planted: int, seed: int):
+    """(cites: n_items x TOP_K pair indices, bad: bool per item, planted: pair indices)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    # Zipf-like popularity over a random order of the pairs.
+    rank_of = rng.permutation(n_pairs)
+    weights = 1.0 / (rank_of + 20.0) ** 0.9
+    weights /= weights.sum()
+    # Planted pairs: random pairs outside the 1% most popular.
+    candidates = np.flatnonzero(rank_of >= n_pairs // 100)
+    planted = rng.choice(candidates, size=n_planted, replace=False)
+    bad = rng.random(n_items) < 0.2
+
+    draws = rng.choice(n_pairs, size=(n_items, TOP_K + 8), p=weights)
+    cites = np.empty((n_items, TOP_K), dtype=np.int64)
+    for row in range(n_items):
+        unique = list(dict.fromkeys(draws[row].tolist()))
+        while len(unique) < TOP_K:  # rare: too many repeats among the draws
+            extra = int(rng.choice(n_pairs, p=weights))
+            if extra not in unique:
+                unique.append(extra)
+        cites[row] = unique[:TOP_K]
+    # Plant: the item's top citation becomes a planted pair.
+    p_plant = np.where(bad, 0.15, 0.004)
+    plant_rows = np.flatnonzero(rng.random(n_items) < p_plant)
+    picks = rng.choice(planted, size=plant_rows.size)
+    for row, pick in zip(plant_rows.tolist(), picks.tolist()):
+        if pick not in cites[row]:
+            cites[row, 1:] = cites[row, :-1].copy()
+            cites[row, 0] = pick
+    return cites, bad, planted
+
+
+# --- one run directory -----------------------------------------------------------------------
+def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple[Path, Path]:
+    import numpy as np
+
+    from refine import CollectSettings, load_eval, load_training
+    from refine._atomic import sha256_file, write_parquet
+    from refine.collect import _finalize, _pairs_table, _settings_record
+    from refine.provenance import provenance
+    from refine.records import Attribution, Influence
+    from refine.rundir import PAIRS, RunDir
+    from refine.text import qa_text
+
+    t0 = time.perf_counter()
+    train = root / f"train-{name}.jsonl"
+    write_jsonl(train, (chat_record(q, a, s) for q, a, s in pair_texts))
+    training = load_training([str(train)])
+    unique = training.unique_pairs()
+    assert len(unique) == len(pair_texts), "pairs must be unique"
+    log(f"[{name}] training file {train.stat().st_size / 1e6:.1f} MB written and loaded "
+        f"in {time.perf_counter() - t0:.1f}s")
+
+    t = time.perf_counter()
+    rng = random.Random(seed)
+    n_items = cites.shape[0]
+    evalf = root / f"eval-{name}.jsonl"
+    write_jsonl(evalf, ({"id": f"ev-{i:06d}", "question": unique[int(cites[i, 0])].question,
+                         "answer": variant_answer(rng, unique[int(cites[i, 0])].answer, bool(bad[i])),
+                         "verdict": "bad" if bad[i] else "good"} for i in range(n_items)))
+    evalset = load_eval(str(evalf))
+    log(f"[{name}] {n_items} eval items written and loaded in {time.perf_counter() - t:.1f}s")
+
+    t = time.perf_counter()
+    score_rng = np.random.default_rng(seed)
+    scores = np.round(0.92 - 0.03 * np.arange(TOP_K) - 0.02 * score_rng.random((n_items, TOP_K)), 6)
+    messages = [qa_text(p.question, p.answer) for p in unique]
+    version = "refine-bench-synthetic"
+    journal = {}
+    for i, item in enumerate(evalset.items):
+        row, srow = cites[i].tolist(), scores[i].tolist()
+        journal[item.id] = Attribution(
+            item.id,
+            [Influence(pair_id=unique[j].pair_id, influence_level=LEVELS[r], score=srow[r],
+                       file_id=unique[j].file_id, messages=messages[j])
+             for r, j in enumerate(row)],
+            answer=item.answer, version=version)
+    log(f"[{name}] {n_items * TOP_K} Attribution influences built in {time.perf_counter() - t:.1f}s")
+
+    t = time.perf_counter()
+    settings = CollectSettings(backend="synthetic-bench", top_k=TOP_K)
+    stub_backend = types.SimpleNamespace(settings=lambda: {
+        "backend": "synthetic-bench", "options": {"seed": seed}, "model_fingerprint": None})
+    record = _settings_record(training, str(evalf), sha256_file(evalf), stub_backend, settings)
+    run = RunDir(root / f"run-{name}")
+    run.prepare_for(record, overwrite=False)
+    run.write_settings(record, provenance())
+    write_parquet(run.file(PAIRS), _pairs_table(training))
+    _finalize(run, evalset.items, journal, settings.grade, None, str(evalf))
+    log(f"[{name}] run dir finalized in {time.perf_counter() - t:.1f}s")
+    return run.path, train
+
+
+# --- subprocess workers ----------------------------------------------------------------------
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def worker(argv: list[str]) -> None:
+    with stdout_to_stderr():
+        import pandas  # noqa: F401  (libraries both verbs use, so the baseline includes them)
+        import pyarrow.compute  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+
+        import refine
+
+        baseline = _rss_mb()
+        verb = argv[0]
+        t = time.perf_counter()
+        if verb == "flag":
+            result = refine.flag(argv[1])
+            extra = {"flagged": result.flagged, "cited_pairs": len(result.table),
+                     "items": result.items, "bad_items": result.bad_items}
+        elif verb == "emit":
+            result = refine.emit(argv[1], argv[2])
+            extra = {"records_in": result.records_in, "records_out": result.records_out,
+                     "removed": result.removed}
+        else:
+            raise SystemExit(f"unknown worker verb {verb!r}")
+        seconds = time.perf_counter() - t
+        figures = {"seconds": seconds, "peak_rss_mb": _rss_mb(), "baseline_rss_mb": baseline, **extra}
+    emit_json(figures)
+
+
+def run_worker(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", *args],
+                          stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- main ------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="10,000 pairs, 5,000 items")
+    parser.add_argument("--seed", type=int, default=4321)
+    parser.add_argument("--long-factor", type=int, default=8,
+                        help="answer length multiplier of the long-answers run (default 8: "
+                             "about 5x the training file's bytes)")
+    parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    n_pairs, n_items, n_planted = (10_000, 5_000, 20) if args.small else (200_000, 100_000, 200)
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="refine-bench-flag-") as tmp, stdout_to_stderr():
+        root = Path(tmp)
+        os.environ["REFINE_CACHE_DIR"] = str(root / "cache")  # nothing here embeds; belt and braces
+
+        t = time.perf_counter()
+        cites, bad, planted = make_citations(n_pairs, n_items, n_planted, args.seed)
+        log(f"citations: {cites.size} rows over {n_pairs} pairs, {int(bad.sum())} bad items, "
+            f"{n_planted} planted, in {time.perf_counter() - t:.1f}s")
+
+        runs = {}
+        for name, factor in (("normal", 1), ("long", args.long_factor)):
+            t = time.perf_counter()
+            texts = unique_pairs(n_pairs, args.seed, answer_factor=factor)
+            log(f"[{name}] {n_pairs} pairs generated in {time.perf_counter() - t:.1f}s")
+            runs[name] = build_run(root, name, texts, cites, bad, args.seed)
+            if name == "normal":
+                from refine.training import load_training
+                from refine.text import pair_key
+                planted_ids = {pair_key(texts[j][0], texts[j][1]) for j in planted.tolist()}
+            del texts
+            gc.collect()
+
+        results = {}
+        for name, (run, train) in runs.items():
+            log(f"[{name}] flag ...")
+            results[f"flag_{name}"] = run_worker("flag", str(run))
+            log(f"[{name}] flag: {results[f'flag_{name}']}")
+            log(f"[{name}] emit ...")
+            results[f"emit_{name}"] = run_worker("emit", str(run), str(root / f"out-{name}" / train.name))
+            log(f"[{name}] emit: {results[f'emit_{name}']}")
+
+        import pyarrow.parquet as pq
+
+        from refine import read_flags
+
+        flags = read_flags(runs["normal"][0])
+        flagged_ids = set(flags.loc[flags["flagged"], "pair_id"])
+        n_rows = pq.ParquetFile(runs["normal"][0] / "attributions.parquet").metadata.num_rows
+        train_mb = runs["normal"][1].stat().st_size / 1e6
+        train_mb_long = runs["long"][1].stat().st_size / 1e6
+        fn, en = results["flag_normal"], results["emit_normal"]
+        fl, el = results["flag_long"], results["emit_long"]
+        figures = {
+            "bench": "flag_emit",
+            "attribution_rows": n_rows,
+            "pairs": n_pairs,
+            "eval_items": n_items,
+            "flag_s": round(fn["seconds"], 3),
+            "emit_s": round(en["seconds"], 3),
+            "emit_peak_rss_mb": round(en["peak_rss_mb"], 1),
+            "emit_peak_rss_mb_long_answers": round(el["peak_rss_mb"], 1),
+            "emit_baseline_rss_mb": round(en["baseline_rss_mb"], 1),
+            "train_mb": round(train_mb, 1),
+            "train_mb_long_answers": round(train_mb_long, 1),
+            "flagged": fn["flagged"],
+            "planted": len(planted_ids),
+            "planted_recall": round(len(flagged_ids & planted_ids) / len(planted_ids), 4),
+            "flagged_not_planted": len(flagged_ids - planted_ids),
+            "bad_items": fn["bad_items"],
+            "cited_pairs": fn["cited_pairs"],
+            "removed_lines": en["removed"],
+            "flag_peak_rss_mb": round(fn["peak_rss_mb"], 1),
+            "flag_s_long_answers": round(fl["seconds"], 3),
+            "emit_s_long_answers": round(el["seconds"], 3),
+            "flag_peak_rss_mb_long_answers": round(fl["peak_rss_mb"], 1),
+            "targets": {"flag_s": 10, "emit_s": 10},
+            "total_s": round(time.perf_counter() - started, 1),
+            "small": args.small,
+        }
+    emit_json(figures)
+
+
+if __name__ == "__main__":
+    main()
