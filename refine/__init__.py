@@ -7,50 +7,58 @@ The same verbs as the CLI::
     collect(["train.jsonl"], "eval.jsonl", "runs/r1")
     result = flag("runs/r1")
     emit("runs/r1", "train.refined.jsonl")
+
+Names are imported on first use, so that ``refine --help`` does not load pandas or torch.
 """
 
-from ._version import __version__
-from .attribution.base import AttributionBackend, available_backends, make_backend
-from .collect import CollectResult, CollectSettings, collect
-from .emit import EmitResult, emit
-from .errors import BackendError, ConfigError, InputError, RefineError, RunDirError
-from .evalset import EvalItem, EvalSet, load_eval
-from .flagging import FlagResult, FlagSettings, flag, read_flags
-from .grading import GradeSettings
-from .records import Attribution, Influence
-from .recipe import Recipe, RecipeResult, load_recipe, run_recipe
-from .training import TrainingPair, TrainingSet, load_training
+from __future__ import annotations
 
-__all__ = [
-    "Attribution",
-    "AttributionBackend",
-    "BackendError",
-    "CollectResult",
-    "CollectSettings",
-    "ConfigError",
-    "EmitResult",
-    "EvalItem",
-    "EvalSet",
-    "FlagResult",
-    "FlagSettings",
-    "GradeSettings",
-    "Influence",
-    "InputError",
-    "Recipe",
-    "RecipeResult",
-    "RefineError",
-    "RunDirError",
-    "TrainingPair",
-    "TrainingSet",
-    "__version__",
-    "available_backends",
-    "collect",
-    "emit",
-    "flag",
-    "load_eval",
-    "load_recipe",
-    "load_training",
-    "make_backend",
-    "read_flags",
-    "run_recipe",
-]
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .errors import BackendError, ConfigError, InputError, RefineError, RunDirError
+
+_LAZY = {
+    "Attribution": "records",
+    "AttributionBackend": "attribution.base",
+    "CollectResult": "collection",
+    "CollectSettings": "collection",
+    "EmitResult": "emission",
+    "EvalItem": "evalset",
+    "EvalSet": "evalset",
+    "FlagResult": "flagging",
+    "FlagSettings": "flagging",
+    "GradeSettings": "grading",
+    "Influence": "records",
+    "Recipe": "recipe",
+    "RecipeResult": "recipe",
+    "TrainingPair": "training",
+    "TrainingSet": "training",
+    "available_backends": "attribution.base",
+    "collect": "collection",
+    "emit": "emission",
+    "flag": "flagging",
+    "load_eval": "evalset",
+    "load_recipe": "recipe",
+    "load_training": "training",
+    "make_backend": "attribution.base",
+    "read_flags": "flagging",
+    "run_recipe": "recipe",
+}
+
+__all__ = sorted([*_LAZY, "BackendError", "ConfigError", "InputError", "RefineError",
+                  "RunDirError", "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'refine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -69,7 +69,7 @@ def collect_command(train: tuple[str, ...], eval_path: str, out: str, backend: s
                     model: str | None, options: tuple[str, ...], batch_size: int,
                     skip_invalid: bool, overwrite: bool, quiet: bool) -> None:
     """Attribute every eval item to training pairs; write the run directory OUT."""
-    from .collect import CollectSettings, collect
+    from .collection import CollectSettings, collect
     from .recipe import parse_key_values
 
     backend_options = parse_key_values(options, "--option")
@@ -124,7 +124,7 @@ def _report_flags(result: Any, show: int) -> None:
 @_handle_errors
 def emit_command(run_dir: str, out: str) -> None:
     """Write the pruned dataset and OUT.manifest.json."""
-    from .emit import emit
+    from .emission import emit
 
     _report_emit(emit(run_dir, out))
 

@@ -28,8 +28,8 @@ from typing import Any, Iterable
 
 import yaml
 
-from .collect import CollectResult, CollectSettings, collect
-from .emit import EmitResult, emit
+from .collection import CollectResult, CollectSettings, collect
+from .emission import EmitResult, emit
 from .errors import ConfigError
 from .flagging import FlagResult, FlagSettings, flag
 from .grading import GradeSettings
