@@ -5,10 +5,10 @@
 
 No embedding model runs. The run directory is built the way `refine.collect` builds it, from
 its own helpers: a chat JSONL training file is written and read back with
-`refine.load_training`, the settings record comes from `refine.collect._settings_record`
+`refine.load_training`, the settings record comes from `refine.collection._settings_record`
 (with the training file's real sha256 and format), pairs.parquet from
-`refine.collect._pairs_table`, and items.parquet / attributions.parquet from
-`refine.collect._finalize` given a journal of `Attribution` records. (No journal.jsonl is
+`refine.collection._pairs_table`, and items.parquet / attributions.parquet from
+`refine.collection._finalize` given a journal of `Attribution` records. (No journal.jsonl is
 written: flag and emit do not read it.)
 
 Citations: ~100,000 eval items each cite 10 distinct pairs drawn with Zipf-like popularity
@@ -16,7 +16,8 @@ Citations: ~100,000 eval items each cite 10 distinct pairs drawn with Zipf-like 
 mostly by bad items (a bad item cites one with probability 0.15, a good one with 0.004).
 
 `flag` and `emit` each run in a fresh subprocess (`--worker`), timed there around the call
-alone, with peak RSS read from getrusage at the end, so that building the data does not
+alone, with peak RSS read at the end (VmHWM of /proc/self/status: the whole subprocess,
+imports included; `emit_baseline_rss_mb` is the same figure taken just before the call), so that building the data does not
 pollute either figure. The same is done for a second run whose training file holds the same
 number of pairs, with the same citation structure, but much longer answers (~5x the file
 bytes), to show whether emit's memory grows with the training file.
@@ -89,7 +90,7 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple
 
     from refine import CollectSettings, load_eval, load_training
     from refine._atomic import sha256_file, write_parquet
-    from refine.collect import _finalize, _pairs_table, _settings_record
+    from refine.collection import _finalize, _pairs_table, _settings_record
     from refine.provenance import provenance
     from refine.records import Attribution, Influence
     from refine.rundir import PAIRS, RunDir
@@ -146,6 +147,18 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple
 
 # --- subprocess workers ----------------------------------------------------------------------
 def _rss_mb() -> float:
+    """Peak RSS of this process image, MiB.
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across
+    fork and exec, so a worker started by a big parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -213,7 +226,6 @@ def main() -> None:
             log(f"[{name}] {n_pairs} pairs generated in {time.perf_counter() - t:.1f}s")
             runs[name] = build_run(root, name, texts, cites, bad, args.seed)
             if name == "normal":
-                from refine.training import load_training
                 from refine.text import pair_key
                 planted_ids = {pair_key(texts[j][0], texts[j][1]) for j in planted.tolist()}
             del texts
@@ -262,6 +274,7 @@ def main() -> None:
             "flag_s_long_answers": round(fl["seconds"], 3),
             "emit_s_long_answers": round(el["seconds"], 3),
             "flag_peak_rss_mb_long_answers": round(fl["peak_rss_mb"], 1),
+            "flagged_long_answers": fl["flagged"],
             "targets": {"flag_s": 10, "emit_s": 10},
             "total_s": round(time.perf_counter() - started, 1),
             "small": args.small,

@@ -22,6 +22,7 @@ key (the value is read as YAML).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -162,7 +163,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     base = path.parent
 
     def resolve(p: str) -> str:
-        return str(p) if Path(p).is_absolute() else str(base / p)
+        return os.path.normpath(p if Path(p).is_absolute() else base / p)
 
     train = data["train"] if isinstance(data["train"], list) else [data["train"]]
     if not train or not all(isinstance(t, str) for t in train):

@@ -49,6 +49,18 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as they decide results: input files by content (sha256), not by the path
+    they were reached through, so the same run resumes from another working directory."""
+    inputs = settings.get("inputs", {})
+    strip = lambda entry: {k: v for k, v in entry.items() if k != "path"}  # noqa: E731
+    return {**settings, "inputs": {
+        **inputs,
+        "train": [strip(e) for e in inputs.get("train", [])],
+        "eval": strip(inputs.get("eval", {})),
+    }}
+
+
 class RunDir:
     """A run directory on disk."""
 
@@ -82,10 +94,10 @@ class RunDir:
         existing = self.file(SETTINGS)
         if existing.is_file():
             old = json.loads(existing.read_text(encoding="utf-8"))
-            if old == settings:
+            if _comparable(old) == _comparable(settings):
                 return True
             if not overwrite:
-                changed = ", ".join(_diff(old, settings)) or "(format)"
+                changed = ", ".join(_diff(_comparable(old), _comparable(settings))) or "(format)"
                 raise RunDirError(f"{self.path}: was collected with other settings (changed: {changed}); "
                                   "use another run directory or --overwrite")
             self.clear()

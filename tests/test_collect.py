@@ -133,3 +133,13 @@ def test_a_torn_journal_line_is_dropped_and_redone(people: dict, tmp_path: Path)
     CountingBackend.calls = []
     result = collect([str(people["train"])], str(people["eval"]), run, settings, progress=False)
     assert result.resumed == 10 and len(CountingBackend.calls) == 33
+
+
+def test_the_same_files_reached_by_another_path_resume_the_run(people: dict, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    collect([str(people["train"])], str(people["eval"]), run, progress=False)
+    monkeypatch.chdir(Path(people["train"]).parent)
+    result = collect(["train.jsonl"], "eval.jsonl", run, progress=False)
+    assert result.resumed == 43
+    assert json.loads((run / "settings.json").read_text())["inputs"]["train"][0]["path"] == "train.jsonl"

@@ -1,9 +1,18 @@
 """Embedding-similarity attribution (the default backend).
 
-Each eval item ("Q: question\\nA: answer") and each training pair ("Q: …\\nA: …") is embedded
-with a sentence-transformers model; the score is their cosine similarity and the levels
-come from :mod:`refine.calibration`. It finds the pairs that *look like* the answer, which
-is what a model most often repeats; it cannot tell which of them the model learned it from.
+Each eval item and each training pair is embedded twice with a sentence-transformers model:
+as a whole ("Q: question\\nA: answer") and its answer alone. The score is
+
+    (1 - answer_weight) · cos(item Q+A, pair Q+A) + answer_weight · cos(item A, pair A)
+
+so a pair counts when its answer resembles what the model said, in a context that resembles
+the question. Q+A similarity alone over-credits pairs that share the *topic* but not the
+answer (a bad "5 GB" upload answer cites every pair about uploads); answer similarity alone
+cannot tell one refusal from another. On sample_data the mix flags exactly the planted pairs
+where Q+A alone missed two and added one. Levels come from :mod:`refine.calibration`.
+
+It finds the pairs that *look like* the answer, which is what a model most often repeats; it
+cannot tell which of them the model learned it from (that is the gradient backend's job).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ __all__ = ["EmbeddingBackend", "EmbeddingOptions"]
 class EmbeddingOptions:
     model: str = DEFAULT_MODEL
     batch_size: int = 64
+    answer_weight: float = 0.5
     z_low: float = LevelCalibration.z_low
     z_medium: float = LevelCalibration.z_medium
     z_high: float = LevelCalibration.z_high
@@ -38,6 +48,9 @@ class EmbeddingOptions:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"must be a positive integer, got {self.batch_size!r}",
                               key="backend_options.batch_size")
+        if not isinstance(self.answer_weight, (int, float)) or not 0 <= self.answer_weight <= 1:
+            raise ConfigError(f"must be a number between 0 and 1, got {self.answer_weight!r}",
+                              key="backend_options.answer_weight")
         self.calibration()  # validates the thresholds
 
     def calibration(self) -> LevelCalibration:
@@ -54,23 +67,39 @@ class EmbeddingBackend(AttributionBackend):
         self.model = model or EmbeddingModel(options.model, cache_dir=options.cache_dir,
                                              batch_size=options.batch_size)
         self._pairs: list[TrainingPair] = []
-        self._matrix: np.ndarray | None = None
+        self._qa: np.ndarray | None = None
+        self._answers: np.ndarray | None = None
 
     def settings(self) -> dict:
         options = {f.name: getattr(self.options, f.name) for f in fields(self.options)
                    if f.metadata.get("affects_results", True)}
         return {"backend": self.name, "options": options, "model_fingerprint": self.model.fingerprint}
 
+    def _texts(self, question_answers: list[tuple[str, str]]) -> list[str]:
+        texts = [qa_text(q, a) for q, a in question_answers]
+        if self.options.answer_weight > 0:
+            texts += [a for _, a in question_answers]
+        return texts
+
     def prepare(self, training: TrainingSet, progress) -> None:
         self._pairs = training.unique_pairs()
-        texts = [qa_text(p.question, p.answer) for p in self._pairs]
-        self._matrix = self.model.encode(texts, progress=progress("encode training pairs", len(texts)))
+        texts = self._texts([(p.question, p.answer) for p in self._pairs])
+        vectors = self.model.encode(texts, progress=progress("encode training pairs", len(texts)))
+        self._qa, self._answers = vectors[:len(self._pairs)], vectors[len(self._pairs):]
+
+    def scores(self, items: list[EvalItem]) -> np.ndarray:
+        """Raw scores, items × unique training pairs."""
+        if self._qa is None:
+            raise RuntimeError("prepare() must run before attribute()")
+        vectors = self.model.encode(self._texts([(i.question, i.answer or "") for i in items]))
+        weight = self.options.answer_weight
+        scores = vectors[:len(items)] @ self._qa.T
+        if weight > 0:
+            scores = (1 - weight) * scores + weight * (vectors[len(items):] @ self._answers.T)
+        return scores
 
     def attribute(self, items: list[EvalItem]) -> list[Attribution]:
-        if self._matrix is None:
-            raise RuntimeError("prepare() must run before attribute()")
-        queries = self.model.encode([qa_text(i.question, i.answer) for i in items])
-        scores = queries @ self._matrix.T
+        scores = self.scores(items)
         ranked = assign_levels(scores, self.top_k, self.options.calibration())
         records = []
         for item, row in zip(items, ranked):
