@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 
 from ._version import __version__
-from .errors import RefineError
+from .errors import ConfigError, RefineError
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,6 +60,14 @@ def main() -> None:
               help="A backend option (see the README), read as YAML. Repeatable.")
 @click.option("--batch-size", default=32, show_default=True, type=int,
               help="Eval items attributed (and saved) per step.")
+@click.option("--model-id", default=None, help="seekrflow: the fine-tuned model's id.")
+@click.option("--base-url", default=None,
+              help="seekrflow: the API's base URL (a `refine serve` address works too).")
+@click.option("--concurrency", default=None, type=int, help="seekrflow: requests in flight [8].")
+@click.option("--rate", default=None, type=float, help="seekrflow: at most this many requests/s.")
+@click.option("--timeout", default=None, type=float, help="seekrflow: seconds per request [60].")
+@click.option("--max-retries", default=None, type=int,
+              help="seekrflow: retries per request on 408/409/429/5xx and connection errors [5].")
 @click.option("--skip-invalid", is_flag=True, help="Skip and count invalid input lines instead "
                                                    "of stopping at the first.")
 @click.option("--overwrite", is_flag=True, help="Start RUN afresh even if it holds another run.")
@@ -67,14 +75,21 @@ def main() -> None:
 @_handle_errors
 def collect_command(train: tuple[str, ...], eval_path: str, out: str, backend: str, top_k: int,
                     model: str | None, options: tuple[str, ...], batch_size: int,
+                    model_id: str | None, base_url: str | None, concurrency: int | None,
+                    rate: float | None, timeout: float | None, max_retries: int | None,
                     skip_invalid: bool, overwrite: bool, quiet: bool) -> None:
-    """Attribute every eval item to training pairs; write the run directory OUT."""
+    """Attribute every eval item to training pairs; write the run directory OUT.
+
+    The seekrflow backend reads its API key from $SEEKR_API_KEY.
+    """
     from .collection import CollectSettings, collect
     from .recipe import parse_key_values
 
     backend_options = parse_key_values(options, "--option")
-    if model is not None:
-        backend_options["model"] = model
+    named = {"model": model, "model_id": model_id, "base_url": base_url,
+             "concurrency": concurrency, "rate": rate, "timeout": timeout,
+             "max_retries": max_retries}
+    backend_options.update({k: v for k, v in named.items() if v is not None})
     settings = CollectSettings(backend=backend, top_k=top_k, backend_options=backend_options,
                                batch_size=batch_size, skip_invalid=skip_invalid)
     result = collect(list(train), eval_path, out, settings, overwrite=overwrite, progress=not quiet)
@@ -87,6 +102,12 @@ def _report_collect(result: Any) -> None:
                + (f" ({result.resumed} already done)" if result.resumed else ""))
     if result.skipped_lines:
         click.echo(f"skipped {result.skipped_lines} invalid input lines", err=True)
+    if result.unmatched_results:
+        click.echo(f"{result.unmatched_results} attribution results match no local training line "
+                   f"(kept in {Path(result.run_dir) / 'attributions.parquet'} with no pair_id), e.g.:",
+                   err=True)
+        for example in result.unmatched_examples[:3]:
+            click.echo("  " + example.replace("\n", " | ")[:120], err=True)
     if result.failed:
         shown = ", ".join(result.failed[:10]) + (" …" if len(result.failed) > 10 else "")
         click.echo(f"{len(result.failed)} items failed (run again to retry them): {shown}", err=True)
@@ -149,6 +170,37 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
     _report_collect(result.collect)
     _report_flags(result.flag, 20)
     _report_emit(result.emit)
+
+
+@main.command("serve")
+@click.option("--train", "train", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Training file(s) the server attributes to. Repeatable.")
+@click.option("--backend", default="embedding", show_default=True, help="Local attribution backend.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option.")
+@click.option("--top-k", default=10, show_default=True, type=int)
+@click.option("--model-id", default="local", show_default=True,
+              help="The model id the route answers for.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback needs --api-key-env.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--api-key-env", default=None, metavar="VAR",
+              help="Require `Authorization: Bearer $VAR` on the attribution route.")
+@_handle_errors
+def serve_command(train: tuple[str, ...], backend: str, options: tuple[str, ...], top_k: int,
+                  model_id: str, host: str, port: int, api_key_env: str | None) -> None:
+    """Serve the SeekrFlow attribution API over a local backend."""
+    import os
+
+    from .server import serve
+    from .recipe import parse_key_values
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise ConfigError(f"environment variable {api_key_env} is not set", key="--api-key-env")
+    serve(list(train), backend=backend, backend_options=parse_key_values(options, "--option"),
+          top_k=top_k, model_id=model_id, host=host, port=port, api_key=api_key)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._atomic import write_parquet
+from ._atomic import sha256_file, write_parquet
 from ._progress import Progress
 from .attribution.base import AttributionBackend, make_backend
 from .errors import ConfigError, InputError
@@ -54,6 +54,8 @@ class CollectResult:
     resumed: int           # items found finished from an earlier, interrupted run
     training_pairs: int
     skipped_lines: int
+    unmatched_results: int = 0          # remote results that match no local training line
+    unmatched_examples: list[str] = field(default_factory=list)
 
 
 def _settings_record(training: TrainingSet, eval_path: str, eval_sha: str,
@@ -108,50 +110,48 @@ def collect(train: list[str], eval_path: str, out: str | Path,
                                       top_k=settings.top_k)
     with backend:
         _check_answers(evalset.items, backend, eval_path)
-        from ._atomic import sha256_file
 
-        record = _settings_record(training, str(eval_path), sha256_file(eval_path), backend, settings)
+        settings_record = _settings_record(training, str(eval_path), sha256_file(eval_path),
+                                           backend, settings)
         run = RunDir(out)
-        run.prepare_for(record, overwrite=overwrite)
-        run.write_settings(record, provenance())
-        if not run.file(PAIRS).is_file():
-            write_parquet(run.file(PAIRS), _pairs_table(training))
+        run.prepare_for(settings_record, overwrite=overwrite)
+        run.write_settings(settings_record, provenance())
+        write_parquet(run.file(PAIRS), _pairs_table(training))
 
-        journal = run.read_journal()
-        finished = {eid for eid, rec in journal.items() if rec.status == "done"}
+        done = run.read_journal()
+        finished = {eid for eid, rec in done.items() if rec.status == "done"}
         todo = [item for item in evalset.items if item.id not in finished]
         resumed = len(evalset.items) - len(todo)
 
-        with Progress(progress).session() as bars:
+        with Progress(progress).session() as bars, run.journal_writer() as journal:
             if todo:
                 backend.prepare(training, bars.callback)
                 bar = bars.bar(f"attribute ({backend.name})", len(evalset.items), unit="item")
                 bar.update(resumed)
                 failures = 0
-                for start in range(0, len(todo), settings.batch_size):
-                    batch = todo[start:start + settings.batch_size]
-                    records = backend.attribute(batch)
-                    run.append_journal(records)
-                    for rec in records:
-                        journal[rec.eval_id] = rec
-                    failures += sum(rec.status != "done" for rec in records)
-                    bar.update(len(batch))
+                for record in backend.iter_attributions(todo, settings.batch_size):
+                    journal.append(record)
+                    done[record.eval_id] = record
+                    failures += record.status != "done"
+                    bar.update(1)
                     bar.set_postfix(failed=failures, refresh=False)
         grader_model = getattr(backend, "model", None)
-        _finalize(run, evalset.items, journal, settings.grade, grader_model, eval_path)
+        _finalize(run, evalset.items, done, settings.grade, grader_model, eval_path)
 
-    failed = [item.id for item in evalset.items if journal[item.id].status != "done"]
+    failed = [item.id for item in evalset.items if done[item.id].status != "done"]
     skipped = len(training.skipped) + len(evalset.skipped)
+    unmatched = [inf.messages for item in evalset.items for inf in done[item.id].influences
+                 if inf.pair_id is None]
     return CollectResult(run.path, len(evalset.items), len(evalset.items) - len(failed), failed,
-                         resumed, len(training.pairs), skipped)
+                         resumed, len(training.pairs), skipped, len(unmatched), unmatched[:5])
 
 
-def _finalize(run: RunDir, items: list[EvalItem], journal: dict[str, Attribution],
+def _finalize(run: RunDir, items: list[EvalItem], records: dict[str, Attribution],
               grade_settings: GradeSettings, grader_model: Any, eval_path: str) -> None:
     """Write items.parquet and attributions.parquet, in eval-set order."""
     # The answer a remote service generated stands in for a missing one.
-    answered = [item if item.answer is not None or journal[item.id].answer is None
-                else EvalItem(**{**asdict(item), "answer": journal[item.id].answer})
+    answered = [item if item.answer is not None or records[item.id].answer is None
+                else EvalItem(**{**asdict(item), "answer": records[item.id].answer})
                 for item in items]
     needs_model = any(item.verdict is None for item in answered)
     if needs_model and grader_model is None:
@@ -163,7 +163,7 @@ def _finalize(run: RunDir, items: list[EvalItem], journal: dict[str, Attribution
     rows: dict[str, list] = {k: [] for k in ("eval_id", "rank", "pair_id", "source_id", "score",
                                              "influence_level", "file_id", "messages")}
     for item in answered:
-        for rank, inf in enumerate(journal[item.id].influences, start=1):
+        for rank, inf in enumerate(records[item.id].influences, start=1):
             rows["eval_id"].append(item.id)
             rows["rank"].append(rank)
             rows["pair_id"].append(inf.pair_id)
@@ -195,10 +195,10 @@ def _finalize(run: RunDir, items: list[EvalItem], journal: dict[str, Attribution
         "grade_key_recall": pa.array([g.key_recall for g in grades], pa.float64()),
         "grade_semantic": pa.array([g.semantic for g in grades], pa.float64()),
         "grade_numbers_ok": pa.array([g.numbers_ok for g in grades], pa.bool_()),
-        "status": [journal[i.id].status for i in answered],
-        "error": pa.array([journal[i.id].error for i in answered], pa.string()),
-        "n_influences": pa.array([len(journal[i.id].influences) for i in answered], pa.int32()),
-        "version": pa.array([journal[i.id].version for i in answered], pa.string()),
+        "status": [records[i.id].status for i in answered],
+        "error": pa.array([records[i.id].error for i in answered], pa.string()),
+        "n_influences": pa.array([len(records[i.id].influences) for i in answered], pa.int32()),
+        "version": pa.array([records[i.id].version for i in answered], pa.string()),
     })
     write_parquet(run.file(ATTRIBUTIONS), attributions)
     write_parquet(run.file(ITEMS), item_table)

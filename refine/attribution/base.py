@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 from ..errors import ConfigError
 from ..evalset import EvalItem
@@ -54,6 +54,15 @@ class AttributionBackend(abc.ABC):
         """Attribute a batch of items; one record per item, in order. A failure of one item
         is a record with ``status="failed"``, not an exception."""
 
+    def iter_attributions(self, items: list[EvalItem], batch_size: int) -> Iterator[Attribution]:
+        """Yield one record per item as soon as it is finished, in any order.
+
+        The default attributes batch by batch; backends that wait on I/O override it to keep
+        many items in flight, so that `collect` can save each record the moment it arrives.
+        """
+        for start in range(0, len(items), batch_size):
+            yield from self.attribute(items[start:start + batch_size])
+
     def close(self) -> None:
         """Release what the backend holds."""
 
@@ -70,7 +79,7 @@ def available_backends() -> list[str]:
 
 
 def _import_builtin_backends() -> None:
-    from . import embedding  # noqa: F401  (registers itself)
+    from . import embedding, seekrflow  # noqa: F401  (they register themselves)
 
 
 def make_backend(name: str, options: dict[str, Any] | None, *, top_k: int) -> AttributionBackend:

@@ -1,0 +1,176 @@
+"""SeekrFlow attribution over HTTP: one request per eval item, many in flight.
+
+Each result ("Q: …\\nA: …") is mapped back to a line of the user's training files by its
+normalised question and answer (the pair id), or, failing that, by its question when that
+question is unique among the local pairs of the same ``file_id``. A result that matches no
+local line is kept with an empty pair id and reported; it cannot be pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import queue
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Iterator
+from urllib.parse import urlparse
+
+from ..errors import ConfigError
+from ..evalset import EvalItem
+from ..records import Attribution, Influence
+from ..seekrflow.client import DEFAULT_BASE_URL, AsyncSeekrFlowClient, InfluenceResult, RetryPolicy, SeekrFlowError
+from ..text import normalize, pair_key
+from ..training import TrainingPair, TrainingSet
+from .base import AttributionBackend
+
+__all__ = ["SeekrFlowBackend", "SeekrFlowOptions"]
+
+_RUNTIME = {"affects_results": False}
+
+
+@dataclass(frozen=True)
+class SeekrFlowOptions:
+    model_id: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    concurrency: int = field(default=8, metadata=_RUNTIME)
+    rate: float | None = field(default=None, metadata=_RUNTIME)
+    timeout: float = field(default=60.0, metadata=_RUNTIME)
+    max_retries: int = field(default=5, metadata=_RUNTIME)
+    backoff_base: float = field(default=0.5, metadata=_RUNTIME)
+    api_key_env: str = field(default="SEEKR_API_KEY", metadata=_RUNTIME)
+
+    def __post_init__(self) -> None:
+        if not self.model_id or not isinstance(self.model_id, str):
+            raise ConfigError("is required for the seekrflow backend (--model-id)",
+                              key="backend_options.model_id")
+        if urlparse(self.base_url).scheme not in ("http", "https"):
+            raise ConfigError(f"must be an http(s) URL, got {self.base_url!r}",
+                              key="backend_options.base_url")
+        for name in ("concurrency", "max_retries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "concurrency" else 0):
+                raise ConfigError(f"must be a non-negative integer, got {value!r}",
+                                  key=f"backend_options.{name}")
+        for name in ("timeout", "backoff_base") + (("rate",) if self.rate is not None else ()):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"must be a positive number, got {value!r}",
+                                  key=f"backend_options.{name}")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class SeekrFlowBackend(AttributionBackend):
+    name = "seekrflow"
+    Options = SeekrFlowOptions
+    needs_answer = False
+
+    def __init__(self, options: SeekrFlowOptions, *, top_k: int) -> None:
+        super().__init__(options, top_k=top_k)
+        self._api_key = os.environ.get(options.api_key_env) or None
+        if self._api_key is None and not _is_loopback(options.base_url):
+            raise ConfigError(f"the environment variable {options.api_key_env} holding the API key "
+                              "is not set", key="backend_options.api_key_env")
+        self._by_key: dict[str, TrainingPair] = {}
+        self._by_question: dict[tuple[str | None, str], list[TrainingPair]] = {}
+
+    def settings(self) -> dict:
+        options = {f.name: getattr(self.options, f.name) for f in fields(self.options)
+                   if f.metadata.get("affects_results", True)}
+        return {"backend": self.name, "options": options}
+
+    def prepare(self, training: TrainingSet, progress) -> None:
+        for pair in training.unique_pairs():
+            self._by_key[pair.pair_id] = pair
+            self._by_question.setdefault((pair.file_id, normalize(pair.question)), []).append(pair)
+
+    def match(self, result: InfluenceResult) -> TrainingPair | None:
+        """The local training pair a remote result stands for, if any."""
+        parsed = result.question_answer
+        if parsed is None:
+            return None
+        pair = self._by_key.get(pair_key(*parsed))
+        if pair is not None:
+            return pair
+        same_question = self._by_question.get((result.file_id, normalize(parsed[0])), [])
+        return same_question[0] if len(same_question) == 1 else None
+
+    def _record(self, item: EvalItem, results: list[InfluenceResult], answer: str | None,
+                version: str | None) -> Attribution:
+        influences = []
+        for result in results[: self.top_k]:
+            pair = self.match(result)
+            influences.append(Influence(
+                pair_id=pair.pair_id if pair else None, influence_level=result.influence_level,
+                score=None, file_id=result.file_id or (pair.file_id if pair else None),
+                messages=result.messages, source_id=result.id or None))
+        return Attribution(item.id, influences, answer=item.answer or answer, version=version)
+
+    async def _one(self, client: AsyncSeekrFlowClient, item: EvalItem) -> Attribution:
+        try:
+            response = await client.get_influential_finetuning_data(
+                self.options.model_id, item.question, answer=item.answer,
+                system_prompt=item.system_prompt)
+        except SeekrFlowError as exc:
+            return Attribution(item.id, answer=item.answer, status="failed", error=str(exc))
+        return self._record(item, response.results, response.answer, response.version)
+
+    def _client(self) -> AsyncSeekrFlowClient:
+        o = self.options
+        return AsyncSeekrFlowClient(self._api_key, base_url=o.base_url, timeout=o.timeout,
+                                    retry=RetryPolicy(max_retries=o.max_retries, backoff_base=o.backoff_base),
+                                    concurrency=o.concurrency, rate=o.rate)
+
+    def attribute(self, items: list[EvalItem]) -> list[Attribution]:
+        by_id = {record.eval_id: record for record in self.iter_attributions(items, len(items))}
+        return [by_id[item.id] for item in items]
+
+    def iter_attributions(self, items: list[EvalItem], batch_size: int) -> Iterator[Attribution]:
+        """Requests run on an event loop in a worker thread; records come back as they finish."""
+        finished: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        end = object()
+
+        async def run_all() -> None:
+            async with self._client() as client:
+                async def one(item: EvalItem) -> None:
+                    finished.put(await self._one(client, item))
+
+                pending: set[asyncio.Task] = set()
+                for item in items:
+                    if stop.is_set():
+                        break
+                    # Keep a bounded number of tasks queued, not one per eval item.
+                    while len(pending) >= 4 * self.options.concurrency:
+                        _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    pending.add(asyncio.create_task(one(item)))
+                if pending:
+                    await asyncio.gather(*pending)
+
+        def worker() -> None:
+            try:
+                asyncio.run(run_all())
+            except BaseException as exc:  # handed to the consuming thread, which re-raises it
+                finished.put(exc)
+            finally:
+                finished.put(end)
+
+        thread = threading.Thread(target=worker, name="refine-seekrflow", daemon=True)
+        thread.start()
+        try:
+            while (got := finished.get()) is not end:
+                if isinstance(got, BaseException):
+                    raise got
+                yield got
+        finally:
+            stop.set()
