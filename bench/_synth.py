@@ -123,6 +123,8 @@ _CLOSERS = [
     "Write down what you changed so you can repeat it.",
     "It should take about {n} minutes in total.",
     "",
+    "",
+    "",
 ]
 _SYSTEMS = [None, None, None, "You are a helpful assistant.",
             "You are a concise expert. Answer in plain language."]
@@ -149,7 +151,7 @@ def make_pair(rng: random.Random, index: int, *, answer_factor: int = 1) -> tupl
     if rng.random() < 0.5:
         question += f" (case {index})"
     parts = [_fill(rng.choice(_OPENERS), rng, slots)]
-    parts += [_fill(f, rng, {}) for f in rng.sample(domain["facts"], rng.choice((1, 1, 1, 2, 2, 3)))]
+    parts += [_fill(f, rng, {}) for f in rng.sample(domain["facts"], rng.choice((1, 1, 1, 1, 2, 2)))]
     parts.append(_fill(rng.choice(_CLOSERS), rng, slots))
     if "(case" not in question:
         parts.append(f"Reference {index}.")

@@ -22,6 +22,8 @@ from .errors import BackendError, ConfigError, InputError, RefineError, RunDirEr
 _LAZY = {
     "Attribution": "records",
     "AttributionBackend": "attribution.base",
+    "ClusterResult": "clustering",
+    "ClusterSettings": "clustering",
     "CollectResult": "collection",
     "CollectSettings": "collection",
     "EmitResult": "emission",
@@ -32,10 +34,13 @@ _LAZY = {
     "GradeSettings": "grading",
     "Influence": "records",
     "Recipe": "recipe",
+    "ReportResult": "reporting",
+    "ReportSettings": "reporting",
     "RecipeResult": "recipe",
     "TrainingPair": "training",
     "TrainingSet": "training",
     "available_backends": "attribution.base",
+    "cluster": "clustering",
     "collect": "collection",
     "emit": "emission",
     "flag": "flagging",
@@ -44,6 +49,7 @@ _LAZY = {
     "load_training": "training",
     "make_backend": "attribution.base",
     "read_flags": "flagging",
+    "report": "reporting",
     "run_recipe": "recipe",
 }
 

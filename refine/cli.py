@@ -156,6 +156,41 @@ def _report_emit(result: Any) -> None:
                f"(removed {result.removed}) -> {outputs}; manifest: {result.manifest}")
 
 
+@main.command("cluster")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--distance-threshold", default=0.6, show_default=True, type=float,
+              help="Cosine distance at which failure modes stop merging.")
+@click.option("--min-size", default=3, show_default=True, type=int,
+              help="Smaller groups of bad answers stay unclustered.")
+@_handle_errors
+def cluster_command(run_dir: str, distance_threshold: float, min_size: int) -> None:
+    """Group the bad answers into failure modes and find the pairs driving each."""
+    from .clustering import ClusterSettings, cluster
+
+    result = cluster(run_dir, ClusterSettings(distance_threshold=distance_threshold, min_size=min_size))
+    _report_clusters(result)
+
+
+def _report_clusters(result: Any) -> None:
+    unclustered = int((result.items["cluster"] < 0).sum())
+    click.echo(f"{len(result.modes)} failure modes over {len(result.items)} bad answers"
+               + (f" ({unclustered} unclustered)" if unclustered else "")
+               + f" -> {Path(result.run_dir) / 'clusters.csv'}")
+    for mode in result.modes.itertuples():
+        click.echo(f"  mode {mode.cluster}: {mode.label} ({mode.size} answers)")
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@_handle_errors
+def report_command(run_dir: str) -> None:
+    """Write RUN/report.html (self-contained) and RUN/report.md."""
+    from .reporting import report
+
+    result = report(run_dir)
+    click.echo(f"report: {result.html} ({result.bytes / 1e6:.2f} MB), {result.markdown}")
+
+
 @main.command("run")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -169,6 +204,10 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
     result = run_recipe(load_recipe(recipe, overrides), progress=not quiet)
     _report_collect(result.collect)
     _report_flags(result.flag, 20)
+    if result.cluster is not None:
+        _report_clusters(result.cluster)
+    if result.report is not None:
+        click.echo(f"report: {result.report.html}")
     _report_emit(result.emit)
 
 

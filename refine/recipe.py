@@ -12,6 +12,8 @@
               backend_options: {model: default}}
     grade: {f1_min: 0.2, key_recall_min: 0.5, semantic_min: 0.4, require_numbers: true}
     flag: {min_bad: 2, alpha: 0.1, level_weights: {high: 1.0, medium: 0.5, low: 0.25}}
+    cluster: {enabled: true, distance_threshold: 0.6, min_size: 3}
+    report: {enabled: true}                      # RUN/report.html and RUN/report.md
     emit: {out: runs/quickstart/refined.jsonl}   # default: <run_dir>/refined.jsonl, or
                                                  # <run_dir>/refined/ for several train files
 
@@ -29,11 +31,13 @@ from typing import Any, Iterable
 
 import yaml
 
+from .clustering import ClusterResult, ClusterSettings, cluster
 from .collection import CollectResult, CollectSettings, collect
 from .emission import EmitResult, emit
 from .errors import ConfigError
 from .flagging import FlagResult, FlagSettings, flag
 from .grading import GradeSettings
+from .reporting import ReportResult, ReportSettings, report
 
 __all__ = ["Recipe", "RecipeResult", "load_recipe", "run_recipe"]
 
@@ -43,6 +47,8 @@ _SCHEMA: dict[str, Any] = {
     "collect": {f.name: None for f in fields(CollectSettings) if f.name != "grade"},
     "grade": {f.name: None for f in fields(GradeSettings)},
     "flag": {f.name: None for f in fields(FlagSettings)},
+    "cluster": {"enabled": None, **{f.name: None for f in fields(ClusterSettings)}},
+    "report": {"enabled": None, **{f.name: None for f in fields(ReportSettings)}},
     "emit": {"out": str},
 }
 _REQUIRED = ("train", "eval", "run_dir")
@@ -58,6 +64,8 @@ class Recipe:
     emit_out: str
     collect: CollectSettings
     flag: FlagSettings
+    cluster: ClusterSettings | None = None    # None: the step is off
+    report: ReportSettings | None = None
     overwrite: bool = False
 
 
@@ -66,6 +74,8 @@ class RecipeResult:
     recipe: Recipe
     collect: CollectResult
     flag: FlagResult
+    cluster: ClusterResult | None
+    report: ReportResult | None
     emit: EmitResult
 
 
@@ -176,6 +186,10 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     try:
         collect_settings = CollectSettings(**collect_cfg, grade=GradeSettings(**(data.get("grade") or {})))
         flag_settings = FlagSettings(**(data.get("flag") or {}))
+        cluster_cfg = dict(data.get("cluster") or {})
+        cluster_settings = ClusterSettings(**cluster_cfg) if cluster_cfg.pop("enabled", True) else None
+        report_cfg = dict(data.get("report") or {})
+        report_settings = ReportSettings(**report_cfg) if report_cfg.pop("enabled", True) else None
     except ConfigError as exc:
         section = exc.key.split(".") if exc.key else []
         raise ConfigError(exc.message, key=exc.key, file=file,
@@ -189,17 +203,23 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
         emit_out=resolve(emit_cfg["out"]) if "out" in emit_cfg else str(default_out),
         collect=collect_settings,
         flag=flag_settings,
+        cluster=cluster_settings,
+        report=report_settings,
         overwrite=bool(data.get("overwrite", False)),
     )
 
 
 def run_recipe(recipe: Recipe, *, progress: bool = True) -> RecipeResult:
-    """collect → flag → emit, as the recipe says."""
+    """collect → flag → cluster → report → emit, as the recipe says."""
     collected = collect(recipe.train, recipe.eval, recipe.run_dir, recipe.collect,
                         overwrite=recipe.overwrite, progress=progress)
     flagged = flag(recipe.run_dir, recipe.flag)
+    clustered = None
+    if recipe.cluster is not None and flagged.bad_items:
+        clustered = cluster(recipe.run_dir, recipe.cluster)
+    reported = report(recipe.run_dir, recipe.report) if recipe.report is not None else None
     emitted = emit(recipe.run_dir, recipe.emit_out)
-    return RecipeResult(recipe, collected, flagged, emitted)
+    return RecipeResult(recipe, collected, flagged, clustered, reported, emitted)
 
 
 def parse_key_values(pairs: Iterable[str], flag_name: str) -> dict[str, Any]:

@@ -75,3 +75,21 @@ def people_dataset(directory: Path, *, n_people: int = 120, unexplained: int = 0
 @pytest.fixture
 def people(tmp_path: Path) -> dict[str, Any]:
     return people_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory: pytest.TempPathFactory):
+    """The quickstart recipe run once on sample_data/ into a temporary directory."""
+    from refine import load_recipe, run_recipe
+
+    root = tmp_path_factory.mktemp("quickstart")
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml",
+                         [f"run_dir={root / 'run'}", f"emit.out={root / 'refined'}"])
+    inputs = {p: Path(p).read_bytes() for p in recipe.train}
+    return {"result": run_recipe(recipe, progress=False), "root": root, "inputs": inputs,
+            "run": root / "run"}
+
+
+def planted_pairs() -> set[tuple[str, int]]:
+    planted = json.loads((SAMPLE / "planted.json").read_text())["planted_pairs"]
+    return {(Path(p["file"]).name, p["line"]) for p in planted}

@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from refine import load_recipe, run_recipe
-
-from .conftest import ROOT, SAMPLE
+from .conftest import SAMPLE, planted_pairs
 
 GENERATED = ["train/support_faq.jsonl", "train/product_docs.jsonl", "eval.jsonl", "planted.json"]
 
@@ -23,21 +21,16 @@ def test_the_generator_reproduces_the_committed_files(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == (SAMPLE / name).read_bytes(), name
 
 
-def test_quickstart_flags_exactly_the_planted_pairs(tmp_path: Path) -> None:
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml",
-                         [f"run_dir={tmp_path / 'run'}", f"emit.out={tmp_path / 'refined'}"])
-    inputs = {p: Path(p).read_bytes() for p in recipe.train}
-    result = run_recipe(recipe, progress=False)
-
-    planted = json.loads((SAMPLE / "planted.json").read_text())["planted_pairs"]
-    expected = {(Path(p["file"]).name, p["line"]) for p in planted}
+def test_quickstart_flags_exactly_the_planted_pairs(sample_run: dict) -> None:
+    result = sample_run["result"]
+    expected = planted_pairs()
     flagged = {(Path(r.file).name, r.line) for r in result.flag.flagged_pairs.itertuples()}
     assert flagged == expected
 
     manifest = json.loads(result.emit.manifest.read_text())
     assert {(Path(r["file"]).name, r["line"]) for r in manifest["removed"]} == expected
-    for path, before in inputs.items():
+    for path, before in sample_run["inputs"].items():
         assert Path(path).read_bytes() == before
-        kept = (tmp_path / "refined" / Path(path).name).read_bytes().splitlines(keepends=True)
+        kept = (sample_run["root"] / "refined" / Path(path).name).read_bytes().splitlines(keepends=True)
         removed = {line for name, line in expected if name == Path(path).name}
         assert kept == [l for n, l in enumerate(before.splitlines(keepends=True), 1) if n not in removed]

@@ -1,0 +1,92 @@
+"""cluster: failure modes of the bad answers, their driving pairs, themes of the flagged pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from refine import ClusterSettings, ConfigError, RunDirError, cluster, collect, flag
+from refine.clustering import agglomerate, name_clusters
+
+from .conftest import SAMPLE, people_dataset, planted_pairs
+
+
+def test_each_planted_defect_forms_its_own_mode_driven_by_the_planted_pairs(sample_run: dict) -> None:
+    run = sample_run["run"]
+    kinds = json.loads((SAMPLE / "planted.json").read_text())
+    topic_of = {e: f"{kinds['eval_kinds'][e]}:{kinds['eval_topics'][e]}" for e in kinds["eval_kinds"]}
+    items = pd.read_parquet(run / "clusters.parquet")
+    items["truth"] = items["eval_id"].map(topic_of)
+    modes = items[items["cluster"] >= 0].groupby("cluster")["truth"].agg(set)
+    kinds_per_mode = [{t.split(":")[0] for t in truths} for truths in modes]
+    assert all(len(k) == 1 for k in kinds_per_mode), "a mode mixes defect kinds"
+    # every planted wrong-fact topic and the refusals each have a mode of their own
+    wrong_topics = [t for truths in modes for t in truths if t.startswith("wrong_fact")]
+    assert len(set(wrong_topics)) == 3 and len(wrong_topics) == 3
+    assert sum(k == {"over_refusal"} for k in kinds_per_mode) == 1
+    # unexplained answers and one-off slips are not a failure mode
+    assert not items.loc[items["cluster"] >= 0, "truth"].str.startswith(("unexplained", "slip")).any()
+
+    table = pd.read_csv(run / "clusters.csv", keep_default_na=False)
+    pairs = pd.read_parquet(run / "pairs.parquet").drop_duplicates("pair_id").set_index("pair_id")
+    planted = planted_pairs()
+    for row in table[table["cluster"] >= 0].itertuples():
+        top = row.top_pair_ids.split()
+        flagged_top = [(Path(pairs.at[p, "file"]).name, int(pairs.at[p, "line"])) for p in top]
+        assert flagged_top[0] in planted, row.label
+        assert all(p in planted for p in flagged_top[:2]), row.label
+
+
+def test_flags_learn_their_modes_and_themes(sample_run: dict) -> None:
+    flags = pd.read_csv(sample_run["run"] / "flags.csv", keep_default_na=False)
+    flagged = flags[flags["flagged"]]
+    assert (flagged["failure_modes"] != "").all() and (flagged["theme"] != "").all()
+    assert not flagged["multi_mode"].any()
+    themes = pd.read_csv(sample_run["run"] / "themes.csv")
+    assert themes["size"].sum() == len(flagged) == 13
+    assert len(themes) == 4
+
+
+def test_clustering_is_deterministic(sample_run: dict) -> None:
+    run = sample_run["run"]
+    before = {name: (run / name).read_bytes() for name in ("clusters.parquet", "clusters.csv", "flags.csv")}
+    cluster(run)
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_the_number_of_modes_follows_the_distances() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, 32) * 10
+    points = np.concatenate([c + rng.normal(0, 0.5, size=(20, 32)) for c in centres[:3]])
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    labels = agglomerate(points.astype(np.float32), 0.6)
+    assert len(set(labels)) == 3
+    # the two-stage path (micro-clusters first) finds the same groups
+    two_stage = agglomerate(points.astype(np.float32), 0.6, max_direct=20)
+    assert pd.crosstab(labels, two_stage).gt(0).sum(axis=1).eq(1).all()
+
+
+def test_names_come_from_distinctive_terms() -> None:
+    texts = ["refund within 90 days", "refund window days", "phone support hours", "phone line hours"]
+    names = name_clusters(texts, np.array([0, 0, 1, 1]))
+    assert "refund" in names[0] and "phone" not in names[0]
+    assert "phone" in names[1] and "refund" not in names[1]
+
+
+def test_a_run_without_bad_answers_has_nothing_to_cluster(tmp_path: Path) -> None:
+    data = people_dataset(tmp_path / "data")
+    lines = [l for l in Path(data["eval"]).read_text().splitlines() if '"good"' in l]
+    Path(data["eval"]).write_text("\n".join(lines) + "\n")
+    collect([str(data["train"])], str(data["eval"]), tmp_path / "run", progress=False)
+    flag(tmp_path / "run")
+    with pytest.raises(RunDirError, match="no bad answers"):
+        cluster(tmp_path / "run")
+
+
+def test_cluster_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="cluster.min_size"):
+        ClusterSettings(min_size=0)
