@@ -8,8 +8,10 @@ One process, in this order (reported as "order"):
 1. build the backend's EmbeddingModel (fingerprint) and load the SentenceTransformer it wraps
    -> model_load_s; warm the model up on a few unrelated texts;
 2. raw encode: ``SentenceTransformer.encode`` (batch_size 64, normalize_embeddings=True) on
-   exactly the texts collect embeds: the unique training pairs' ``qa_text`` and the eval items'
-   ``qa_text`` -> raw_encode_s;
+   exactly the distinct texts collect embeds, as the embedding backend builds them
+   (``EmbeddingBackend._texts``: each pair's / item's ``qa_text``, plus its answer alone when
+   ``answer_weight`` > 0): first the training texts, then the eval texts not among them
+   -> raw_encode_s;
 3. cold collect: ``refine.collect`` (progress=False) into a fresh run dir with an empty
    embedding cache, given the backend from step 1 -> collect_cold_s;
 4. warm collect: the same collect into another fresh run dir, with a new backend (new
@@ -18,6 +20,9 @@ One process, in this order (reported as "order"):
 Model loading is excluded from all three timings (``model_load_included: false``): collect is
 handed a backend whose model is already built (the documented ``backend=`` argument), and
 the raw encode uses that same loaded model object.
+
+The machine is assumed otherwise idle: "loadavg_1m" gives the 1-minute load average at the
+start and the end, so a run disturbed by other processes can be recognised.
 
 Prints one JSON line of figures on stdout; progress goes to stderr.
 """
@@ -88,19 +93,15 @@ def main() -> None:
         import refine
         from refine.attribution.embedding import EmbeddingBackend, EmbeddingOptions
         from refine.embeddings import EmbeddingModel, resolve_model_path
-        from refine.text import qa_text
 
+        load_start = round(os.getloadavg()[0], 2)
+        if load_start > 0.5:
+            log(f"warning: 1-minute load average is {load_start} before starting; "
+                "other processes on this machine will slow the timings down")
         t = time.perf_counter()
         train, evalf = make_inputs(root, n_pairs, n_eval, args.seed)
         log(f"inputs: {n_pairs} pairs, {n_eval} eval items in {time.perf_counter() - t:.1f}s "
             f"({train.stat().st_size / 1e6:.1f} MB)")
-
-        # Exactly the texts collect embeds.
-        training = refine.load_training([str(train)])
-        train_texts = [qa_text(p.question, p.answer) for p in training.unique_pairs()]
-        eval_texts = [qa_text(i.question, i.answer) for i in refine.load_eval(str(evalf)).items]
-        assert len(train_texts) == n_pairs, len(train_texts)
-        assert not set(eval_texts) & set(train_texts)
 
         options = EmbeddingOptions(cache_dir=str(cache_dir))
         settings = refine.CollectSettings(backend_options={"cache_dir": str(cache_dir)})
@@ -109,6 +110,21 @@ def main() -> None:
         model = EmbeddingModel(cache_dir=cache_dir, batch_size=options.batch_size)
         st = model._st_model()
         model_load_s = time.perf_counter() - t
+        backend = EmbeddingBackend(options, top_k=settings.top_k, model=model)
+
+        # Exactly the texts collect embeds, as the backend builds them (Q+A, and the answer
+        # alone when answer_weight > 0), each distinct text once: the cache encodes a text
+        # once, and eval texts already encoded for training are not encoded again.
+        training = refine.load_training([str(train)])
+        pairs = training.unique_pairs()
+        assert len(pairs) == n_pairs, len(pairs)
+        train_all = backend._texts([(p.question, p.answer) for p in pairs])
+        train_texts = list(dict.fromkeys(train_all))
+        eval_items = refine.load_eval(str(evalf)).items
+        seen = set(train_texts)
+        eval_texts = [x for x in dict.fromkeys(backend._texts([(i.question, i.answer or "")
+                                                                for i in eval_items]))
+                      if x not in seen]
         assert model.path == resolve_model_path("default")
         log(f"model built and loaded in {model_load_s:.2f}s; torch threads {torch.get_num_threads()}")
 
@@ -118,8 +134,10 @@ def main() -> None:
 
         raw(["warm-up sentence number one.", "Q: How do I warm up?\nA: Encode a few texts first.",
              "A third, somewhat longer warm-up sentence to exercise another padding length."] * 22)
-        tok = st.tokenizer(train_texts[:2000])["input_ids"]
+        tok = st.tokenizer(train_texts[::max(1, len(train_texts) // 2000)])["input_ids"]
         n_tokens = sum(map(len, tok)) / len(tok)
+        log(f"texts to encode: {len(train_texts)} training, {len(eval_texts)} eval "
+            f"(answer_weight {options.answer_weight}); mean {n_tokens:.1f} tokens")
 
         log("raw encode ...")
         t = time.perf_counter()
@@ -129,15 +147,16 @@ def main() -> None:
         log(f"raw encode: {raw_encode_s:.1f}s ({(len(train_texts) + len(eval_texts)) / raw_encode_s:.0f} texts/s)")
 
         log("collect (cold cache) ...")
-        backend = EmbeddingBackend(options, top_k=settings.top_k, model=model)
         t = time.perf_counter()
         cold = refine.collect([str(train)], str(evalf), root / "run-cold", settings,
                               progress=False, backend=backend)
         collect_cold_s = time.perf_counter() - t
         log(f"collect cold: {collect_cold_s:.1f}s ({cold.done}/{cold.items} items done)")
         # The vectors collect cached are the raw encode's (same model, same texts).
-        # (backend._matrix rows are the unique pairs in order, i.e. train_texts' order.)
-        max_abs_diff = float(np.abs(backend._matrix - raw_train).max())
+        # The vectors collect used are the raw encode's (same model object, same texts).
+        where = {x: i for i, x in enumerate(train_texts)}
+        used = np.concatenate([backend._qa, backend._answers])
+        max_abs_diff = float(np.abs(used - raw_train[[where[x] for x in train_all]]).max())
 
         log("collect (warm cache) ...")
         warm_model = EmbeddingModel(cache_dir=cache_dir, batch_size=options.batch_size)
@@ -164,7 +183,10 @@ def main() -> None:
             "model_load_included": False,
             "model_load_s": round(model_load_s, 3),
             "order": ["model_load", "warm_up", "raw_encode", "collect_cold", "collect_warm"],
+            "texts_encoded": {"train": len(train_texts), "eval": len(eval_texts)},
+            "answer_weight": options.answer_weight,
             "mean_train_tokens": round(n_tokens, 1),
+            "loadavg_1m": [load_start, round(os.getloadavg()[0], 2)],
             "warm_loaded_model": warm_model._model is not None,
             "warm_same_attributions": bool(same),
             "max_abs_diff_vs_raw": max_abs_diff,

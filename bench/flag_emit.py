@@ -210,7 +210,11 @@ def main() -> None:
     n_pairs, n_items, n_planted = (10_000, 5_000, 20) if args.small else (200_000, 100_000, 200)
 
     started = time.perf_counter()
+    load_start = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="refine-bench-flag-") as tmp, stdout_to_stderr():
+        if load_start > 0.5:
+            log(f"warning: 1-minute load average is {load_start} before starting; "
+                "other processes on this machine will slow the timings down")
         root = Path(tmp)
         os.environ["REFINE_CACHE_DIR"] = str(root / "cache")  # nothing here embeds; belt and braces
 
@@ -277,6 +281,7 @@ def main() -> None:
             "flagged_long_answers": fl["flagged"],
             "targets": {"flag_s": 10, "emit_s": 10},
             "total_s": round(time.perf_counter() - started, 1),
+            "loadavg_1m": [load_start, round(os.getloadavg()[0], 2)],
             "small": args.small,
         }
     emit_json(figures)

@@ -138,22 +138,73 @@ def _report_flags(result: Any, show: int) -> None:
                    f"q={row.q_value:.2g}  {question}")
 
 
+def _mode_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--mode", type=click.Choice(["prune", "edit", "quarantine"]), default="prune",
+                     show_default=True,
+                     help="prune: drop flagged pairs; quarantine: move them to a separate file; "
+                          "edit: replace their answer with the agreeing eval reference, else "
+                          "quarantine them for review.")(f)
+    return f
+
+
 @main.command("emit")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(),
               help="Output JSONL (a directory when the run has several training files).")
+@_mode_options
+@click.option("--counterexamples", is_flag=True,
+              help="Append corrected pairs (eval question + reference) for failure modes that "
+                   "lost every pair driving them (needs `refine cluster`).")
 @_handle_errors
-def emit_command(run_dir: str, out: str) -> None:
-    """Write the pruned dataset and OUT.manifest.json."""
+def emit_command(run_dir: str, out: str, mode: str, counterexamples: bool) -> None:
+    """Write the refined dataset and OUT.manifest.json."""
     from .emission import emit
 
-    _report_emit(emit(run_dir, out))
+    _report_emit(emit(run_dir, out, mode=mode, counterexamples=counterexamples))
 
 
 def _report_emit(result: Any) -> None:
     outputs = ", ".join(str(p) for p in result.outputs)
+    extra = "".join(f", {label} {n}" for label, n in (("edited", result.edited),
+                                                      ("quarantined", result.quarantined),
+                                                      ("added", result.added)) if n)
     click.echo(f"kept {result.records_out} of {result.records_in} records "
-               f"(removed {result.removed}) -> {outputs}; manifest: {result.manifest}")
+               f"(removed {result.removed}{extra}) -> {outputs}; manifest: {result.manifest}")
+    if result.quarantine is not None:
+        click.echo(f"quarantined pairs for review: {result.quarantine}")
+
+
+@main.group("review")
+def review_group() -> None:
+    """Hand flagged pairs to a person and bring their decisions back."""
+
+
+@review_group.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV to write.")
+@_mode_options
+@_handle_errors
+def review_export_command(run_dir: str, out: str, mode: str) -> None:
+    """Write one row per flagged pair, with a suggested action, for a spreadsheet."""
+    from .review import export_review
+
+    result = export_review(run_dir, out, mode=mode)
+    click.echo(f"{result.rows} flagged pairs to review -> {result.path} "
+               "(fill in `action`: keep/drop/edit/quarantine, and `new_answer` for an edit)")
+
+
+@review_group.command("apply")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("review_csv", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Output JSONL (a directory when the run has several training files).")
+@_mode_options
+@_handle_errors
+def review_apply_command(run_dir: str, review_csv: str, out: str, mode: str) -> None:
+    """Validate a filled-in review CSV and emit with the reviewed decisions."""
+    from .review import apply_review
+
+    _report_emit(apply_review(run_dir, review_csv, out, mode=mode))
 
 
 @main.command("cluster")

@@ -28,7 +28,8 @@ __all__ = ["DEFAULT_MODEL", "EmbeddingModel", "default_cache_dir", "resolve_mode
 
 DEFAULT_MODEL = "default"
 _CHUNK = 1024
-_MAX_SHARDS = 32
+_MAX_SMALL_SHARDS = 32
+_SMALL_SHARD = 1024
 
 
 def default_cache_dir() -> Path:
@@ -96,6 +97,7 @@ class _ShardCache:
         self.directory = directory
         self._index: dict[bytes, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
+        self._paths: list[Path] = []
         self._load()
 
     def _shard_paths(self) -> list[Path]:
@@ -104,11 +106,13 @@ class _ShardCache:
     def _load(self) -> None:
         self._index.clear()
         self._shards.clear()
+        self._paths.clear()
         for path in self._shard_paths():
             with np.load(path, allow_pickle=False) as data:
                 keys, vectors = data["keys"], data["vectors"]
             shard_no = len(self._shards)
             self._shards.append(vectors)
+            self._paths.append(path)
             for row, key in enumerate(keys.tobytes()[i:i + 16] for i in range(0, keys.size, 16)):
                 self._index[key] = (shard_no, row)
 
@@ -127,23 +131,26 @@ class _ShardCache:
             np.savez(fh, keys=key_array, vectors=vectors)
         shard_no = len(self._shards)
         self._shards.append(vectors)
+        self._paths.append(path)
         for row, key in enumerate(keys):
             self._index[key] = (shard_no, row)
         return path
 
     def compact(self) -> None:
-        """Merge many small shards into one, so that loading stays a few reads."""
-        old = self._shard_paths()
-        if len(old) <= _MAX_SHARDS:
+        """Merge the small shards (a few new texts each) once there are many of them.
+
+        Only small shards are rewritten, so the cost stays bounded however large the cache."""
+        small = [i for i, vectors in enumerate(self._shards)
+                 if 0 < len(vectors) < _SMALL_SHARD and self._paths[i].exists()]
+        if len(small) <= _MAX_SMALL_SHARDS:
             return
-        keys = list(self._index)
-        vectors = np.stack([self.vector(self._index[k]) for k in keys])
-        self._shards.clear()
-        self._index.clear()
-        merged = self.add(keys, vectors)
-        for path in old:
-            if path != merged:
-                path.unlink(missing_ok=True)
+        chosen = set(small)
+        keys = [k for k, (shard, _) in self._index.items() if shard in chosen]
+        merged = self.add(keys, np.stack([self.vector(self._index[k]) for k in keys]))
+        for i in small:
+            if self._paths[i] != merged:
+                self._paths[i].unlink(missing_ok=True)
+            self._shards[i] = self._shards[i][:0]
 
 
 class EmbeddingModel:

@@ -14,8 +14,10 @@
     flag: {min_bad: 2, alpha: 0.1, level_weights: {high: 1.0, medium: 0.5, low: 0.25}}
     cluster: {enabled: true, distance_threshold: 0.6, min_size: 3}
     report: {enabled: true}                      # RUN/report.html and RUN/report.md
-    emit: {out: runs/quickstart/refined.jsonl}   # default: <run_dir>/refined.jsonl, or
+    emit: {out: runs/quickstart/refined.jsonl,   # default: <run_dir>/refined.jsonl, or
                                                  # <run_dir>/refined/ for several train files
+           mode: prune,                          # prune | edit | quarantine
+           counterexamples: false, question_min: 0.75, agree_min: 0.8}
 
 Relative paths are relative to the recipe file, so a recipe runs the same from any directory.
 Unknown keys are errors naming the key and its line. ``--set collect.top_k=20`` overrides a
@@ -36,6 +38,7 @@ from .collection import CollectResult, CollectSettings, collect
 from .emission import EmitResult, emit
 from .errors import ConfigError
 from .flagging import FlagResult, FlagSettings, flag
+from .decisions import MODES, EditSettings
 from .grading import GradeSettings
 from .reporting import ReportResult, ReportSettings, report
 
@@ -49,7 +52,8 @@ _SCHEMA: dict[str, Any] = {
     "flag": {f.name: None for f in fields(FlagSettings)},
     "cluster": {"enabled": None, **{f.name: None for f in fields(ClusterSettings)}},
     "report": {"enabled": None, **{f.name: None for f in fields(ReportSettings)}},
-    "emit": {"out": str},
+    "emit": {"out": str, "mode": str, "counterexamples": bool, "question_min": float,
+             "agree_min": float},
 }
 _REQUIRED = ("train", "eval", "run_dir")
 
@@ -64,6 +68,9 @@ class Recipe:
     emit_out: str
     collect: CollectSettings
     flag: FlagSettings
+    emit_mode: str = "prune"
+    emit_counterexamples: bool = False
+    edit: EditSettings | None = None
     cluster: ClusterSettings | None = None    # None: the step is off
     report: ReportSettings | None = None
     overwrite: bool = False
@@ -190,6 +197,11 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
         cluster_settings = ClusterSettings(**cluster_cfg) if cluster_cfg.pop("enabled", True) else None
         report_cfg = dict(data.get("report") or {})
         report_settings = ReportSettings(**report_cfg) if report_cfg.pop("enabled", True) else None
+        emit_mode = emit_cfg.get("mode", "prune")
+        if emit_mode not in MODES:
+            raise ConfigError(f"unknown mode {emit_mode!r}; one of {', '.join(MODES)}", key="emit.mode")
+        edit_settings = EditSettings(**{k: emit_cfg[k] for k in ("question_min", "agree_min")
+                                        if k in emit_cfg})
     except ConfigError as exc:
         section = exc.key.split(".") if exc.key else []
         raise ConfigError(exc.message, key=exc.key, file=file,
@@ -203,6 +215,9 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
         emit_out=resolve(emit_cfg["out"]) if "out" in emit_cfg else str(default_out),
         collect=collect_settings,
         flag=flag_settings,
+        emit_mode=emit_mode,
+        emit_counterexamples=bool(emit_cfg.get("counterexamples", False)),
+        edit=edit_settings,
         cluster=cluster_settings,
         report=report_settings,
         overwrite=bool(data.get("overwrite", False)),
@@ -218,7 +233,8 @@ def run_recipe(recipe: Recipe, *, progress: bool = True) -> RecipeResult:
     if recipe.cluster is not None and flagged.bad_items:
         clustered = cluster(recipe.run_dir, recipe.cluster)
     reported = report(recipe.run_dir, recipe.report) if recipe.report is not None else None
-    emitted = emit(recipe.run_dir, recipe.emit_out)
+    emitted = emit(recipe.run_dir, recipe.emit_out, mode=recipe.emit_mode, edit_settings=recipe.edit,
+                   counterexamples=recipe.emit_counterexamples)
     return RecipeResult(recipe, collected, flagged, clustered, reported, emitted)
 
 

@@ -43,6 +43,8 @@ def check_bind(host: str, api_key: str | None) -> None:
 def create_app(backend: AttributionBackend, *, model_id: str, api_key: str | None = None,
                pairs: int | None = None) -> Any:
     served_model = model_id
+    if hasattr(backend, "persist_queries"):
+        backend.persist_queries = False
     """A FastAPI app serving `backend`, which must already be prepared on the training set."""
     try:
         from fastapi import Depends, FastAPI, HTTPException, Query, Request

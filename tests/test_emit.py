@@ -60,8 +60,12 @@ def test_the_manifest_records_inputs_outputs_and_every_removal(flagged_run: dict
     assert set(first["stats"]) >= {"n_bad", "n_good", "blame", "q_value"}
     assert first["answer"] == "Person5 lives in Atlantis."
     assert manifest["settings"]["flag"]["min_bad"] == 2 and manifest["tool"]["name"] == "refine"
-    assert manifest["summary"] == {"records_in": 120, "records_out": 117, "removed": 3,
+    assert manifest["summary"] == {"records_in": 120, "records_out": 117, "removed": 3, "dropped": 3,
+                                   "quarantined": 0, "edited": 0, "kept_flagged": 0, "added": 0,
+                                   "decided_automatically": 3, "decided_by_review": 0,
                                    "flagged_pairs": 3, "eval_items": 43, "bad_items": 6}
+    assert first["action"] == "drop" and first["decided_by"] == "automatic"
+    assert manifest["mode"] == "prune" and manifest["quarantine"] == []
 
 
 def test_the_same_run_gives_the_same_bytes(flagged_run: dict) -> None:

@@ -66,6 +66,9 @@ class EmbeddingBackend(AttributionBackend):
         super().__init__(options, top_k=top_k)
         self.model = model or EmbeddingModel(options.model, cache_dir=options.cache_dir,
                                              batch_size=options.batch_size)
+        # A server attributes one question at a time: saving each to the disk cache would cost
+        # more than encoding it, and the questions rarely repeat.
+        self.persist_queries = True
         self._pairs: list[TrainingPair] = []
         self._qa: np.ndarray | None = None
         self._answers: np.ndarray | None = None
@@ -91,7 +94,8 @@ class EmbeddingBackend(AttributionBackend):
         """Raw scores, items × unique training pairs."""
         if self._qa is None:
             raise RuntimeError("prepare() must run before attribute()")
-        vectors = self.model.encode(self._texts([(i.question, i.answer or "") for i in items]))
+        texts = self._texts([(i.question, i.answer or "") for i in items])
+        vectors = self.model.encode(texts) if self.persist_queries else self.model.encode_uncached(texts)
         weight = self.options.answer_weight
         scores = vectors[:len(items)] @ self._qa.T
         if weight > 0:

@@ -81,3 +81,14 @@ def test_a_remote_model_name_is_refused() -> None:
 def test_unknown_backend_options_are_errors() -> None:
     with pytest.raises(ConfigError, match="backend_options.colour"):
         make_backend("embedding", {"colour": "blue"}, top_k=5)
+
+
+def test_many_small_additions_are_compacted_without_losing_any(tmp_path: Path) -> None:
+    model = EmbeddingModel(cache_dir=tmp_path)
+    texts = [f"text number {i}" for i in range(40)]
+    first = np.stack([model.encode([t])[0] for t in texts])
+    shards = list(model.cache_path.glob("shard-*.npz"))
+    assert len(shards) <= 33
+    fresh = EmbeddingModel(cache_dir=tmp_path)
+    fresh.encode_uncached = lambda texts: (_ for _ in ()).throw(AssertionError("re-encoded"))
+    np.testing.assert_array_equal(fresh.encode(texts), first)

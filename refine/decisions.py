@@ -1,0 +1,144 @@
+"""What to do with each flagged pair: drop it, set it aside, fix its answer, or keep it.
+
+Automatic decisions follow the emit mode:
+
+* ``prune`` — drop every flagged pair;
+* ``quarantine`` — move every flagged pair to a separate file for a person to decide;
+* ``edit`` — replace a flagged pair's answer with the reference answer of the bad eval
+  answers it drove, when that is safe: at least one such eval item has a reference and a
+  question close to the pair's (embedding cosine ≥ ``question_min``), and the references of
+  all such close items agree (cosine ≥ ``agree_min`` with the chosen one). The chosen
+  reference is the one whose question is closest. Otherwise the pair is quarantined — *left
+  for review* — rather than guessed at.
+
+A review CSV (:mod:`refine.review`) overrides these per pair; the manifest records which
+decisions were automatic and which reviewed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+from .flagging import read_flags
+from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir
+
+__all__ = ["ACTIONS", "MODES", "Decision", "EditSettings", "EditSuggestion", "automatic_decisions",
+           "suggest_edits"]
+
+ACTIONS = ("keep", "drop", "edit", "quarantine")
+MODES = ("prune", "edit", "quarantine")
+STAT_COLUMNS = ("n_bad", "n_good", "blame", "bad_share", "p_value", "q_value")
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    question_min: float = 0.75
+    agree_min: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("question_min", "agree_min"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ConfigError(f"must be between 0 and 1, got {value!r}", key=f"emit.{name}")
+
+
+@dataclass(frozen=True)
+class EditSuggestion:
+    new_answer: str | None
+    why: str
+    eval_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    pair_id: str
+    action: str                      # one of ACTIONS
+    source: str                      # "automatic" | "reviewed"
+    reason: str
+    new_answer: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _stats(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (int(row[k]) if k.startswith("n_") else round(float(row[k]), 6))
+            for k in STAT_COLUMNS if k in row}
+
+
+def flagged_table(run: RunDir) -> pd.DataFrame:
+    flags = read_flags(run.path)
+    return flags[flags["flagged"]].reset_index(drop=True)
+
+
+def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
+                  model: Any = None) -> dict[str, EditSuggestion]:
+    """For each pair, the reference answer it could safely be given instead, or why not."""
+    if not pair_ids:
+        return {}
+    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "question", "reference", "verdict",
+                                                      "status"])
+    bad = items[(items["verdict"] == "bad") & (items["status"] == "done")].set_index("eval_id")
+    cites = pd.read_parquet(run.file(ATTRIBUTIONS), columns=["eval_id", "pair_id"])
+    cites = cites[cites["pair_id"].isin(pair_ids) & cites["eval_id"].isin(bad.index)]
+    pairs = pd.read_parquet(run.file(PAIRS), columns=["pair_id", "question"]) \
+        .drop_duplicates("pair_id").set_index("pair_id")
+    if model is None:
+        from .embeddings import EmbeddingModel
+        model = EmbeddingModel()
+    out: dict[str, EditSuggestion] = {}
+    for pair_id in pair_ids:
+        eval_ids = sorted(set(cites.loc[cites["pair_id"] == pair_id, "eval_id"]))
+        with_ref = [e for e in eval_ids if isinstance(bad.at[e, "reference"], str)]
+        if not with_ref:
+            out[pair_id] = EditSuggestion(None, "no bad answer it drove has a reference")
+            continue
+        vectors = model.encode([pairs.at[pair_id, "question"]] + [bad.at[e, "question"] for e in with_ref])
+        similarity = vectors[1:] @ vectors[0]
+        close = [(float(s), e) for s, e in zip(similarity, with_ref) if s >= settings.question_min]
+        if not close:
+            out[pair_id] = EditSuggestion(None, f"no eval question close to the pair's (best cosine "
+                                                f"{float(similarity.max()):.2f} < {settings.question_min})")
+            continue
+        close.sort(key=lambda se: (-se[0], se[1]))
+        references = [bad.at[e, "reference"] for _, e in close]
+        ref_vectors = model.encode(references)
+        agreement = ref_vectors @ ref_vectors[0]
+        if float(np.min(agreement)) < settings.agree_min:
+            out[pair_id] = EditSuggestion(None, f"the references of {len(close)} close eval questions "
+                                                f"disagree (cosine {float(np.min(agreement)):.2f})",
+                                          tuple(e for _, e in close))
+            continue
+        out[pair_id] = EditSuggestion(
+            references[0], f"reference of {close[0][1]} (question cosine {close[0][0]:.2f}; "
+                           f"{len(close)} close eval question(s) agree)", tuple(e for _, e in close))
+    return out
+
+
+def automatic_decisions(run: RunDir, mode: str, settings: EditSettings | None = None,
+                        model: Any = None) -> dict[str, Decision]:
+    """The decision for every flagged pair under `mode`."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", key="emit.mode")
+    flagged = flagged_table(run)
+    base = {row["pair_id"]: (f"flagged: cited by {int(row['n_bad'])} bad and {int(row['n_good'])} good "
+                             f"answers; q = {float(row['q_value']):.3g}", _stats(row))
+            for row in flagged.to_dict("records")}
+    if mode == "prune":
+        return {p: Decision(p, "drop", "automatic", r, stats=s) for p, (r, s) in base.items()}
+    if mode == "quarantine":
+        return {p: Decision(p, "quarantine", "automatic", r, stats=s) for p, (r, s) in base.items()}
+    suggestions = suggest_edits(run, list(base), settings or EditSettings(), model)
+    decisions = {}
+    for p, (reason, stats) in base.items():
+        suggestion = suggestions[p]
+        if suggestion.new_answer is not None:
+            decisions[p] = Decision(p, "edit", "automatic", f"{reason}; answer replaced by the "
+                                    f"{suggestion.why}", suggestion.new_answer, stats)
+        else:
+            decisions[p] = Decision(p, "quarantine", "automatic",
+                                    f"{reason}; left for review: {suggestion.why}", stats=stats)
+    return decisions

@@ -1,0 +1,73 @@
+"""emit modes beyond pruning: quarantine, edit with references, counter-examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from refine import ConfigError, emit
+
+from .conftest import planted_pairs
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_quarantine_moves_flagged_lines_to_their_own_file(sample_run: dict, tmp_path: Path) -> None:
+    result = emit(sample_run["run"], tmp_path / "out", mode="quarantine")
+    assert result.quarantined == 13 and result.records_out == 335
+    moved = {}
+    for source, before in sample_run["inputs"].items():
+        name = Path(source).name
+        quarantined = _lines(tmp_path / "out" / "quarantine" / name)
+        wanted = {line for file, line in planted_pairs() if file == name}
+        assert quarantined == [l for n, l in enumerate(before.splitlines(keepends=True), 1) if n in wanted]
+        moved[name] = len(quarantined)
+    assert sum(moved.values()) == 13
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["mode"] == "quarantine" and len(manifest["quarantine"]) == 2
+    assert {r["action"] for r in manifest["removed"]} == {"quarantine"}
+
+
+def test_edit_replaces_answers_it_can_vouch_for_and_leaves_the_rest_for_review(sample_run: dict,
+                                                                              tmp_path: Path) -> None:
+    result = emit(sample_run["run"], tmp_path / "out", mode="edit")
+    manifest = json.loads(result.manifest.read_text())
+    edited, left = manifest["edited"], manifest["removed"]
+    assert result.edited == len(edited) >= 2 and result.quarantined == len(left) == 13 - len(edited)
+    assert all("left for review" in r["reason"] for r in left)
+    for change in edited:
+        assert change["new_answer"] != change["answer"] and "reference of ev-" in change["reason"]
+        # the edited line is the same record with only the last assistant turn changed
+        before = json.loads(sample_run["inputs"][next(p for p in sample_run["inputs"]
+                                                      if Path(p).name == Path(change["file"]).name)]
+                            .splitlines()[change["line"] - 1])
+        after_lines = (tmp_path / "out" / Path(change["file"]).name).read_text().splitlines()
+        after = next(json.loads(l) for l in after_lines
+                     if json.loads(l)["messages"][-1]["content"] == change["new_answer"])
+        assert after["messages"][:-1] == before["messages"][:-1]
+        assert {k: v for k, v in after.items() if k != "messages"} == \
+               {k: v for k, v in before.items() if k != "messages"}
+    refund = [c for c in edited if "refund" in c["question"].lower()]
+    assert refund and "14 days" in refund[0]["new_answer"]
+
+
+def test_counterexamples_fill_the_gap_a_pruned_failure_mode_leaves(sample_run: dict, tmp_path: Path) -> None:
+    result = emit(sample_run["run"], tmp_path / "out", counterexamples=True)
+    manifest = json.loads(result.manifest.read_text())
+    added = manifest["added"]
+    assert result.added == len(added) > 0
+    assert {a["failure_mode"] for a in added} == {0, 1, 2, 3}   # every mode lost all its drivers
+    assert all(a["answer"] and a["eval_id"].startswith("ev-") for a in added)
+    first_output = result.outputs[0].read_text().splitlines()
+    assert len(first_output) == 188 + len(added)
+    assert json.loads(first_output[-1])["messages"][-1]["content"] == added[-1]["answer"]
+
+
+def test_an_unknown_mode_is_an_error(sample_run: dict, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown mode 'fix'"):
+        emit(sample_run["run"], tmp_path / "out", mode="fix")
+    assert not (tmp_path / "out").exists()
