@@ -112,7 +112,39 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> No
 
 
 def test_every_command_has_help_and_a_readme_entry() -> None:
+    import click
+
     readme = (ROOT / "README.md").read_text()
     for name, command in main.commands.items():
         assert command.help, name
         assert f"refine {name}" in readme, f"README does not show `refine {name}`"
+        if isinstance(command, click.Group):
+            for sub, subcommand in command.commands.items():
+                assert subcommand.help and f"refine {name} {sub}" in readme, f"{name} {sub}"
+
+
+def test_cluster_report_and_modes_from_the_command_line(data: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    invoke("collect", "--train", data["train"], "--eval", data["eval"], "--out", run, "-q")
+    invoke("flag", run)
+    result = invoke("cluster", run, "--min-size", "2")
+    assert result.exit_code == 0 and "failure modes over 6 bad answers" in result.output
+    result = invoke("report", run)
+    assert result.exit_code == 0 and (run / "report.html").is_file() and (run / "report.md").is_file()
+    result = invoke("emit", run, "--out", tmp_path / "q.jsonl", "--mode", "quarantine")
+    assert result.exit_code == 0 and "quarantined 3" in result.output
+    assert len((tmp_path / "q.quarantine.jsonl").read_text().splitlines()) == 3
+
+
+def test_review_export_and_apply_from_the_command_line(data: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    invoke("collect", "--train", data["train"], "--eval", data["eval"], "--out", run, "-q")
+    invoke("flag", run)
+    result = invoke("review", "export", run, "--out", tmp_path / "r.csv")
+    assert result.exit_code == 0 and "3 flagged pairs to review" in result.output
+    result = invoke("review", "apply", run, tmp_path / "r.csv", "--out", tmp_path / "o.jsonl")
+    assert result.exit_code == 0, result.output
+    (tmp_path / "bad.csv").write_text("pair_id\n1\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["review", "apply", str(run), str(tmp_path / "bad.csv"),
+                                       "--out", str(tmp_path / "o2.jsonl")])
+    assert result.exit_code == 2 and "bad.csv:1: wrong columns" in result.output
