@@ -242,6 +242,33 @@ def report_command(run_dir: str) -> None:
     click.echo(f"report: {result.html} ({result.bytes / 1e6:.2f} MB), {result.markdown}")
 
 
+@main.command("compare")
+@click.argument("run_a", type=click.Path(file_okay=False))
+@click.argument("run_b", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
+    """How far two runs over the same eval set agree (top-k overlap, blame rank correlation,
+    flagged-set overlap)."""
+    import json
+
+    from .comparison import compare
+
+    result = compare(run_a, run_b)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), sort_keys=True))
+        return
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    click.echo(f"{result.backend_a} ({run_a}) vs {result.backend_b} ({run_b}) over "
+               f"{result.items_compared} eval items")
+    for label, value in (("top-k overlap", result.topk_overlap), ("top-k Jaccard", result.topk_jaccard),
+                         ("blame Spearman", result.blame_spearman),
+                         ("flagged A / B / both", f"{fmt(result.flagged_a)} / {fmt(result.flagged_b)} / "
+                                                  f"{fmt(result.flagged_both)}"),
+                         ("flagged Jaccard", result.flagged_jaccard)):
+        click.echo(f"  {label:22s} {fmt(value)}")
+
+
 @main.command("run")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
