@@ -194,6 +194,26 @@ class _Base:
     def _url(self, model_id: str) -> str:
         return self.base_url + ROUTE.format(model_id=quote(model_id, safe=""))
 
+    def _outcome(self, attempt: int, response: httpx.Response | None,
+                 error: Exception | None) -> InfluenceResponse | float:
+        """The parsed result of an attempt, or how long to wait before the next one.
+
+        Raises SeekrFlowError when there is no next one: a failure retrying cannot fix, or the
+        last retry spent.
+        """
+        last = attempt == self.retry.max_retries
+        if error is not None:
+            if last:
+                raise SeekrFlowError(f"{type(error).__name__} after {attempt + 1} attempts",
+                                     retryable=True, attempts=attempt + 1)
+            return self.retry.delay(attempt, None, self._rng)
+        try:
+            return _interpret(response, attempt + 1)
+        except SeekrFlowError as exc:
+            if not exc.retryable or last:
+                raise
+            return self.retry.delay(attempt, _retry_after(response), self._rng)
+
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
@@ -215,19 +235,15 @@ class SeekrFlowClient(_Base):
                                         system_prompt: str | None = None) -> InfluenceResponse:
         params = _params(question, answer, system_prompt)
         for attempt in range(self.retry.max_retries + 1):
-            retry_after = None
+            response, error = None, None
             try:
                 response = self._http.get(self._url(model_id), params=params)
-                return _interpret(response, attempt + 1)
-            except SeekrFlowError as exc:
-                if not exc.retryable or attempt == self.retry.max_retries:
-                    raise
-                retry_after = _retry_after(response)
             except _TRANSPORT_ERRORS as exc:
-                if attempt == self.retry.max_retries:
-                    raise SeekrFlowError(f"{type(exc).__name__} after {attempt + 1} attempts",
-                                         retryable=True, attempts=attempt + 1) from None
-            time.sleep(self.retry.delay(attempt, retry_after, self._rng))
+                error = exc
+            outcome = self._outcome(attempt, response, error)
+            if isinstance(outcome, InfluenceResponse):
+                return outcome
+            time.sleep(outcome)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -260,22 +276,18 @@ class AsyncSeekrFlowClient(_Base):
                                               system_prompt: str | None = None) -> InfluenceResponse:
         params = _params(question, answer, system_prompt)
         for attempt in range(self.retry.max_retries + 1):
-            retry_after = None
-            async with self._slots:
+            response, error = None, None
+            async with self._slots:   # the slot is not held while waiting to retry
                 await self._rate.wait()
                 try:
                     response = await self._http.get(self._url(model_id), params=params)
-                    return _interpret(response, attempt + 1)
-                except SeekrFlowError as exc:
-                    if not exc.retryable or attempt == self.retry.max_retries:
-                        raise
-                    retry_after = _retry_after(response)
                 except _TRANSPORT_ERRORS as exc:
-                    if attempt == self.retry.max_retries:
-                        raise SeekrFlowError(f"{type(exc).__name__} after {attempt + 1} attempts",
-                                             retryable=True, attempts=attempt + 1) from None
+                    error = exc
+            outcome = self._outcome(attempt, response, error)
+            if isinstance(outcome, InfluenceResponse):
+                return outcome
             self.retries += 1
-            await asyncio.sleep(self.retry.delay(attempt, retry_after, self._rng))
+            await asyncio.sleep(outcome)
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
