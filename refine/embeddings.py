@@ -179,11 +179,13 @@ class EmbeddingModel:
                                        normalize_embeddings=True, convert_to_numpy=True,
                                        show_progress_bar=False).astype(np.float32)
 
-    def encode(self, texts: Sequence[str], *,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None,
+               persist: bool = True) -> np.ndarray:
         """Embeddings of `texts` in order, encoding only those not already cached.
 
-        `progress` is called with the number of texts finished after each chunk.
+        `progress` is called with the number of texts finished after each chunk. With
+        `persist=False` what is missing is encoded but not added to the cache (a server's
+        one-off questions).
         """
         if self._cache is None:
             self._cache = _ShardCache(self.cache_path)
@@ -196,6 +198,9 @@ class EmbeddingModel:
                 missing.setdefault(key, text)
         if progress is not None:
             progress(sum(1 for w in found if w is not None))
+        if missing and not persist:
+            fresh = dict(zip(missing, self.encode_uncached(list(missing.values()))))
+            return np.stack([cache.vector(w) if w is not None else fresh[k] for k, w in zip(keys, found)])
         if missing:
             occurrences = Counter(k for k, w in zip(keys, found) if w is None)
             # Length-sorted chunks pad little, so chunking costs nothing against one big

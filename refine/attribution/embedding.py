@@ -95,7 +95,7 @@ class EmbeddingBackend(AttributionBackend):
         if self._qa is None:
             raise RuntimeError("prepare() must run before attribute()")
         texts = self._texts([(i.question, i.answer or "") for i in items])
-        vectors = self.model.encode(texts) if self.persist_queries else self.model.encode_uncached(texts)
+        vectors = self.model.encode(texts, persist=self.persist_queries)
         weight = self.options.answer_weight
         scores = vectors[:len(items)] @ self._qa.T
         if weight > 0:

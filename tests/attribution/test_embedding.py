@@ -92,3 +92,12 @@ def test_many_small_additions_are_compacted_without_losing_any(tmp_path: Path) -
     fresh = EmbeddingModel(cache_dir=tmp_path)
     fresh.encode_uncached = lambda texts: (_ for _ in ()).throw(AssertionError("re-encoded"))
     np.testing.assert_array_equal(fresh.encode(texts), first)
+
+
+def test_encode_without_persisting_reads_the_cache_but_adds_nothing(tmp_path: Path) -> None:
+    model = EmbeddingModel(cache_dir=tmp_path)
+    known = model.encode(["known text"])
+    shards = sorted(model.cache_path.glob("shard-*.npz"))
+    both = model.encode(["known text", "one-off question"], persist=False)
+    np.testing.assert_array_equal(both[0], known[0])
+    assert sorted(model.cache_path.glob("shard-*.npz")) == shards
