@@ -69,8 +69,8 @@ def _stats(row: dict[str, Any]) -> dict[str, Any]:
             for k in STAT_COLUMNS if k in row}
 
 
-def flagged_table(run: RunDir) -> pd.DataFrame:
-    flags = read_flags(run.path)
+def flagged_table(run: RunDir, columns: list[str] | None = None) -> pd.DataFrame:
+    flags = read_flags(run.path, columns)
     return flags[flags["flagged"]].reset_index(drop=True)
 
 
@@ -123,7 +123,7 @@ def automatic_decisions(run: RunDir, mode: str, settings: EditSettings | None = 
     """The decision for every flagged pair under `mode`."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", key="emit.mode")
-    flagged = flagged_table(run)
+    flagged = flagged_table(run, list(STAT_COLUMNS))
     base = {row["pair_id"]: (f"flagged: cited by {int(row['n_bad'])} bad and {int(row['n_good'])} good "
                              f"answers; q = {float(row['q_value']):.3g}", _stats(row))
             for row in flagged.to_dict("records")}

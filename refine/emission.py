@@ -75,19 +75,22 @@ def _output_paths(inputs: list[dict[str, Any]], out: Path) -> dict[str, Path]:
 
 def _line_index(run: RunDir, decisions: dict[str, Decision]) -> tuple[dict[str, dict[int, dict]], dict[str, set[int]]]:
     """Per file: the decided lines (line → change entry), and every line that holds a pair."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     changes: dict[str, dict[int, dict[str, Any]]] = {}
     indexed: dict[str, set[int]] = {}
-    table = pq.read_table(run.file(PAIRS), columns=["pair_id", "file", "line", "file_id", "question",
-                                                     "answer"])
-    for pair_id, file, line in zip(*(table.column(c).to_pylist() for c in ("pair_id", "file", "line"))):
+    # The line index is all emit holds in memory: the texts are read for decided pairs only,
+    # so memory does not grow with the length of the answers in the training files.
+    index = pq.read_table(run.file(PAIRS), columns=["file", "line"])
+    for file, line in zip(index.column("file").to_pylist(), index.column("line").to_pylist()):
         indexed.setdefault(file, set()).add(line)
-    wanted = set(decisions)
-    for row in table.filter(pc.is_in(table["pair_id"], value_set=pa.array(sorted(wanted), pa.string()))) \
-            .to_pylist():
+    del index
+    if not decisions:
+        return changes, indexed
+    table = pq.read_table(run.file(PAIRS), columns=["pair_id", "file", "line", "file_id", "question",
+                                                     "answer"],
+                          filters=[("pair_id", "in", sorted(decisions))])
+    for row in table.to_pylist():
         d = decisions[row["pair_id"]]
         entry = {"pair_id": d.pair_id, "file": row["file"], "line": row["line"],
                  "file_id": row["file_id"], "question": row["question"], "answer": row["answer"],

@@ -159,12 +159,13 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
     return FlagResult(run.path, table, n_items, n_bad_items, summary["flagged_pairs"])
 
 
-def read_flags(run_dir: str | Path) -> pd.DataFrame:
-    """flags.csv as written by `flag` (pair ids kept as text)."""
+def read_flags(run_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """flags.csv as written by `flag` (pair ids kept as text); `columns` limits what is read."""
     run = RunDir(run_dir)
     run.require(FLAGS_CSV)
+    wanted = None if columns is None else (lambda c: c in set(columns) | {"pair_id", "flagged"})
     table = pd.read_csv(run.file(FLAGS_CSV), dtype={"pair_id": str, "file": str, "file_id": str},
-                        keep_default_na=False, na_values=[""])
+                        keep_default_na=False, na_values=[""], usecols=wanted)
     if "flagged" not in table.columns or "pair_id" not in table.columns:
         raise RunDirError(f"{run.file(FLAGS_CSV)}: needs 'pair_id' and 'flagged' columns")
     table["flagged"] = table["flagged"].astype(str).str.lower().isin(["true", "1", "yes"])
