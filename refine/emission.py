@@ -77,28 +77,38 @@ def _line_index(run: RunDir, decisions: dict[str, Decision]) -> tuple[dict[str, 
     """Per file: the decided lines (line → change entry), and every line that holds a pair."""
     import pyarrow.parquet as pq
 
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     changes: dict[str, dict[int, dict[str, Any]]] = {}
     indexed: dict[str, set[int]] = {}
-    # The line index is all emit holds in memory: the texts are read for decided pairs only,
-    # so memory does not grow with the length of the answers in the training files.
-    index = pq.read_table(run.file(PAIRS), columns=["file", "line"])
-    for file, line in zip(index.column("file").to_pylist(), index.column("line").to_pylist()):
-        indexed.setdefault(file, set()).add(line)
-    del index
-    if not decisions:
-        return changes, indexed
-    table = pq.read_table(run.file(PAIRS), columns=["pair_id", "file", "line", "file_id", "question",
-                                                     "answer"],
-                          filters=[("pair_id", "in", sorted(decisions))])
-    for row in table.to_pylist():
-        d = decisions[row["pair_id"]]
-        entry = {"pair_id": d.pair_id, "file": row["file"], "line": row["line"],
-                 "file_id": row["file_id"], "question": row["question"], "answer": row["answer"],
-                 "action": d.action, "decided_by": d.source, "reason": d.reason, "stats": d.stats}
-        if d.action == "edit":
-            entry["new_answer"] = d.new_answer
-        changes.setdefault(row["file"], {})[row["line"]] = entry
+    wanted = pa.array(sorted(decisions), pa.string())
+    # Streamed a batch at a time: the line index is all emit keeps, and the texts are kept for
+    # decided pairs only, so memory does not grow with the length of the training answers.
+    source = pq.ParquetFile(run.file(PAIRS))
+    for batch in source.iter_batches(batch_size=8192, columns=["pair_id", "file", "line", "file_id",
+                                                               "question", "answer"]):
+        for file, lines in _lines_by_file(batch):
+            indexed.setdefault(file, set()).update(lines)
+        hits = batch.filter(pc.is_in(batch.column("pair_id"), value_set=wanted))
+        for row in hits.to_pylist():
+            d = decisions[row["pair_id"]]
+            entry = {"pair_id": d.pair_id, "file": row["file"], "line": row["line"],
+                     "file_id": row["file_id"], "question": row["question"], "answer": row["answer"],
+                     "action": d.action, "decided_by": d.source, "reason": d.reason, "stats": d.stats}
+            if d.action == "edit":
+                entry["new_answer"] = d.new_answer
+            changes.setdefault(row["file"], {})[row["line"]] = entry
     return changes, indexed
+
+
+def _lines_by_file(batch: Any) -> list[tuple[str, list[int]]]:
+    import pyarrow.compute as pc
+
+    files = batch.column("file").dictionary_encode()
+    lines = batch.column("line")
+    return [(file, pc.filter(lines, pc.equal(files.indices, code)).to_pylist())
+            for code, file in enumerate(files.dictionary.to_pylist())]
 
 
 def edit_record(record: Any, new_answer: str) -> Any:

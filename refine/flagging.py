@@ -83,14 +83,24 @@ def _bh(p_values: np.ndarray) -> np.ndarray:
     return false_discovery_control(p_values, method="bh")
 
 
+def _tail(k: np.ndarray, n: np.ndarray, population: int, bad: int) -> np.ndarray:
+    """P(X ≥ k), X ~ Hypergeometric(population, bad, n), elementwise.
+
+    Computed once per distinct (k, n): scipy's sf sums the pmf term by term, and a run with
+    hundreds of thousands of cited pairs has only a few hundred distinct citation counts.
+    """
+    from scipy.stats import hypergeom
+
+    combos, inverse = np.unique(np.stack([k, n]), axis=1, return_inverse=True)
+    return hypergeom.sf(combos[0] - 1, population, bad, combos[1])[inverse.ravel()]
+
+
 def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame,
                     settings: FlagSettings) -> tuple[pd.DataFrame, int, int]:
     """Per-pair statistics from items (eval_id, verdict) and citations (eval_id, pair_id, level).
 
     Returns (table indexed by pair_id, N finished items, B bad items).
     """
-    from scipy.stats import hypergeom
-
     n_items = len(items)
     n_bad_items = int((items["verdict"] == "bad").sum())
     cited = citations.merge(items[["eval_id", "verdict"]], on="eval_id", how="inner")
@@ -107,8 +117,8 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame,
         good_weight=("good_w", "sum"))
     n_cited = (stats["n_bad"] + stats["n_good"]).to_numpy()
     stats["bad_share"] = stats["n_bad"] / n_cited
-    stats["p_value"] = hypergeom.sf(stats["n_bad"].to_numpy() - 1, n_items, n_bad_items, n_cited)
-    p_min = hypergeom.sf(n_cited - 1, n_items, n_bad_items, n_cited)
+    stats["p_value"] = _tail(stats["n_bad"].to_numpy(), n_cited, n_items, n_bad_items)
+    p_min = _tail(n_cited, n_cited, n_items, n_bad_items)
     testable = (n_cited >= settings.min_bad) & (p_min <= settings.alpha)
     q = np.ones(len(stats))
     q[testable] = _bh(stats["p_value"].to_numpy()[testable])
