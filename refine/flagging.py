@@ -174,7 +174,8 @@ def read_flags(run_dir: str | Path, columns: list[str] | None = None) -> pd.Data
     run = RunDir(run_dir)
     run.require(FLAGS_CSV)
     wanted = None if columns is None else (lambda c: c in set(columns) | {"pair_id", "flagged"})
-    table = pd.read_csv(run.file(FLAGS_CSV), dtype={"pair_id": str, "file": str, "file_id": str},
+    table = pd.read_csv(run.file(FLAGS_CSV), dtype={"pair_id": str, "file": str, "file_id": str,
+                                                    "failure_modes": str, "theme": str},
                         keep_default_na=False, na_values=[""], usecols=wanted)
     if "flagged" not in table.columns or "pair_id" not in table.columns:
         raise RunDirError(f"{run.file(FLAGS_CSV)}: needs 'pair_id' and 'flagged' columns")
