@@ -46,6 +46,11 @@ class ReportResult:
     bytes: int
 
 
+def _text(value: Any) -> str:
+    """A CSV cell as text: empty cells come back from pandas as NaN."""
+    return value if isinstance(value, str) else ""
+
+
 def _where(file: str, line: Any) -> str:
     return f"{Path(str(file)).name}:{line}"
 
@@ -145,8 +150,8 @@ def report(run_dir: str | Path, settings: ReportSettings | None = None) -> Repor
     flagged_rows = []
     for row in flagged.to_dict("records"):
         flagged_rows.append({**row, "where": _where(row["file"], row["line"]),
-                             "failure_modes": row.get("failure_modes") or "",
-                             "theme": row.get("theme") or "",
+                             "failure_modes": _text(row.get("failure_modes")),
+                             "theme": _text(row.get("theme")),
                              "multi_mode": bool(row.get("multi_mode")),
                              "bad_examples": examples.get((row["pair_id"], "bad"), []),
                              "good_examples": examples.get((row["pair_id"], "good"), [])})
