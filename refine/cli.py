@@ -269,6 +269,47 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
         click.echo(f"  {label:22s} {fmt(value)}")
 
 
+@main.command("check")
+@click.argument("train", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--eval", "eval_path", type=click.Path(dir_okay=False),
+              help="Eval set: enables the leakage check.")
+@click.option("--baseline", multiple=True, type=click.Path(dir_okay=False),
+              help="The original training file(s): enables the size guard.")
+@click.option("--flags", "flags_run", type=click.Path(file_okay=False),
+              help="A flagged run directory: enables the flagged-pairs-still-present check.")
+@click.option("--select", multiple=True, metavar="CHECK", help="Run only these checks. Repeatable.")
+@click.option("--option", "options", multiple=True, metavar="CHECK.KEY=VALUE",
+              help="A check option, e.g. near_duplicates.threshold=0.9. Repeatable.")
+@click.option("--config", "config", type=click.Path(dir_okay=False),
+              help="A gate file (see recipes/pre-retrain-gate.yaml); flags given here win.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")
+@click.option("--max-findings", default=None, type=int, help="Findings shown per failed check.")
+@_handle_errors
+def check_command(train: tuple[str, ...], eval_path: str | None, baseline: tuple[str, ...],
+                  flags_run: str | None, select: tuple[str, ...], options: tuple[str, ...],
+                  config: str | None, as_json: bool, max_findings: int | None) -> None:
+    """Check a training set before retraining on it; exit 1 when an error-level check fails."""
+    from .checks import available_checks, run_checks
+    from .recipe import load_check_config, parse_key_values
+
+    settings = load_check_config(config) if config else {}
+    merged_options = {name: dict(values) for name, values in (settings.get("options") or {}).items()}
+    for name, values in parse_key_values(options, "--option").items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"needs CHECK.KEY=VALUE; known checks: {', '.join(available_checks())}",
+                              key="--option")
+        merged_options.setdefault(name, {}).update(values)
+    if max_findings is None:
+        max_findings = int(settings.get("max_findings", 20))
+    report = run_checks(list(train), eval_path=eval_path, baseline=list(baseline) or None,
+                        flags_run=flags_run, select=list(select) or settings.get("select"),
+                        options=merged_options, severity=settings.get("severity"),
+                        max_findings=max_findings)
+    click.echo(report.to_json() if as_json else report.to_table())
+    if not report.passed:
+        sys.exit(1)
+
+
 @main.command("run")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

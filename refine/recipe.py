@@ -246,3 +246,35 @@ def parse_key_values(pairs: Iterable[str], flag_name: str) -> dict[str, Any]:
             raise ConfigError(f"needs KEY=VALUE, got {item!r}", key=flag_name)
         _apply_override(out, item)
     return out
+
+
+_CHECK_KEYS = {"name", "description", "checks"}
+_CHECK_SECTION = {"select", "options", "severity", "max_findings"}
+
+
+def load_check_config(path: str | Path) -> dict[str, Any]:
+    """A pre-retraining gate file: ``checks: {select: [...], options: {...}, severity: {...}}``.
+
+    Returns keyword arguments for :func:`refine.checks.run_checks`; unknown keys are errors
+    naming the key and its line.
+    """
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError("no such check configuration file", file=file)
+    data, lines = _compose_lines(path.read_text(encoding="utf-8"), file)
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError("must be a mapping at the top level", file=file, line=1)
+    for key in data:
+        if key not in _CHECK_KEYS:
+            raise ConfigError(f"unknown key; known: {', '.join(sorted(_CHECK_KEYS))}", key=key,
+                              file=file, line=lines.get((key,)))
+    section = data.get("checks") or {}
+    if not isinstance(section, dict):
+        raise ConfigError("must be a mapping", key="checks", file=file, line=lines.get(("checks",)))
+    for key in section:
+        if key not in _CHECK_SECTION:
+            raise ConfigError(f"unknown key; known under 'checks': {', '.join(sorted(_CHECK_SECTION))}",
+                              key=f"checks.{key}", file=file, line=lines.get(("checks", str(key))))
+    return dict(section)

@@ -32,7 +32,10 @@ class AttributionBackend(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not getattr(cls, "__abstractmethods__", None) and hasattr(cls, "name"):
+        # ABCMeta fills __abstractmethods__ only after this hook, so look at the methods.
+        abstract = any(getattr(getattr(cls, attr, None), "__isabstractmethod__", False)
+                       for attr in dir(cls))
+        if not abstract and hasattr(cls, "name"):
             _REGISTRY[cls.name] = cls
 
     def __init__(self, options: Any, *, top_k: int) -> None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .context import CheckContext
 
 __all__ = ["NEEDS", "SEVERITIES", "Check", "CheckResult", "available_checks", "check_class",
-           "make_check", "validate_number"]
+           "finding", "locations", "make_check", "validate_number"]
 
 SEVERITIES = ("error", "warning", "info")
 NEEDS = {"eval": "an eval set (--eval)",
@@ -69,6 +69,19 @@ class CheckResult:
         return {"name": self.name, "severity": self.severity, "status": self.status,
                 "passed": self.passed, "summary": self.summary, "skip_reason": self.skipped,
                 "n_findings": self.n_findings, "findings": shown, "info": self.info}
+
+
+def finding(file: str, line: int | None, message: str, **extra: Any) -> dict[str, Any]:
+    """One finding: the file and 1-based line it is about (None: the whole file), what is
+    wrong, and any further fields a reader may want (other lines, similarity, lengths)."""
+    return {"file": file, "line": line, "message": message, **extra}
+
+
+def locations(places: Iterable[tuple[str, int]], limit: int = 5) -> str:
+    """``"a.jsonl:3, a.jsonl:9 and 4 more"``: the first `limit` of many file:line places."""
+    places = list(places)
+    text = ", ".join(f"{file}:{line}" for file, line in places[:limit])
+    return text + (f" and {len(places) - limit:,} more" if len(places) > limit else "")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,70 @@
+"""`run_checks`: load the inputs once, run the selected checks, collect a report."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from ..errors import ConfigError
+from .base import available_checks, check_class, make_check
+from .context import CheckContext
+from .report import CheckReport
+
+__all__ = ["run_checks"]
+
+
+def run_checks(train: Sequence[str], *, eval_path: str | None = None,
+               baseline: str | Sequence[str] | None = None, flags_run: str | None = None,
+               select: Sequence[str] | None = None,
+               options: dict[str, dict[str, Any]] | None = None,
+               severity: dict[str, str] | None = None, max_findings: int = 20,
+               embedding_model: str = "default") -> CheckReport:
+    """Check training files before retraining on them.
+
+    `select` names the checks to run (default: all, in :func:`available_checks` order);
+    `options` maps a check name to its options, `severity` a check name to a severity that
+    replaces its default. Check names, option names and values are validated before any
+    file is read (ConfigError, keyed ``checks.<name>.<option>``). Inputs that cannot be used
+    at all — a missing file, an eval line without a question, a run directory without
+    flags.csv, a baseline the training set is not derived from — raise before any check runs;
+    problems *in* the training data are findings. A check whose inputs (`eval_path`,
+    `baseline`, `flags_run`) are not given is skipped with the reason.
+    """
+    names = available_checks()
+    if select is not None:
+        if isinstance(select, str):
+            raise ConfigError("must be a list of check names, not one string", key="checks.select")
+        for name in select:
+            check_class(name, key="checks.select")
+        chosen = set(select)
+        names = [name for name in names if name in chosen]
+    options = dict(options or {})
+    severity = dict(severity or {})
+    for name in options:
+        check_class(name, key="checks.options")
+    for name in severity:
+        check_class(name, key="checks.severity")
+    built = {name: make_check(name, options.get(name), severity=severity.get(name))
+             for name in available_checks() if name in options or name in severity or name in names}
+    checks = [built[name] for name in names]
+
+    started = time.perf_counter()
+    context = CheckContext.load(train, eval_path=eval_path, baseline=baseline,
+                                flags_run=flags_run, embedding_model=embedding_model)
+    skip = {check.name: check.skip_reason(context) for check in checks}
+    for check in checks:
+        if skip[check.name] is None:
+            check.prepare(context)
+    load_seconds = time.perf_counter() - started
+
+    results = []
+    for check in checks:
+        if skip[check.name] is not None:
+            results.append(check.skipped(skip[check.name]))
+            continue
+        started = time.perf_counter()
+        result = check.run(context)
+        result.seconds = time.perf_counter() - started
+        results.append(result)
+    return CheckReport(results, context.inputs(), max_findings=max_findings,
+                       load_seconds=load_seconds)
