@@ -7,17 +7,31 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
 from refine import load_recipe, run_recipe
+from refine.checks import run_checks
+from refine.recipe import load_check_config
 
-from .conftest import ROOT
+from .conftest import ROOT, SAMPLE
 
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+ALL = sorted((ROOT / "recipes").glob("*.yaml"))
+GATES = [p for p in ALL if "checks" in yaml.safe_load(p.read_text())]
+RECIPES = [p for p in ALL if p not in GATES]
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_shipped_recipe_loads(path: Path) -> None:
     recipe = load_recipe(path)
     assert all(Path(t).is_file() for t in recipe.train) and Path(recipe.eval).is_file()
+
+
+@pytest.mark.parametrize("path", GATES, ids=[p.stem for p in GATES])
+def test_every_shipped_gate_configures_known_checks(path: Path) -> None:
+    settings = load_check_config(path)
+    report = run_checks([str(SAMPLE / "train" / "support_faq.jsonl")], options=settings.get("options"),
+                        severity=settings.get("severity"), select=settings.get("select"))
+    assert report.results
 
 
 def test_the_shipped_recipes_cover_each_mode() -> None:
