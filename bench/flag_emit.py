@@ -199,8 +199,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="10,000 pairs, 5,000 items")
     parser.add_argument("--seed", type=int, default=4321)
-    parser.add_argument("--long-factor", type=int, default=8,
-                        help="answer length multiplier of the long-answers run (default 8: "
+    parser.add_argument("--long-factor", type=int, default=10,
+                        help="answer length multiplier of the long-answers run (default 10: "
                              "about 5x the training file's bytes)")
     parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
