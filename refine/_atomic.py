@@ -9,6 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+# mkstemp creates 0600 files whatever the umask; the files refine writes are ordinary outputs.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", *,
@@ -17,6 +22,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", *,
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, _MODE)
     try:
         with os.fdopen(fd, mode, encoding=encoding, newline="" if "b" not in mode else None) as fh:
             yield fh
@@ -73,6 +79,7 @@ class AtomicGroup:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.fchmod(fd, _MODE)
         self._pending.append((tmp, target))
         return os.fdopen(fd, mode, encoding=encoding, newline="" if "b" not in mode else None)
 

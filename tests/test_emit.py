@@ -126,3 +126,14 @@ def test_several_training_files_give_one_output_each(tmp_path: Path) -> None:
     assert kept == b"".join(l.encode() for n, l in enumerate(lines[:60], 1) if n not in (6, 7, 8))
     pruned = pq.read_table(out / "part2.parquet").to_pydict()
     assert len(pruned["question"]) == 59 and "Person70 lives in Atlantis." not in pruned["answer"]
+
+
+def test_outputs_get_ordinary_file_permissions(flagged_run: dict) -> None:
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    result = emit(flagged_run["run"], flagged_run["tmp"] / "out.jsonl")
+    for path in (result.outputs[0], result.manifest, flagged_run["run"] / "flags.csv"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
