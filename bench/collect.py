@@ -3,7 +3,8 @@
     python bench/collect.py            # 20,000 pairs x 500 eval items (several minutes on 2 cores)
     python bench/collect.py --small    # 1,000 x 50, a quick sanity run
 
-One process, in this order (reported as "order"):
+One process, in this order (reported as "order"; ``--collect-first`` moves the raw encode
+after the two collects, to check for an order effect):
 
 1. build the backend's EmbeddingModel (fingerprint) and load the SentenceTransformer it wraps
    -> model_load_s; warm the model up on a few unrelated texts;
@@ -77,6 +78,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=None)
     parser.add_argument("--eval-items", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--collect-first", action="store_true",
+                        help="time the two collects before the raw encode (to check for an "
+                             "order effect)")
     args = parser.parse_args()
     n_pairs = args.pairs or (1_000 if args.small else 20_000)
     n_eval = args.eval_items or (50 if args.small else 500)
@@ -141,35 +145,44 @@ def main() -> None:
         log(f"texts to encode: {len(train_texts)} training, {len(eval_texts)} eval "
             f"(answer_weight {options.answer_weight}); mean {n_tokens:.1f} tokens")
 
-        log("raw encode ...")
-        t, c = time.perf_counter(), time.process_time()
-        raw_train = raw(train_texts)
-        raw(eval_texts)
-        raw_encode_s = time.perf_counter() - t
-        raw_encode_cpu_s = time.process_time() - c
-        log(f"raw encode: {raw_encode_s:.1f}s ({(len(train_texts) + len(eval_texts)) / raw_encode_s:.0f} texts/s)")
+        def timed(label, fn):
+            log(f"{label} ...")
+            t, c = time.perf_counter(), time.process_time()
+            result = fn()
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            log(f"{label}: {wall:.2f}s wall, {cpu:.2f}s CPU")
+            return result, wall, cpu
 
-        log("collect (cold cache) ...")
-        t, c = time.perf_counter(), time.process_time()
-        cold = refine.collect([str(train)], str(evalf), root / "run-cold", settings,
-                              progress=False, backend=backend)
-        collect_cold_s = time.perf_counter() - t
-        collect_cold_cpu_s = time.process_time() - c
-        log(f"collect cold: {collect_cold_s:.1f}s ({cold.done}/{cold.items} items done)")
+        def raw_encode():
+            vectors = raw(train_texts)
+            raw(eval_texts)
+            return vectors
+
+        warm_model = EmbeddingModel(cache_dir=cache_dir, batch_size=options.batch_size)
+        warm_backend = EmbeddingBackend(options, top_k=settings.top_k, model=warm_model)
+
+        def run_collect(name, with_backend):
+            return refine.collect([str(train)], str(evalf), root / name, settings,
+                                  progress=False, backend=with_backend)
+
+        spans = ["raw_encode", "collect_cold", "collect_warm"]
+        if args.collect_first:
+            spans = ["collect_cold", "collect_warm", "raw_encode"]
+        done = {}
+        for span in spans:
+            if span == "raw_encode":
+                done[span] = timed("raw encode", raw_encode)
+            elif span == "collect_cold":
+                done[span] = timed("collect (cold cache)", lambda: run_collect("run-cold", backend))
+            else:  # a new EmbeddingModel: loads the cache from disk, never the model
+                done[span] = timed("collect (warm cache)", lambda: run_collect("run-warm", warm_backend))
+        raw_train, raw_encode_s, raw_encode_cpu_s = done["raw_encode"]
+        cold, collect_cold_s, collect_cold_cpu_s = done["collect_cold"]
+        warm, collect_warm_s, collect_warm_cpu_s = done["collect_warm"]
         # The vectors collect used are the raw encode's (same model object, same texts).
         where = {x: i for i, x in enumerate(train_texts)}
         used = np.concatenate([backend._qa, backend._answers])
         max_abs_diff = float(np.abs(used - raw_train[[where[x] for x in train_all]]).max())
-
-        log("collect (warm cache) ...")
-        warm_model = EmbeddingModel(cache_dir=cache_dir, batch_size=options.batch_size)
-        warm_backend = EmbeddingBackend(options, top_k=settings.top_k, model=warm_model)
-        t, c = time.perf_counter(), time.process_time()
-        warm = refine.collect([str(train)], str(evalf), root / "run-warm", settings,
-                              progress=False, backend=warm_backend)
-        collect_warm_s = time.perf_counter() - t
-        collect_warm_cpu_s = time.process_time() - c
-        log(f"collect warm: {collect_warm_s:.2f}s ({warm.done}/{warm.items} items done)")
         same = pq.read_table(root / "run-cold" / "attributions.parquet").equals(
             pq.read_table(root / "run-warm" / "attributions.parquet"))
 
@@ -192,7 +205,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "model_load_included": False,
             "model_load_s": round(model_load_s, 3),
-            "order": ["model_load", "warm_up", "raw_encode", "collect_cold", "collect_warm"],
+            "order": ["model_load", "warm_up", *spans],
             "texts_encoded": {"train": len(train_texts), "eval": len(eval_texts)},
             "answer_weight": options.answer_weight,
             "mean_train_tokens": round(n_tokens, 1),
