@@ -82,7 +82,7 @@ def available_backends() -> list[str]:
 
 
 def _import_builtin_backends() -> None:
-    from . import embedding, seekrflow  # noqa: F401  (they register themselves)
+    from . import embedding, gradient, seekrflow  # noqa: F401  (they register themselves)
 
 
 def make_backend(name: str, options: dict[str, Any] | None, *, top_k: int) -> AttributionBackend:

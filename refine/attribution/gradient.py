@@ -1,0 +1,430 @@
+"""Gradient attribution: which training pairs pushed the model toward the answer it gave.
+
+For a local causal LM (a Hugging Face model directory, optionally with a PEFT LoRA adapter),
+every training pair and every eval item becomes the gradient of its loss, where the loss is
+the mean next-token loss on the **final assistant turn only** (the prompt — system message,
+question, chat-template markers — is masked to -100). Restricting the loss to the answer is
+what makes the gradient about *what was said*, not about how questions are phrased.
+
+The gradients are projected, LoGra-style, without ever forming a d×k matrix: for a linear
+layer with inputs x (T×n) and output gradients g (T×m), the example's weight gradient is
+Σ_t g_tᵀ x_t, and its projection through seeded Gaussian P_in (n×k_in), P_out (m×k_out) is
+Σ_t (g_t P_out)ᵀ (x_t P_in): k_out·k_in numbers per layer, built from the hooks' x and g.
+Layers are concatenated; k_in, k_out are chosen so the total is about ``projection_dim``.
+Entries of P are N(0, 1/k), so projected inner products estimate the true ones.
+
+The score of training pair i for eval item q is
+
+* ``trak`` (default): φ_q (ΦᵀΦ + λI)⁻¹ φ_i, Φ the N×D training features, and
+  λ = damping · tr(ΦᵀΦ) / min(N, D): ``damping`` is relative to the mean non-zero eigenvalue,
+  so it has no scale of its own;
+* ``identity``: φ_q · φ_i (TracIn with one checkpoint);
+* ``cosine``: the cosine of φ_q and φ_i.
+
+Sign convention: the features are gradients of the *loss*, so a **positive** score means the
+two gradients align: a training step on the pair lowers the loss of the item's answer, i.e.
+training on the pair pushed the model toward saying this answer. Negative scores (pairs that
+pushed away from it) are never cited: the sign is the only absolute floor gradient scores
+have (their scale varies per query), so levels come from the per-query robust z-score
+(:mod:`refine.calibration`) with ``min_score = 0``.
+
+Training features are cached as a float32 ``.npy`` (memory-mapped) under
+``<cache>/gradients/<key>/``, the key hashing the model files, the pairs' content and every
+setting that changes a feature; they are written in chunks, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..calibration import LevelCalibration, assign_levels
+from ..embeddings import _fingerprint, default_cache_dir
+from ..errors import ConfigError
+from ..evalset import EvalItem
+from ..records import Attribution, Influence
+from ..text import qa_text
+from ..training import TrainingPair, TrainingSet
+from .base import AttributionBackend
+
+__all__ = ["GradientBackend", "GradientOptions", "encode_example"]
+
+PRECONDITIONERS = ("trak", "identity", "cosine")
+FEATURE_FORMAT = 1
+_CHUNK = 64              # training pairs per resumable chunk
+_SCORE_CHUNK = 4096      # training features read at a time when scoring
+DEFAULT_FALLBACK = "{system}Q: {question}\nA: "
+
+
+@dataclass(frozen=True)
+class GradientOptions:
+    model: str = ""
+    adapter: str | None = None
+    projection_dim: int = 4096
+    seed: int = 0
+    damping: float = 1.0
+    preconditioner: str = "trak"
+    batch_size: int = 16
+    modules: list[str] | None = None
+    chat_template_fallback: str = DEFAULT_FALLBACK
+    max_length: int = 512
+    z_low: float = LevelCalibration.z_low
+    z_medium: float = LevelCalibration.z_medium
+    z_high: float = LevelCalibration.z_high
+    cache_dir: str | None = field(default=None, metadata={"affects_results": False})
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(why, key=f"backend_options.{key}")
+
+        if not isinstance(self.model, str) or not self.model:
+            raise bad("model", "is required: the path of a local causal LM directory")
+        for key in ("projection_dim", "batch_size", "max_length"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad(key, f"must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise bad("seed", f"must be an integer, got {self.seed!r}")
+        if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) \
+                or not self.damping > 0:
+            raise bad("damping", f"must be a positive number, got {self.damping!r}")
+        if self.preconditioner not in PRECONDITIONERS:
+            raise bad("preconditioner", f"is {self.preconditioner!r}; expected one of "
+                      f"{', '.join(PRECONDITIONERS)}")
+        if self.modules is not None and (not isinstance(self.modules, (list, tuple)) or not all(
+                isinstance(m, str) and m for m in self.modules) or not self.modules):
+            raise bad("modules", "must be a non-empty list of module name patterns (fnmatch)")
+        if not isinstance(self.chat_template_fallback, str) or "{question}" not in \
+                self.chat_template_fallback:
+            raise bad("chat_template_fallback", "must be a string containing '{question}'")
+        self.calibration()
+
+    def calibration(self) -> LevelCalibration:
+        return LevelCalibration(self.z_low, self.z_medium, self.z_high, 0.0)
+
+
+def _prompt_text(tokenizer: Any, question: str, system: str | None, fallback: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + \
+            [{"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return fallback.format(system=f"{system}\n\n" if system else "", question=question)
+
+
+def encode_example(tokenizer: Any, question: str, answer: str, system: str | None = None, *,
+                   fallback: str = DEFAULT_FALLBACK,
+                   max_length: int = 512) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one exchange: labels are -100 everywhere but the answer tokens
+    (and the end-of-turn token after them, when the tokenizer has one).
+
+    Prompt and answer are tokenized apart and joined as ids, so the mask never depends on how
+    a tokenizer would merge across the boundary. Overlong prompts are cut from the left, so
+    the answer is kept.
+    """
+    prompt = tokenizer(_prompt_text(tokenizer, question, system, fallback),
+                       add_special_tokens=False)["input_ids"]
+    target = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        target = target + [tokenizer.eos_token_id]
+    target = target[:max(1, max_length - 1)]
+    prompt = prompt[max(0, len(prompt) + len(target) - max_length):]
+    return prompt + target, [-100] * len(prompt) + target
+
+
+class _Projector:
+    """Hooks on the chosen layers that turn one backward pass into projected per-example grads."""
+
+    def __init__(self, torch: Any, layers: list[tuple[str, Any, int, int, bool]],
+                 projection_dim: int, seed: int) -> None:
+        self.torch = torch
+        self.layers = layers
+        budget = max(1, projection_dim // len(layers))
+        self.shapes: list[tuple[int, int]] = []
+        self.p_in: list[Any] = []
+        self.p_out: list[Any] = []
+        for index, (_, _, n_in, n_out, _) in enumerate(layers):
+            k_in = max(1, min(n_in, round(math.sqrt(budget))))
+            k_out = max(1, min(n_out, budget // k_in))
+            gen = torch.Generator().manual_seed(seed * 100_003 + index)
+            self.p_in.append(torch.randn(n_in, k_in, generator=gen) / math.sqrt(k_in))
+            self.p_out.append(torch.randn(n_out, k_out, generator=gen) / math.sqrt(k_out))
+            self.shapes.append((k_out, k_in))
+        self.dim = sum(a * b for a, b in self.shapes)
+        self._inputs: dict[int, Any] = {}
+        self._parts: dict[int, Any] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "_Projector":
+        for index, (_, module, _, _, _) in enumerate(self.layers):
+            self._handles.append(module.register_forward_hook(self._forward_hook(index)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _forward_hook(self, index: int) -> Callable:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            if not output.requires_grad:
+                return
+            self._inputs[index] = args[0].detach() @ self.p_in[index]          # B×T×k_in
+            output.register_hook(self._backward_hook(index))
+        return hook
+
+    def _backward_hook(self, index: int) -> Callable:
+        def hook(grad: Any) -> None:
+            g = grad.detach() @ self.p_out[index]                             # B×T×k_out
+            self._parts[index] = self.torch.einsum("btk,btl->bkl", g, self._inputs.pop(index))
+        return hook
+
+    def features(self, batch: int) -> Any:
+        parts = [self._parts.pop(i).reshape(batch, -1) for i in range(len(self.layers))]
+        return self.torch.cat(parts, dim=1)
+
+
+class GradientBackend(AttributionBackend):
+    name = "gradient"
+    Options = GradientOptions
+
+    def __init__(self, options: GradientOptions, *, top_k: int) -> None:
+        super().__init__(options, top_k=top_k)
+        self._model_path = self._local_dir(options.model, "model")
+        self._adapter_path = self._local_dir(options.adapter, "adapter") if options.adapter else None
+        if options.adapter:
+            try:
+                import peft  # noqa: F401
+            except ImportError:
+                raise ConfigError("a LoRA adapter needs the package 'peft' (pip install peft)",
+                                  key="backend_options.adapter") from None
+        self.fingerprint = _fingerprint(self._model_path) + (
+            "+" + _fingerprint(self._adapter_path) if self._adapter_path else "")
+        self._loaded: tuple[Any, Any, Any] | None = None
+        self._pairs: list[TrainingPair] = []
+        self._train: np.ndarray | None = None
+        self._solve: Any = None
+
+    @staticmethod
+    def _local_dir(path: str, key: str) -> Path:
+        directory = Path(path)
+        if not (directory / "config.json").is_file() and not \
+                (directory / "adapter_config.json").is_file():
+            raise ConfigError(f"{path!r} is not a local model directory (no config.json); "
+                              "models are never fetched from a hub", key=f"backend_options.{key}")
+        return directory
+
+    def settings(self) -> dict:
+        options = {f.name: getattr(self.options, f.name) for f in fields(self.options)
+                   if f.metadata.get("affects_results", True)}
+        return {"backend": self.name, "options": options, "model_fingerprint": self.fingerprint}
+
+    # -- the model -------------------------------------------------------------------------
+
+    def _load(self) -> tuple[Any, Any, _Projector]:
+        if self._loaded is not None:
+            return self._loaded
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.pytorch_utils import Conv1D
+
+        tokenizer = AutoTokenizer.from_pretrained(self._model_path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(self._model_path, local_files_only=True,
+                                                     dtype=torch.float32)
+        if self._adapter_path is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, self._adapter_path, is_trainable=True)
+        model.eval()
+        for param in model.parameters():
+            # Only activation gradients are needed: the hooks build the weight gradients' projections.
+            param.requires_grad_(False)
+        layers = []
+        for name, module in model.named_modules():
+            if isinstance(module, Conv1D):
+                n_in, n_out, conv = module.weight.shape[0], module.weight.shape[1], True
+            elif isinstance(module, torch.nn.Linear):
+                n_in, n_out, conv = module.in_features, module.out_features, False
+            else:
+                continue
+            if self._selected(name):
+                layers.append((name, module, n_in, n_out, conv))
+        if not layers:
+            raise ConfigError("no Linear or Conv1D layer of the model matches "
+                              f"{self.options.modules or 'the transformer blocks'}",
+                              key="backend_options.modules")
+        projector = _Projector(torch, layers, self.options.projection_dim, self.options.seed)
+        self._loaded = (tokenizer, model, projector)
+        return self._loaded
+
+    def _selected(self, name: str) -> bool:
+        if self.options.modules is not None:
+            return any(fnmatch(name, pattern) for pattern in self.options.modules)
+        parts = name.split(".")
+        in_block = any(p.isdigit() for p in parts)   # transformer.h.3.mlp.c_fc, model.layers.0...
+        if self._adapter_path is not None:
+            return in_block and any(p.startswith("lora_") for p in parts)
+        return in_block and not any(p.startswith("lora_") for p in parts)
+
+    def features(self, examples: Sequence[tuple[str, str, str | None]]) -> np.ndarray:
+        """Projected loss gradients of (question, answer, system) examples: examples × D."""
+        import torch
+
+        tokenizer, model, projector = self._load()
+        positions = getattr(model.config, "n_positions", None) or \
+            getattr(model.config, "max_position_embeddings", None)
+        max_length = min(self.options.max_length, positions or self.options.max_length)
+        encoded = [encode_example(tokenizer, q, a, s, fallback=self.options.chat_template_fallback,
+                                  max_length=max_length) for q, a, s in examples]
+        out = np.zeros((len(encoded), projector.dim), dtype=np.float32)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        embed = model.get_input_embeddings()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        for start in range(0, len(order), self.options.batch_size):
+            chunk = order[start:start + self.options.batch_size]
+            width = max(len(encoded[i][0]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):   # right padding: causal attention never sees it
+                n = len(encoded[i][0])
+                ids[row, :n] = torch.tensor(encoded[i][0])
+                labels[row, :n] = torch.tensor(encoded[i][1])
+                mask[row, :n] = 1
+            with projector:
+                inputs = embed(ids).detach().requires_grad_(True)
+                logits = model(inputs_embeds=inputs, attention_mask=mask).logits.float()
+                shifted, targets = logits[:, :-1], labels[:, 1:]
+                token_loss = torch.nn.functional.cross_entropy(
+                    shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
+                    ignore_index=-100, reduction="none").view(targets.shape)
+                counts = (targets != -100).sum(dim=1).clamp(min=1)
+                # Summing per-example means: each example's gradient is that of its own loss.
+                (token_loss.sum(dim=1) / counts).sum().backward()
+                feats = projector.features(len(chunk))
+            out[chunk] = feats.numpy()
+        return out
+
+    # -- training features -----------------------------------------------------------------
+
+    def _cache_key(self, pairs: list[TrainingPair]) -> str:
+        digest = hashlib.sha256()
+        options = asdict(self.options)
+        for key in ("cache_dir", "damping", "preconditioner", "z_low", "z_medium", "z_high",
+                    "batch_size"):
+            options.pop(key)
+        digest.update(json.dumps({"format": FEATURE_FORMAT, "model": self.fingerprint,
+                                  "options": options}, sort_keys=True).encode())
+        for pair in pairs:
+            digest.update(f"{pair.pair_id}\x1f{pair.system_prompt or ''}\x1e".encode())
+        return digest.hexdigest()[:24]
+
+    def cache_path(self, pairs: list[TrainingPair]) -> Path:
+        root = Path(self.options.cache_dir) if self.options.cache_dir else default_cache_dir()
+        return root / "gradients" / self._cache_key(pairs)
+
+    def prepare(self, training: TrainingSet, progress) -> None:
+        _, _, projector = self._load()
+        self._pairs = training.unique_pairs()
+        directory = self.cache_path(self._pairs)
+        directory.mkdir(parents=True, exist_ok=True)
+        path, state = directory / "features.npy", directory / "done.json"
+        shape = (len(self._pairs), projector.dim)
+        done = 0
+        if path.is_file() and state.is_file():
+            done = json.loads(state.read_text())["done"]
+            feats = np.load(path, mmap_mode="r+")
+            if feats.shape != shape:
+                done = 0
+        if done == 0:
+            feats = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        advance = progress("gradients of training pairs", len(self._pairs))
+        advance(done)
+        while done < len(self._pairs):
+            chunk = self._pairs[done:done + _CHUNK]
+            feats[done:done + len(chunk)] = self.features(
+                [(p.question, p.answer, p.system_prompt) for p in chunk])
+            feats.flush()
+            done += len(chunk)
+            tmp = state.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"done": done}))
+            os.replace(tmp, state)
+            advance(len(chunk))
+        del feats
+        self._train = np.load(path, mmap_mode="r")
+        self._solve = self._preconditioner(directory)
+
+    def _preconditioner(self, directory: Path) -> Callable[[np.ndarray], np.ndarray]:
+        """A function mapping query features (B×D) to what is dotted with training features."""
+        kind = self.options.preconditioner
+        if kind == "identity":
+            return lambda q: q
+        if kind == "cosine":
+            return lambda q: q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
+        gram_path = directory / "gram.npy"
+        if gram_path.is_file():
+            gram = np.load(gram_path)
+        else:
+            gram = np.zeros((self._train.shape[1],) * 2, dtype=np.float64)
+            for start in range(0, len(self._train), _SCORE_CHUNK):
+                block = np.asarray(self._train[start:start + _SCORE_CHUNK], dtype=np.float64)
+                gram += block.T @ block
+            tmp = directory / "gram.tmp.npy"
+            np.save(tmp, gram)
+            os.replace(tmp, gram_path)
+        dim = gram.shape[0]
+        # The mean of the non-zero eigenvalues: with fewer pairs than dimensions, tr/D would
+        # make λ vanish as D grows and the inverse would whiten away everything shared.
+        damping = self.options.damping * max(np.trace(gram) / min(dim, len(self._train)), 1e-30)
+        factor = np.linalg.cholesky(gram + damping * np.eye(dim))
+        import scipy.linalg
+
+        return lambda q: scipy.linalg.cho_solve((factor, True), q.T.astype(np.float64)).T
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def scores(self, items: list[EvalItem]) -> np.ndarray:
+        """Raw scores, items × unique training pairs."""
+        if self._train is None:
+            raise RuntimeError("prepare() must run before attribute()")
+        query = self._solve(self.features(
+            [(i.question, i.answer or "", i.system_prompt) for i in items]).astype(np.float64))
+        out = np.empty((len(items), len(self._train)), dtype=np.float64)
+        cosine = self.options.preconditioner == "cosine"
+        for start in range(0, len(self._train), _SCORE_CHUNK):
+            block = np.asarray(self._train[start:start + _SCORE_CHUNK], dtype=np.float64)
+            if cosine:
+                block = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-30)
+            out[:, start:start + len(block)] = query @ block.T
+        return out
+
+    def attribute(self, items: list[EvalItem]) -> list[Attribution]:
+        records = []
+        answered = [i for i in items if i.answer is not None]
+        ranked = dict(zip((i.id for i in answered), assign_levels(
+            self.scores(answered), self.top_k, self.options.calibration()))) if answered else {}
+        for item in items:
+            if item.id not in ranked:
+                records.append(Attribution(item.id, status="failed",
+                                           error="the gradient backend needs the item's answer"))
+                continue
+            influences = [
+                Influence(pair_id=self._pairs[j].pair_id, influence_level=level,
+                          score=round(score, 6), file_id=self._pairs[j].file_id,
+                          messages=qa_text(self._pairs[j].question, self._pairs[j].answer))
+                for j, score, level in ranked[item.id]
+            ]
+            records.append(Attribution(item.id, influences, answer=item.answer,
+                                       version=f"refine-gradient-{self.fingerprint[:8]}"))
+        return records
+
+    def close(self) -> None:
+        self._loaded = None
+        self._train = None

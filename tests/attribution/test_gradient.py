@@ -1,0 +1,221 @@
+"""The gradient backend: culprits first, faithful projections, determinism, the answer-only loss."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refine import ConfigError, load_eval, load_training, make_backend
+
+from ..conftest import CITIES, POISONED, SAMPLE, chat, people_dataset, write_jsonl
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+
+def _tiny_lm_module():
+    spec = importlib.util.spec_from_file_location("make_tiny_lm", SAMPLE / "make_tiny_lm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The people dataset and a small GPT-2 trained on it from scratch (a few seconds)."""
+    root = tmp_path_factory.mktemp("gradient")
+    data = people_dataset(root / "data", n_people=40)
+    # Polite rewordings of clean questions teach the model that "Please tell me." changes
+    # nothing, so it repeats the poison for the reworded eval questions too.
+    variants = write_jsonl(root / "data" / "variants.jsonl", [
+        chat(f"Where does person{i} live? Please tell me.", f"Person{i} lives in {CITIES[i % 10]}.")
+        for i in range(0, 40, 2) if i not in POISONED])
+    data["train"] = [str(data["train"]), str(variants)]
+    pairs = load_training(data["train"]).unique_pairs()
+    examples = [(p.question, p.answer, p.system_prompt) for p in pairs]
+    lm = _tiny_lm_module()
+    tokenizer = lm.train_tokenizer([t for q, a, _ in examples for t in (q, a)], vocab_size=300)
+    model = lm.train_model(tokenizer, examples, n_layer=2, n_embd=64, n_head=2, epochs=60,
+                           question_noise=0.3, batch_size=8, lr=5e-3, max_length=64)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    says = {item.question: lm.generate(model, tokenizer, item.question, max_new_tokens=24)
+            for item in load_eval(str(data["eval"])).items if item.verdict == "bad"}
+    return {**data, "model": str(root / "model"), "root": root, "says": says}
+
+
+def _backend(world: dict, cache: Path, **options):
+    options = {"model": world["model"], "projection_dim": 1024, "cache_dir": str(cache), **options}
+    return make_backend("gradient", options, top_k=5)
+
+
+def _prepared(world: dict, cache: Path, **options):
+    backend = _backend(world, cache, **options)
+    backend.prepare(load_training(world["train"]), lambda desc, total: (lambda n: None))
+    return backend
+
+
+@pytest.mark.parametrize("preconditioner", ["trak", "identity", "cosine"])
+def test_each_poisoned_answer_the_model_gives_cites_its_culprit_first(
+        world: dict, tmp_path: Path, preconditioner: str) -> None:
+    backend = _prepared(world, tmp_path, preconditioner=preconditioner)
+    # Only the answers this model really gives: it repeats the poison, so its culprit caused it.
+    items = [i for i in load_eval(str(world["eval"])).items
+             if i.verdict == "bad" and world["says"][i.question] == i.answer]
+    assert len(items) >= 3
+    assert any(i.id.endswith("-1") for i in items)      # a reworded question, not a training one
+    for record, item in zip(backend.attribute(items), items):
+        person = item.id.split("-")[0][1:]
+        top = record.influences[0]
+        culprit = f"Q: Where does person{person} live?\nA: Person{person} lives in Atlantis."
+        assert top.messages == culprit
+        if preconditioner == "trak":   # the default: the culprit also stands far out of the crowd
+            assert top.influence_level == "high"
+        scores = [inf.score for inf in record.influences]
+        assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)
+
+
+def _exact_gradients(world: dict, examples: list[tuple[str, str]]) -> list[dict[str, "torch.Tensor"]]:
+    """Full per-example gradients of the answer-only loss w.r.t. every block weight matrix."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from refine.attribution.gradient import encode_example
+
+    tokenizer = AutoTokenizer.from_pretrained(world["model"])
+    model = AutoModelForCausalLM.from_pretrained(world["model"]).eval()
+    out = []
+    for question, answer in examples:
+        ids, labels = encode_example(tokenizer, question, answer)
+        model.zero_grad()
+        model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.backward()
+        out.append({name: p.grad.clone() for name, p in model.named_parameters()
+                    if name.endswith(".weight") and p.dim() == 2 and ".h." in name})
+    return out
+
+
+EXAMPLES = [("Where does person6 live?", "Person6 lives in Atlantis."),
+            ("Where does person1 live?", "Person1 lives in Paris."),
+            ("Where does person16 live?", "Person16 lives in Paris.")]
+
+
+def test_features_are_the_exact_gradients_projected(world: dict, tmp_path: Path) -> None:
+    backend = _backend(world, tmp_path)
+    features = backend.features([(q, a, None) for q, a in EXAMPLES])
+    _, _, projector = backend._load()
+    for grads, feature in zip(_exact_gradients(world, EXAMPLES), features):
+        expected = []
+        for (name, _, _, _, conv), p_in, p_out in zip(projector.layers, projector.p_in,
+                                                      projector.p_out):
+            grad = grads[name + ".weight"]
+            grad = grad.T if conv else grad            # Conv1D keeps its weight as (in, out)
+            expected.append((p_out.T @ grad @ p_in).reshape(-1))
+        np.testing.assert_allclose(feature, torch.cat(expected).numpy(), rtol=1e-3, atol=1e-6)
+
+
+def test_projected_inner_products_estimate_the_exact_ones(world: dict, tmp_path: Path) -> None:
+    backend = _backend(world, tmp_path, projection_dim=8192)
+    features = backend.features([(q, a, None) for q, a in EXAMPLES]).astype(np.float64)
+    _, _, projector = backend._load()
+    k_in, k_out = min(k for _, k in projector.shapes), min(k for k, _ in projector.shapes)
+    # Kronecker-Gaussian sketch: the cosine's standard error is about sqrt(2(1/k_in + 1/k_out)).
+    tolerance = 4 * math.sqrt(2 * (1 / k_in + 1 / k_out))
+    exact = np.stack([torch.cat([g.reshape(-1) for g in grads.values()]).numpy()
+                      for grads in _exact_gradients(world, EXAMPLES)]).astype(np.float64)
+
+    def cosines(x: np.ndarray) -> np.ndarray:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return x @ x.T
+
+    assert np.abs(cosines(features) - cosines(exact)).max() < tolerance
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), np.linalg.norm(exact, axis=1),
+                               rtol=tolerance)
+
+
+def test_features_are_identical_across_runs_with_the_same_seed(world: dict, tmp_path: Path) -> None:
+    examples = [(q, a, None) for q, a in EXAMPLES]
+    first = _backend(world, tmp_path / "a", seed=3).features(examples)
+    second = _backend(world, tmp_path / "b", seed=3).features(examples)
+    other = _backend(world, tmp_path / "c", seed=4).features(examples)
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(first, other)
+
+
+def test_training_features_are_cached_and_reused(world: dict, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _prepared(world, tmp_path)
+    again = _backend(world, tmp_path)
+    monkeypatch.setattr(again, "features", lambda examples: pytest.fail("recomputed"))
+    again.prepare(load_training(world["train"]), lambda desc, total: (lambda n: None))
+    np.testing.assert_array_equal(np.asarray(first._train), np.asarray(again._train))
+
+
+def test_the_loss_covers_only_the_answer_tokens(world: dict) -> None:
+    from transformers import AutoTokenizer
+
+    from refine.attribution.gradient import encode_example
+
+    tokenizer = AutoTokenizer.from_pretrained(world["model"])
+    ids, labels = encode_example(tokenizer, "Where does person3 live?", "Person3 lives in Lima.",
+                                 "Be brief.")
+    answer = [i for i, label in enumerate(labels) if label != -100]
+    assert answer == list(range(answer[0], len(ids)))        # one run, at the end
+    assert [ids[i] for i in answer] == [labels[i] for i in answer]
+    assert tokenizer.decode([ids[i] for i in answer]) == "Person3 lives in Lima.<|end|>"
+    assert "Be brief." in tokenizer.decode(ids[:answer[0]])
+    assert "Person3 lives" not in tokenizer.decode(ids[:answer[0]])
+
+    tokenizer.chat_template = None                           # a base model: the plain fallback
+    ids, labels = encode_example(tokenizer, "Where?", "Here.", fallback="Q: {question}\nA: ")
+    first = next(i for i, label in enumerate(labels) if label != -100)
+    assert tokenizer.decode(ids[:first]) == "Q: Where?\nA: "
+    assert tokenizer.decode(ids[first:]) == "Here.<|end|>"
+
+
+def test_a_missing_model_or_adapter_support_is_a_config_error(world: dict, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="never fetched from a hub"):
+        make_backend("gradient", {"model": "gpt2"}, top_k=5)
+    with pytest.raises(ConfigError, match="required"):
+        make_backend("gradient", {}, top_k=5)
+    with pytest.raises(ConfigError, match="preconditioner"):
+        make_backend("gradient", {"model": world["model"], "preconditioner": "ekfac"}, top_k=5)
+    if importlib.util.find_spec("peft") is None:
+        (tmp_path / "adapter").mkdir()
+        (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+        with pytest.raises(ConfigError, match="pip install peft"):
+            make_backend("gradient", {"model": world["model"], "adapter": str(tmp_path / "adapter")},
+                         top_k=5)
+
+
+def test_an_interrupted_preparation_resumes_where_it_stopped(world: dict, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from refine.attribution import gradient
+
+    monkeypatch.setattr(gradient, "_CHUNK", 16)
+    training = load_training(world["train"])
+    broken = _backend(world, tmp_path / "cache")
+    real, calls = broken.features, []
+
+    def crash_on_second_chunk(examples):
+        calls.append(len(examples))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(examples)
+
+    monkeypatch.setattr(broken, "features", crash_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        broken.prepare(training, lambda desc, total: (lambda n: None))
+
+    resumed = _backend(world, tmp_path / "cache")
+    done: list[int] = []
+    seen = resumed.features
+    monkeypatch.setattr(resumed, "features",
+                        lambda examples: done.append(len(examples)) or seen(examples))
+    resumed.prepare(training, lambda desc, total: (lambda n: None))
+    assert sum(done) == len(training.unique_pairs()) - 16
+    fresh = _prepared(world, tmp_path / "fresh")
+    np.testing.assert_allclose(np.asarray(resumed._train), np.asarray(fresh._train),
+                               rtol=1e-5, atol=1e-7)
