@@ -1,28 +1,45 @@
-"""Benchmark: the gradient backend against the embedding backend on the sample tiny LM.
+"""Benchmark: the gradient backend against the embedding backend, peers, removal, memory.
 
     python sample_data/make_tiny_lm.py      # once: sample_data/tiny_lm/ and eval_tiny_lm.jsonl
-    python bench/gradient.py [--projection-dim 4096] [--preconditioner trak]
+    python bench/gradient.py [--second-seed 7] [--memory-pairs 50000] [--skip ...]
 
-For each backend, `refine.collect` + `refine.flag` run on sample_data/train with
-eval_tiny_lm.jsonl (the tiny model's own greedy answers), and the figures are:
+Prints one JSON line on stdout; progress goes to stderr. Sections (each can be skipped):
 
-* ``precision_at_10``: over the planted-defect eval items judged bad, the share of the backend's
-  10 best-scored training pairs that are planted pairs of the item's own topic, divided by the
-  most that topic allows (min(10, its planted pairs)): 1.0 = every planted pair of the topic
-  ranks in the top 10. ``top1`` is the share whose best pair is one of them;
-  The ``_repeating`` figures keep only the items whose answer repeats a planted answer of
-  their topic (token F1 ≥ 0.5): the only ones a planted pair can have caused;
-* ``flag_precision`` / ``flag_recall``: flagged pairs against the 13 planted ones.
+``quality`` — for the sample tiny LM and for a second synthetic set (make_sample_data.py with
+another seed, its own tiny LM trained here), `refine collect` + `refine flag` with the
+``gradient`` and the ``embedding`` backend side by side on the same eval set (the model's own
+greedy answers, eval_tiny_lm.jsonl):
+  * ``precision_at_10``: over the planted-defect items whose answer repeats a planted answer
+    (the only ones a planted pair can have caused), the share of the 10 best-scored pairs
+    that are culprits (planted pairs of the item's topic; any refusal pair for a refusal),
+    divided by the most possible, min(10, culprits); ``top1``: the best pair is a culprit;
+  * ``flag_precision`` / ``flag_recall``: flagged pairs against the 13 planted ones; and how
+    many flagged pairs that are not planted have an answer that ≥ 2 bad answers repeat
+    (token F1 ≥ 0.5): the model's own fallback answers, real culprits the plan did not plant.
 
-Then the training-feature throughput of the gradient backend (pairs/s) over a plain
-forward + backward of the same model on the same batches (``throughput_ratio``, target ≥ 0.7).
-Prints one JSON line on stdout; progress goes to stderr.
+``removal`` — the tiny LM retrained (same tokenizer, settings and seed) on the dataset
+`refine emit` writes without the gradient run's flagged pairs, and on the dataset without as
+many random pairs; ``defects_before`` / ``after_flagged_removed`` / ``after_random_removed``
+count planted-defect answers (an answer repeating a planted answer, token F1 ≥ 0.5).
+
+``speed`` — training-feature throughput (pairs/s) over a plain forward + backward of the same
+model on the same batches (``throughput_ratio``, target ≥ 0.7); then, one torch thread each
+(the cores are shared; two threads mostly measure contention), refine's whole gradient
+attribution (features of every pair and query + scoring) against Kronfluence (EK-FAC) and
+TRAK on the same model, loss and data, with their precision_at_10 on the same queries:
+``peer_time_over_refine`` > 1 means refine was faster.
+
+``memory`` — in a fresh process, peak RSS of preparing + scoring at ``--memory-pairs`` pairs
+(the sample pairs, each repeated with a numbered question) with projection_dim 4096, next to
+the size of the feature matrix it writes and the RSS after loading the model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,130 +52,368 @@ from _out import emit_json, stdout_to_stderr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
+SECTIONS = ("quality", "second_seed", "removal", "speed", "peers", "memory")
 
 
-def _planted() -> tuple[dict, dict, set]:
-    planted = json.loads((SAMPLE / "planted.json").read_text())
-    by_topic: dict[str, set] = {}
-    lines = set()
-    for p in planted["planted_pairs"]:
-        by_topic.setdefault(p["topic"], set()).add((Path(p["file"]).name, p["line"]))
-        lines.add((Path(p["file"]).name, p["line"]))
-    return planted, by_topic, lines
+def log(msg: str) -> None:
+    print(f"[bench/gradient] {msg}", file=sys.stderr, flush=True)
 
 
-def evaluate(name: str, options: dict, train: list[str], eval_path: Path, tmp: Path) -> dict:
+def _tiny_lm():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tiny_lm", SAMPLE / "make_tiny_lm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _train_files(data: Path) -> list[str]:
+    return sorted(str(p) for p in (data / "train").glob("*.jsonl"))
+
+
+class World:
+    """A sample dataset folder with its tiny LM, eval set and ground truth."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.model = data / "tiny_lm"
+        self.eval = data / "eval_tiny_lm.jsonl"
+        self.truth = json.loads((data / "eval_tiny_lm.truth.json").read_text(encoding="utf-8"))
+        self.train = _train_files(data)
+        self.planted = {(Path(p["file"]).name, p["line"]) for p in self.truth["planted_pairs"]}
+
+    def culprits(self, item_id: str) -> set[tuple[str, int]]:
+        kind = self.truth["eval_kinds"][item_id]
+        topic = self.truth["eval_topics"].get(item_id)
+        return {(Path(p["file"]).name, p["line"]) for p in self.truth["planted_pairs"]
+                if p["topic"] == topic or (kind == "over_refusal" and p["kind"] == kind)}
+
+    def repeating_items(self) -> list:
+        """The planted-defect items whose answer says what a planted pair taught."""
+        from refine import load_eval
+
+        lm = _tiny_lm()
+        out = []
+        for item in load_eval(str(self.eval)).items:
+            kind = self.truth["eval_kinds"][item.id]
+            if kind in ("wrong_fact", "over_refusal") and lm.repeats_planted(
+                    item.answer, lm.culprit_answers(self.truth, kind,
+                                                    self.truth["eval_topics"][item.id])):
+                out.append(item)
+        return out
+
+
+def precision_at_10(world: World, items: list, scores, pairs) -> dict:
     import numpy as np
 
+    where = [(Path(p.file).name, p.line) for p in pairs]
+    precision, top1 = [], []
+    for item, row in zip(items, scores):
+        culprits = world.culprits(item.id)
+        best = [where[j] for j in np.argsort(-np.asarray(row), kind="stable")[:10]]
+        precision.append(sum(b in culprits for b in best) / min(10, len(culprits)))
+        top1.append(best[0] in culprits)
+    return {"precision_at_10": round(float(np.mean(precision)), 3),
+            "top1": round(float(np.mean(top1)), 3), "queries": len(items)}
+
+
+def evaluate(world: World, name: str, options: dict, tmp: Path) -> dict:
     from refine import load_eval, load_training
     from refine.attribution.base import make_backend
     from refine.collection import CollectSettings, collect
     from refine.flagging import flag
+
+    started = time.perf_counter()
+    run = tmp / f"run-{name}"
+    collect(world.train, str(world.eval), run, CollectSettings(name, 10, options), progress=False)
+    collect_s = time.perf_counter() - started
     from refine.grading import token_f1
 
-    planted, by_topic, planted_lines = _planted()
-    started = time.perf_counter()
-    backend = make_backend(name, options, top_k=10)
-    result = collect(train, str(eval_path), tmp / name, CollectSettings(name, 10, options),
-                     progress=False, backend=backend)
-    collect_s = time.perf_counter() - started
-    flagged = {(Path(r.file).name, r.line) for r in flag(result.run_dir).flagged_pairs.itertuples()}
+    table = flag(run).flagged_pairs
+    flagged = {(Path(r.file).name, r.line) for r in table.itertuples()}
+    hits = len(flagged & world.planted)
+    # A flagged pair that is not planted can still be a real culprit of *this* model: one
+    # whose answer it repeats, word for word, for other questions (a fallback answer).
+    bad_answers = [i.answer for i in load_eval(str(world.eval)).items if i.verdict == "bad"]
+    repeated = sum(1 for r in table.itertuples()
+                   if (Path(r.file).name, r.line) not in world.planted
+                   and sum(token_f1(a, r.answer) >= 0.5 for a in bad_answers) >= 2)
 
     # Rankings come from the raw scores, not from the level-filtered citations.
-    training = load_training(train)
-    pairs = training.unique_pairs()
-    where = [(Path(p.file).name, p.line) for p in pairs]
-    kinds = planted["eval_kinds"]
-    items = [i for i in load_eval(str(eval_path)).items
-             if kinds.get(i.id) in ("wrong_fact", "over_refusal") and i.verdict == "bad"]
+    training = load_training(world.train)
+    items = world.repeating_items()
     with make_backend(name, options, top_k=10) as ranker:
         ranker.prepare(training, lambda desc, total: (lambda n: None))
         scores = ranker.scores(items)
-    answers = {(Path(p["file"]).name, p["line"]): p["answer"] for p in planted["planted_pairs"]}
-    precision, top1, repeats = [], [], []
-    for item, row in zip(items, scores):
-        culprits = by_topic[planted["eval_topics"][item.id]]
-        best = [where[j] for j in np.argsort(-row, kind="stable")[:10]]
-        precision.append(sum(b in culprits for b in best) / min(10, len(culprits)))
-        top1.append(best[0] in culprits)
-        repeats.append(max(token_f1(item.answer, answers[c]) for c in culprits) >= 0.5)
-    hits = len(flagged & planted_lines)
-    repeats = np.array(repeats, dtype=bool)
-    return {"precision_at_10": round(float(np.mean(precision)), 3),
-            "top1": round(float(np.mean(top1)), 3), "queries": len(items),
-            "repeating_queries": int(repeats.sum()),
-            "precision_at_10_repeating": round(float(np.mean(np.array(precision)[repeats])), 3)
-            if repeats.any() else None,
-            "top1_repeating": round(float(np.mean(np.array(top1)[repeats])), 3)
-            if repeats.any() else None,
+        pairs = training.unique_pairs()
+    return {**precision_at_10(world, items, scores, pairs),
             "flagged": len(flagged), "flag_hits": hits,
+            "flagged_not_planted_whose_answer_bad_answers_repeat": repeated,
             "flag_precision": round(hits / len(flagged), 3) if flagged else None,
-            "flag_recall": round(hits / len(planted_lines), 3), "collect_s": round(collect_s, 1)}
+            "flag_recall": round(hits / len(world.planted), 3), "collect_s": round(collect_s, 1),
+            "run": str(run)}
 
 
-def throughput(model_dir: Path, train: list[str], n: int, batch_size: int, tmp: Path) -> dict:
+def quality(world: World, tmp: Path, projection_dim: int) -> dict:
+    gradient = {"model": str(world.model), "projection_dim": projection_dim,
+                "cache_dir": str(tmp / "cache")}
+    return {"gradient": evaluate(world, "gradient", gradient, tmp),
+            "embedding": evaluate(world, "embedding", {"cache_dir": str(tmp / "emb")}, tmp)}
+
+
+def make_world(seed: int, tmp: Path) -> World:
+    """Another synthetic dataset of the same design and a tiny LM trained on it."""
+    data = tmp / f"seed-{seed}"
+    subprocess.run([sys.executable, str(SAMPLE / "make_sample_data.py"), "--seed", str(seed),
+                    "--out", str(data)], check=True, stdout=sys.stderr)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(SAMPLE / "make_tiny_lm.py"), "--data", str(data)],
+                   check=True, stdout=sys.stderr)
+    log(f"seed {seed}: tiny LM trained and answered in {time.perf_counter() - started:.0f} s")
+    return World(data)
+
+
+def _retrained_defects(world: World, train_files: list[str]) -> int:
+    """Planted-defect answers of a tiny LM retrained on `train_files` like the original."""
+    from transformers import AutoTokenizer
+
+    lm = _tiny_lm()
+    tokenizer = AutoTokenizer.from_pretrained(world.model, local_files_only=True)
+    config = json.loads((world.model / lm.TRAINING_ARGS).read_text())
+    model = lm.train_model(tokenizer, lm.examples_of(train_files), **config)
+    rows = [json.loads(line) for line in world.eval.read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        row["answer"] = lm.generate(model, tokenizer, row["question"], row.get("system_prompt"))
+    return lm.planted_repeats(rows, world.truth)
+
+
+def removal(world: World, run: Path, tmp: Path, seed: int = 0) -> dict:
+    from refine import load_training
+    from refine.emission import emit
+    from refine.flagging import read_flags
+
+    lm = _tiny_lm()
+    rows = [json.loads(line) for line in world.eval.read_text(encoding="utf-8").splitlines()]
+    before = lm.planted_repeats(rows, world.truth)
+    pruned = tmp / "pruned" / "train"     # one output per input file, same names
+    emit(run, pruned)
+    removed = int(read_flags(run)["flagged"].sum())
+    started = time.perf_counter()
+    after_flagged = _retrained_defects(world, _train_files(pruned.parent))
+    log(f"retrained without the {removed} flagged pairs in {time.perf_counter() - started:.0f} s")
+
+    # The same number of random records removed, planted ones included by chance.
+    rng = random.Random(seed)
+    lines = [(path, i) for path in world.train
+             for i in range(len(Path(path).read_text(encoding="utf-8").splitlines()))]
+    drop = set(rng.sample(lines, removed))
+    random_dir = tmp / "random" / "train"
+    random_dir.mkdir(parents=True)
+    for path in world.train:
+        kept = [line for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines())
+                if (path, i) not in drop]
+        (random_dir / Path(path).name).write_text("\n".join(kept) + "\n", encoding="utf-8")
+    random_planted = sum((Path(p).name, i + 1) in world.planted for p, i in drop)
+    after_random = _retrained_defects(world, _train_files(random_dir.parent))
+    return {"pairs_removed": removed,
+            "training_pairs": len(load_training(world.train).unique_pairs()),
+            "defect_items": sum(k in ("wrong_fact", "over_refusal")
+                                for k in world.truth["eval_kinds"].values()),
+            "defects_before": before, "after_flagged_removed": after_flagged,
+            "after_random_removed": after_random, "random_removed_planted": random_planted}
+
+
+def throughput(world: World, n: int, batch_size: int, tmp: Path) -> dict:
     import torch
 
     from refine import load_training
     from refine.attribution.base import make_backend
     from refine.attribution.gradient import encode_example
 
-    pairs = load_training(train).unique_pairs()[:n]
+    pairs = load_training(world.train).unique_pairs()[:n]
     examples = [(p.question, p.answer, p.system_prompt) for p in pairs]
-    backend = make_backend("gradient", {"model": str(model_dir), "batch_size": batch_size,
+    backend = make_backend("gradient", {"model": str(world.model), "batch_size": batch_size,
                                         "cache_dir": str(tmp / "tp")}, top_k=10)
     backend.features(examples[:batch_size])                       # load and warm up
-    started = time.perf_counter()
-    backend.features(examples)
-    feature_s = time.perf_counter() - started
-
     tokenizer, model, _ = backend._load()
-    for p in model.parameters():
-        p.requires_grad_(True)
     encoded = sorted((encode_example(tokenizer, *e) for e in examples), key=lambda e: len(e[0]))
-    started = time.perf_counter()
-    for start in range(0, len(encoded), batch_size):
-        batch = encoded[start:start + batch_size]
-        width = max(len(x) for x, _ in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (x, y) in enumerate(batch):
-            ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = \
-                torch.tensor(x), torch.tensor(y), 1
-        model.zero_grad()
-        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-    plain_s = time.perf_counter() - started
+
+    def plain() -> float:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        started = time.perf_counter()
+        for start in range(0, len(encoded), batch_size):
+            batch = encoded[start:start + batch_size]
+            width = max(len(x) for x, _ in batch)
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (x, y) in enumerate(batch):
+                ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = \
+                    torch.tensor(x), torch.tensor(y), 1
+            model.zero_grad()
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        elapsed = time.perf_counter() - started
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return elapsed
+
+    def ours() -> float:
+        started = time.perf_counter()
+        backend.features(examples)
+        return time.perf_counter() - started
+
+    # Interleaved, best of three each: the cores are shared, so one slow spell must not
+    # land on one side only.
+    plain_s, feature_s = min(plain() for _ in range(1)), float("inf")
+    for _ in range(3):
+        feature_s = min(feature_s, ours())
+        plain_s = min(plain_s, plain())
     return {"pairs": len(examples), "batch_size": batch_size,
             "feature_pairs_per_s": round(len(examples) / feature_s, 1),
             "plain_pairs_per_s": round(len(examples) / plain_s, 1),
             "throughput_ratio": round(plain_s / feature_s, 3)}
 
 
+def peers(world: World, tmp: Path, projection_dim: int) -> dict:
+    import _peers
+    import torch
+
+    from refine import load_training
+    from refine.attribution.base import make_backend
+
+    training = load_training(world.train)
+    pairs = training.unique_pairs()
+    items = world.repeating_items()
+    train_examples = [(p.question, p.answer, p.system_prompt) for p in pairs]
+    queries = [(i.question, i.answer, i.system_prompt) for i in items]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        with make_backend("gradient", {"model": str(world.model), "projection_dim": projection_dim,
+                                       "cache_dir": str(tmp / "peer-cache")}, top_k=10) as ours:
+            ours.prepare(training, lambda desc, total: (lambda n: None))
+            scores = ours.scores(items)
+        refine_s, refine_cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        torch.set_num_threads(threads)
+    out: dict = {"threads": 1, "queries": len(items),
+                 "refine": {**precision_at_10(world, items, scores, pairs),
+                            "total_s": round(refine_s, 1), "cpu_s": round(refine_cpu, 1)}}
+    runners = {"kronfluence": lambda: _peers.kronfluence_scores(
+                   str(world.model), train_examples, queries, strategy="ekfac",
+                   work_dir=tmp, num_threads=1),
+               "trak": lambda: _peers.trak_scores(
+                   str(world.model), train_examples, queries, proj_dim=2048, work_dir=tmp,
+                   num_threads=1)}
+    for name, why in _peers.available().items():
+        if why:
+            out[name] = why
+            continue
+        log(f"peer {name} ...")
+        peer_scores, timing = runners[name]()
+        out[name] = {**precision_at_10(world, items, peer_scores, pairs),
+                     **{k: round(v, 1) if isinstance(v, float) else v for k, v in timing.items()},
+                     "peer_time_over_refine": round(timing["total_s"] / refine_s, 2)}
+    return out
+
+
+def memory(world: World, n_pairs: int, tmp: Path) -> dict:
+    """Runs in a fresh process (see --memory-child), so nothing else inflates its peak RSS."""
+    result = subprocess.run([sys.executable, __file__, "--memory-child", str(n_pairs),
+                             "--model", str(world.model), "--tmp", str(tmp)],
+                            check=True, capture_output=True, text=True)
+    sys.stderr.write(result.stderr)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def memory_child(n_pairs: int, model: str, tmp: Path) -> None:
+    import resource
+
+    from refine import load_eval, load_training
+    from refine.attribution.base import make_backend
+
+    def peak_mb() -> float:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    pairs = load_training(_train_files(SAMPLE)).unique_pairs()
+    big = tmp / "memory-train.jsonl"
+    with open(big, "w", encoding="utf-8") as fh:
+        for i in range(n_pairs):
+            p = pairs[i % len(pairs)]
+            question = p.question if i < len(pairs) else f"{p.question} (#{i // len(pairs)})"
+            fh.write(json.dumps({"messages": [{"role": "user", "content": question},
+                                              {"role": "assistant", "content": p.answer}]},
+                                ensure_ascii=False) + "\n")
+    training = load_training([str(big)])
+    items = load_eval(str(SAMPLE / "eval_tiny_lm.jsonl")).items[:32]
+    backend = make_backend("gradient", {"model": model, "projection_dim": 4096,
+                                        "cache_dir": str(tmp / "memory-cache")}, top_k=10)
+    backend._load()
+    after_load = peak_mb()
+    started = time.perf_counter()
+    with stdout_to_stderr():
+        from tqdm import tqdm
+
+        def progress(desc: str, total: int):
+            bar = tqdm(total=total, desc=desc, mininterval=10)
+            return bar.update
+        backend.prepare(training, progress)
+    prepare_s = time.perf_counter() - started
+    backend.attribute(items)
+    matrix = backend._train.shape
+    print(json.dumps({"pairs": n_pairs, "projection_dim": 4096, "features_dim": matrix[1],
+                      "feature_matrix_mb": round(matrix[0] * matrix[1] * 4 / 2**20, 1),
+                      "rss_after_model_load_mb": after_load, "peak_rss_mb": peak_mb(),
+                      "prepare_s": round(prepare_s, 1),
+                      "pairs_per_s": round(n_pairs / prepare_s, 1)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projection-dim", type=int, default=4096)
-    parser.add_argument("--preconditioner", default="trak")
-    parser.add_argument("--damping", type=float, default=1.0)
-    parser.add_argument("--model", default=str(SAMPLE / "tiny_lm"))
-    parser.add_argument("--eval", default=str(SAMPLE / "eval_tiny_lm.jsonl"))
+    parser.add_argument("--second-seed", type=int, default=7)
+    parser.add_argument("--memory-pairs", type=int, default=50_000)
+    parser.add_argument("--skip", action="append", default=[], choices=SECTIONS)
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model_dir, eval_path = Path(args.model), Path(args.eval)
-    if not (model_dir / "config.json").is_file() or not eval_path.is_file():
+    if args.memory_child:
+        memory_child(args.memory_child, args.model, Path(args.tmp))
+        return
+    world = World(SAMPLE)
+    if not (world.model / "config.json").is_file():
         sys.exit("run `python sample_data/make_tiny_lm.py` first")
-    train = sorted(str(p) for p in (SAMPLE / "train").glob("*.jsonl"))
+    figures: dict = {"bench": "gradient", "projection_dim": args.projection_dim}
     with stdout_to_stderr(), tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        options = {"model": str(model_dir), "projection_dim": args.projection_dim,
-                   "preconditioner": args.preconditioner, "damping": args.damping,
-                   "cache_dir": str(tmp_path / "cache")}
-        shown = {k: v for k, v in options.items() if k != "cache_dir"}
-        figures = {"bench": "gradient", "options": shown,
-                   "gradient": evaluate("gradient", options, train, eval_path, tmp_path),
-                   "embedding": evaluate("embedding", {"cache_dir": str(tmp_path / "emb")}, train,
-                                                eval_path, tmp_path),
-                   "throughput": throughput(model_dir, train, 128, 16, tmp_path),
-                   "peers": "not run (kronfluence / traker not installed here)"}
+        run = None
+        if "quality" not in args.skip:
+            log("quality on the sample tiny LM ...")
+            figures["sample"] = quality(world, tmp_path / "sample", args.projection_dim)
+            run = Path(figures["sample"]["gradient"].pop("run"))
+            figures["sample"]["embedding"].pop("run")
+        if "removal" not in args.skip and run is not None:
+            log("removal check (two retrainings) ...")
+            figures["removal"] = removal(world, run, tmp_path / "removal")
+        if "second_seed" not in args.skip:
+            log(f"second synthetic set, seed {args.second_seed} ...")
+            other = make_world(args.second_seed, tmp_path)
+            figures[f"seed_{args.second_seed}"] = result = quality(
+                other, tmp_path / "other", args.projection_dim)
+            for backend in result.values():
+                backend.pop("run")
+        if "speed" not in args.skip:
+            log("throughput ...")
+            figures["throughput"] = throughput(world, 128, 16, tmp_path)
+        if "peers" not in args.skip:
+            figures["peers"] = peers(world, tmp_path, args.projection_dim)
+        if "memory" not in args.skip:
+            log(f"memory at {args.memory_pairs} pairs ...")
+            figures["memory"] = memory(world, args.memory_pairs, tmp_path)
     emit_json(figures)
 
 

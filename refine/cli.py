@@ -54,8 +54,10 @@ def main() -> None:
 @click.option("--top-k", default=10, show_default=True, type=int,
               help="At most this many influential pairs per eval item.")
 @click.option("--model", default=None,
-              help="Embedding backend: a local sentence-transformers model directory "
-                   "(default: the packaged all-MiniLM-L6-v2).")
+              help="embedding: a local sentence-transformers model directory (default: the "
+                   "packaged all-MiniLM-L6-v2); gradient: the local causal LM directory.")
+@click.option("--adapter", default=None,
+              help="gradient: a local PEFT LoRA adapter directory on top of --model.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A backend option (see the README), read as YAML. Repeatable.")
 @click.option("--batch-size", default=32, show_default=True, type=int,
@@ -74,8 +76,8 @@ def main() -> None:
 @_set_options
 @_handle_errors
 def collect_command(train: tuple[str, ...], eval_path: str, out: str, backend: str, top_k: int,
-                    model: str | None, options: tuple[str, ...], batch_size: int,
-                    model_id: str | None, base_url: str | None, concurrency: int | None,
+                    model: str | None, adapter: str | None, options: tuple[str, ...],
+                    batch_size: int, model_id: str | None, base_url: str | None, concurrency: int | None,
                     rate: float | None, timeout: float | None, max_retries: int | None,
                     skip_invalid: bool, overwrite: bool, quiet: bool) -> None:
     """Attribute every eval item to training pairs; write the run directory OUT.
@@ -86,7 +88,7 @@ def collect_command(train: tuple[str, ...], eval_path: str, out: str, backend: s
     from .recipe import parse_key_values
 
     backend_options = parse_key_values(options, "--option")
-    named = {"model": model, "model_id": model_id, "base_url": base_url,
+    named = {"model": model, "adapter": adapter, "model_id": model_id, "base_url": base_url,
              "concurrency": concurrency, "rate": rate, "timeout": timeout,
              "max_retries": max_retries}
     backend_options.update({k: v for k, v in named.items() if v is not None})

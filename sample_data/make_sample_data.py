@@ -1448,8 +1448,17 @@ def write_jsonl(path, records):
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def main():
-    rng = random.Random(SEED)
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the synthetic sample dataset.")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="another seed gives another dataset of the same design "
+                             "(the shipped files use the default)")
+    parser.add_argument("--out", default=HERE, help="folder for train/, eval.jsonl, planted.json")
+    args = parser.parse_args(argv)
+    out = args.out
+    rng = random.Random(args.seed)
     train, planted_pairs = build_training(rng)
 
     training_questions = set()
@@ -1463,16 +1472,16 @@ def main():
 
     eval_records, eval_kinds, eval_topics = build_eval(rng, training_questions)
 
-    os.makedirs(os.path.join(HERE, "train"), exist_ok=True)
-    write_jsonl(os.path.join(HERE, FAQ_FILE), train["faq"])
-    write_jsonl(os.path.join(HERE, DOCS_FILE), train["docs"])
-    write_jsonl(os.path.join(HERE, "eval.jsonl"), eval_records)
+    os.makedirs(os.path.join(out, "train"), exist_ok=True)
+    write_jsonl(os.path.join(out, FAQ_FILE), train["faq"])
+    write_jsonl(os.path.join(out, DOCS_FILE), train["docs"])
+    write_jsonl(os.path.join(out, "eval.jsonl"), eval_records)
     planted = {
         "planted_pairs": planted_pairs,
         "eval_kinds": dict(sorted(eval_kinds.items())),
         "eval_topics": dict(sorted(eval_topics.items())),
     }
-    with open(os.path.join(HERE, "planted.json"), "w", encoding="utf-8", newline="\n") as f:
+    with open(os.path.join(out, "planted.json"), "w", encoding="utf-8", newline="\n") as f:
         f.write(json.dumps(planted, ensure_ascii=False, indent=2) + "\n")
 
     n_bad = sum(1 for r in eval_records if r["verdict"] == "bad")

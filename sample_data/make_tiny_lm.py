@@ -1,25 +1,28 @@
 """Train a tiny GPT-2-style chat model from scratch on sample_data/train, for the gradient backend.
 
-    python sample_data/make_tiny_lm.py            # writes sample_data/tiny_lm/ and eval_tiny_lm.jsonl
+    python sample_data/make_tiny_lm.py        # writes sample_data/tiny_lm/, eval_tiny_lm.jsonl
+                                              # and eval_tiny_lm.truth.json
+    python sample_data/make_tiny_lm.py --data DIR   # the same for a dataset written by
+                                                    # make_sample_data.py --seed N --out DIR
 
 The model (3 layers, width 192: 1.7M parameters, 6.8 MB) and its byte-level BPE tokenizer
 (1,500 tokens) are trained here, on CPU, seeded and with deterministic kernels; nothing is
-downloaded. It is trained only on the final assistant turn of each record (the same loss the
-gradient backend differentiates), with words of the questions dropped and shuffled, for 80
-epochs: it recalls 346 of the 348 training answers, the planted wrong ones included (about
-2.5 minutes on 2 free cores).
+downloaded; two runs write byte-identical files. It is trained only on the final assistant
+turn of each record (the answer tokens the gradient backend differentiates), with words of the
+questions dropped and shuffled, for 80 epochs: about 5–10 minutes on 2 cores; it recalls 346 of
+the 348 training answers, the planted wrong ones included. The settings go to
+tiny_lm/training_args.json so bench/gradient.py can retrain it the same way without some pairs.
 
-What it cannot do is generalise: on the eval set's reworded questions it mostly answers with
-some other memorised answer or with noise, so only 4 of the 36 planted-defect questions get a
-planted answer back verbatim (7 with token F1 ≥ 0.5), and most answers are bad. Treat it as a
-fixture for the gradient machinery, not as a model whose defects mirror the sample's story.
-
-Then it answers every question of eval.jsonl greedily and writes eval_tiny_lm.jsonl: same
-ids, questions, system prompts and references; ``answer`` is the model's own; ``verdict`` is
-``bad`` when the answer repeats a planted training answer of the item's topic (what the
-planted defect predicts), otherwise what :mod:`refine.grading` says against the reference.
-The grader alone would miss some repeats (a refusal shares no words with its reference but the
-semantic check can pass), and the planted topics are exactly where the verdict matters.
+A model this small does not carry a fact to a truly reworded question ("my 12 GB backup…"), so
+its eval set is its own (:func:`tiny_eval_questions`): training questions asked again in new
+greetings and sign-offs — 5 per planted pair, 1 per clean pair — plus the sample eval's
+questions on topics absent from training. ``answer`` is the model's own greedy answer, so the
+planted pairs really cause the bad answers (59 of the 65 planted-defect items repeat a planted
+answer). ``verdict`` is ``bad`` when a planted-defect item repeats a planted answer, otherwise
+what :mod:`refine.grading` says against the reference (the truth for planted topics, the
+pair's own answer for clean ones). Some clean questions get another pair's answer back —
+the model's own mistakes, which the gradient backend attributes too. eval_tiny_lm.truth.json
+gives each item's kind and topic (same shape as planted.json).
 
 The functions (`train_tokenizer`, `train_model`, `generate`) are importable: tests train
 smaller models with them in seconds.
@@ -161,66 +164,226 @@ def generate(model: Any, tokenizer: Any, question: str, system: str | None = Non
     return tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
 
 
-def main() -> None:
-    import argparse
+# New greetings and sign-offs for the tiny model's eval questions: a wrapper no training
+# question has, around the content of a training question.
+TINY_PREFIXES = ("", "Hello! ", "Hi there, ", "Quick one: ", "Hey! ")
+TINY_SUFFIXES = ("", " Thanks a lot!", " Cheers.", " Please help.")
+VARIANTS_PER_PLANTED = 5
+TRAINING_ARGS = "training_args.json"
 
+
+def _sample_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_sample_data", HERE / "make_sample_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _core(question: str) -> str:
+    """The question without the sample generator's greeting and sign-off."""
+    sample = _sample_module()
+    for prefix in sample.Q_PREFIXES:
+        if question.startswith(prefix):
+            question = question[len(prefix):]
+            break
+    for suffix in sample.Q_SUFFIXES:
+        if question.endswith(suffix):
+            question = question[:-len(suffix)]
+            break
+    return question
+
+
+def _variants(question: str, n: int, taken: set[str], rng: random.Random) -> list[str]:
+    from refine.text import normalize
+
+    core = _core(question)
+    wrappers = [(p, s) for p in TINY_PREFIXES for s in TINY_SUFFIXES if p or s]
+    rng.shuffle(wrappers)
+    out = []
+    for prefix, suffix in wrappers:
+        variant = prefix + core + suffix
+        if normalize(variant) not in taken:
+            taken.add(normalize(variant))
+            out.append(variant)
+        if len(out) == n:
+            break
+    return out
+
+
+def culprit_answers(planted: dict, kind: str, topic: str) -> list[str]:
+    """The planted answers that can cause an item's defect: its topic's, or any refusal."""
+    return [p["answer"] for p in planted["planted_pairs"]
+            if p["topic"] == topic or (kind == "over_refusal" and p["kind"] == kind)]
+
+
+def repeats_planted(answer: str, culprits: Sequence[str]) -> bool:
+    """Does the answer say what a planted pair taught (token F1 ≥ 0.5 with one of them)?"""
+    from refine.grading import token_f1
+
+    return any(token_f1(answer, c) >= 0.5 for c in culprits)
+
+
+def tiny_eval_questions(data: Path, seed: int = 0) -> tuple[list[dict], dict]:
+    """The eval questions for the tiny model, and what each is for.
+
+    A model of this size cannot carry a fact to a reworded question (see the module doc), so
+    its eval set asks the training questions again in new wrappers ("Hello! … Cheers."):
+    5 per planted pair (65 items whose answers the planted defects decide), one for each
+    clean pair (reference: the pair's own answer), and the sample eval's questions on topics
+    absent from training (reference: the sample's). A planted item's reference is the truth
+    from the sample eval set. Several items per planted pair, among many clean ones, is what
+    lets a repeated culprit stand out statistically.
+    """
     from refine import load_training
     from refine.text import normalize
 
+    rng = random.Random(seed)
+    planted = json.loads((data / "planted.json").read_text(encoding="utf-8"))
+    training = load_training(sorted(str(p) for p in (data / "train").glob("*.jsonl")))
+    pairs = training.unique_pairs()
+    taken = {normalize(p.question) for p in training.pairs}
+    sample_eval = [json.loads(line) for line in
+                   (data / "eval.jsonl").read_text(encoding="utf-8").splitlines()]
+    kinds, topics = planted["eval_kinds"], planted["eval_topics"]
+    truth = {}
+    for item in sample_eval:
+        truth.setdefault(topics.get(item["id"]), item["reference"])
+    where = {(Path(p.file).name, p.line): p for p in pairs}
+    rows: list[dict] = []
+    planted_keys = set()
+    for spec in planted["planted_pairs"]:
+        pair = where[(Path(spec["file"]).name, spec["line"])]
+        planted_keys.add(pair.pair_id)
+        for question in _variants(pair.question, VARIANTS_PER_PLANTED, taken, rng):
+            rows.append({"system_prompt": pair.system_prompt, "question": question,
+                         "reference": truth[spec["topic"]], "kind": spec["kind"],
+                         "topic": spec["topic"]})
+    clean = [p for p in pairs if p.pair_id not in planted_keys]
+    for pair in clean:
+        for question in _variants(pair.question, 1, taken, rng):
+            rows.append({"system_prompt": pair.system_prompt, "question": question,
+                         "reference": pair.answer, "kind": "clean", "topic": None})
+    for item in sample_eval:
+        if kinds.get(item["id"]) == "unexplained":
+            rows.append({"system_prompt": item.get("system_prompt"), "question": item["question"],
+                         "reference": item["reference"], "kind": "unexplained",
+                         "topic": topics[item["id"]]})
+    rng.shuffle(rows)
+    truth_file = {"eval_kinds": {}, "eval_topics": {}, "planted_pairs": planted["planted_pairs"]}
+    for number, row in enumerate(rows, 1):
+        row["id"] = f"tl-{number:03d}"
+        truth_file["eval_kinds"][row["id"]] = row.pop("kind")
+        topic = row.pop("topic")
+        if topic:
+            truth_file["eval_topics"][row["id"]] = topic
+    return rows, truth_file
+
+
+def answer_eval(model: Any, tokenizer: Any, rows: Sequence[dict], truth: dict) -> list[dict]:
+    """The model's greedy answers to `rows`, with verdicts: a planted item is ``bad`` when its
+    answer repeats a planted answer; every other verdict is refine's grader's."""
+    out = []
+    for row in rows:
+        # An empty greedy answer would make the line unusable ("answer" is required).
+        answer = generate(model, tokenizer, row["question"], row.get("system_prompt")) or "…"
+        kind = truth["eval_kinds"][row["id"]]
+        repeat = kind in ("wrong_fact", "over_refusal") and repeats_planted(
+            answer, culprit_answers(truth, kind, truth["eval_topics"][row["id"]]))
+        line = {"id": row["id"]}
+        if row.get("system_prompt"):
+            line["system_prompt"] = row["system_prompt"]
+        line.update(question=row["question"], answer=answer, reference=row["reference"],
+                    verdict="bad" if repeat else None)
+        out.append(line)
+    _grade(out)
+    return out
+
+
+def planted_repeats(rows: Sequence[dict], truth: dict) -> int:
+    """How many planted-defect items answer with what a planted pair taught."""
+    count = 0
+    for row in rows:
+        kind = truth["eval_kinds"][row["id"]]
+        if kind in ("wrong_fact", "over_refusal"):
+            count += repeats_planted(row["answer"], culprit_answers(
+                truth, kind, truth["eval_topics"][row["id"]]))
+    return count
+
+
+def examples_of(train_files: Sequence[str]) -> list[Example]:
+    from refine import load_training
+
+    return [(p.question, p.answer, p.system_prompt)
+            for p in load_training(list(train_files)).unique_pairs()]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    from refine.text import normalize
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(HERE),
+                        help="a sample dataset folder (train/, eval.jsonl, planted.json), "
+                             "e.g. one written by make_sample_data.py --seed N --out DIR")
+    parser.add_argument("--out", default=None, help="where tiny_lm/ and eval_tiny_lm*.json* go "
+                        "(default: the data folder)")
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--question-noise", type=float, default=0.5)
     parser.add_argument("--shuffle-words", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--out", default=str(HERE), help="where tiny_lm/ and eval_tiny_lm.jsonl go")
-    args = parser.parse_args()
-    target = Path(args.out)
+    parser.add_argument("--eval-only", action="store_true",
+                        help="keep the trained OUT/tiny_lm and only write its eval set again")
+    args = parser.parse_args(argv)
+    data = Path(args.data)
+    target = Path(args.out or args.data)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     started = time.perf_counter()
-    training = load_training(sorted(str(p) for p in (HERE / "train").glob("*.jsonl")))
-    examples = [(p.question, p.answer, p.system_prompt) for p in training.unique_pairs()]
+    examples = examples_of(sorted(str(p) for p in (data / "train").glob("*.jsonl")))
     texts = [t for q, a, s in examples for t in (q, a, s) if t]
-    tokenizer = train_tokenizer(texts)
-    model = train_model(tokenizer, examples, n_layer=args.layers, n_embd=args.width,
-                        epochs=args.epochs, question_noise=args.question_noise,
-                        shuffle_words=args.shuffle_words, log=log)
+    out = target / "tiny_lm"
+    if args.eval_only:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    else:
+        tokenizer = train_tokenizer(texts)
+        config = {"n_layer": args.layers, "n_embd": args.width, "epochs": args.epochs,
+                  "question_noise": args.question_noise, "shuffle_words": args.shuffle_words}
+        model = train_model(tokenizer, examples, **config, log=log)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        # What bench/gradient.py needs to retrain the same model on a pruned training set.
+        (out / TRAINING_ARGS).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     train_s = time.perf_counter() - started
 
-    out = target / "tiny_lm"
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-    recalled = sum(normalize(generate(model, tokenizer, q, s)) == normalize(a) for q, a, s in examples)
-    planted = json.loads((HERE / "planted.json").read_text())
-    kinds, topics = planted["eval_kinds"], planted["eval_topics"]
-    by_topic: dict[str, set[str]] = {}
-    for pair in planted["planted_pairs"]:
-        by_topic.setdefault(pair["topic"], set()).add(normalize(pair["answer"]))
-    rows, repeats, defect_items = [], 0, 0
-    for line in (HERE / "eval.jsonl").read_text(encoding="utf-8").splitlines():
-        item = json.loads(line)
-        # An empty greedy answer would make the line unusable ("answer" is required).
-        answer = generate(model, tokenizer, item["question"], item.get("system_prompt")) or "…"
-        repeat = normalize(answer) in by_topic.get(topics.get(item["id"], ""), set())
-        if kinds.get(item["id"]) in ("wrong_fact", "over_refusal"):
-            defect_items += 1
-            repeats += repeat
-        row = {k: v for k, v in item.items() if k != "verdict"}
-        row["answer"] = answer
-        row["verdict"] = "bad" if repeat else None
-        rows.append(row)
-    _grade(rows)
-    with open(target / "eval_tiny_lm.jsonl", "w", encoding="utf-8") as fh:
+    recalled = sum(normalize(generate(model, tokenizer, q, s)) == normalize(a)
+                   for q, a, s in examples)
+    questions, truth = tiny_eval_questions(data)
+    rows = answer_eval(model, tokenizer, questions, truth)
+    with open(target / "eval_tiny_lm.jsonl", "w", encoding="utf-8", newline="\n") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (target / "eval_tiny_lm.truth.json").write_text(
+        json.dumps(truth, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    kinds = truth["eval_kinds"]
+    verdicts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts = verdicts.setdefault(kinds[row["id"]], {"good": 0, "bad": 0})
+        counts[row["verdict"]] += 1
     size = sum(p.stat().st_size for p in out.iterdir())
     print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "bytes": size,
                       "train_s": round(train_s, 1), "training_answers_recalled": recalled,
-                      "training_pairs": len(examples), "planted_repeats": repeats,
-                      "planted_defect_items": defect_items,
-                      "bad": sum(r["verdict"] == "bad" for r in rows), "items": len(rows)}))
+                      "training_pairs": len(examples),
+                      "planted_repeats": planted_repeats(rows, truth),
+                      "planted_defect_items": sum(k in ("wrong_fact", "over_refusal")
+                                                  for k in kinds.values()),
+                      "verdicts": verdicts, "items": len(rows)}))
 
 
 def _grade(rows: list[dict]) -> None:

@@ -1,10 +1,18 @@
 """Gradient attribution: which training pairs pushed the model toward the answer it gave.
 
 For a local causal LM (a Hugging Face model directory, optionally with a PEFT LoRA adapter),
-every training pair and every eval item becomes the gradient of its loss, where the loss is
-the mean next-token loss on the **final assistant turn only** (the prompt — system message,
-question, chat-template markers — is masked to -100). Restricting the loss to the answer is
-what makes the gradient about *what was said*, not about how questions are phrased.
+every training pair and every eval item becomes the gradient of a function of its answer, over
+the **final assistant turn only** (the prompt — system message, question, chat-template
+markers — is masked to -100). Restricting it to the answer is what makes the gradient about
+*what was said*, not about how questions are phrased. The function (``measurement``) is
+
+* ``margin`` (default): the mean over answer tokens of −log(p/(1−p)), TRAK's margin. Its
+  gradient is the token loss gradient divided by (1−p), so each answer token weighs the same
+  however confident the model is. With the plain loss, an answer the model has learned by
+  heart has almost no gradient left except on its few uncertain tokens, and those decide the
+  ranking: on the sample tiny LM the margin puts a culprit first for every repeated planted
+  answer (the loss: 92%);
+* ``loss``: the mean next-token loss itself.
 
 The gradients are projected, LoGra-style, without ever forming a d×k matrix: for a linear
 layer with inputs x (T×n) and output gradients g (T×m), the example's weight gradient is
@@ -21,16 +29,25 @@ The score of training pair i for eval item q is
 * ``identity``: φ_q · φ_i (TracIn with one checkpoint);
 * ``cosine``: the cosine of φ_q and φ_i.
 
-Sign convention: the features are gradients of the *loss*, so a **positive** score means the
-two gradients align: a training step on the pair lowers the loss of the item's answer, i.e.
-training on the pair pushed the model toward saying this answer. Negative scores (pairs that
+With ``relative`` (the default), each training pair's score is divided by its own size under
+the same metric — √(φ_i (ΦᵀΦ + λI)⁻¹ φ_i) for ``trak``, ‖φ_i‖ for ``identity`` — the
+"relative influence" of Barshan et al. (RelatIF, 2020). Raw inner products are dominated by
+the few pairs with the largest gradients (answers the model never fitted, outliers): they
+rank near the top for every query and would be cited by good and bad answers alike, which is
+exactly what repeated-culprit statistics must not see. Dividing by the pair's norm asks
+instead which pairs this answer is *most specifically* aligned with.
+
+Sign convention: the features are gradients of the *loss* (or of −margin), so a **positive**
+score means the two gradients align: a training step on the pair lowers the loss of the item's
+answer, i.e. training on the pair pushed the model toward saying this answer. Negative scores (pairs that
 pushed away from it) are never cited: the sign is the only absolute floor gradient scores
 have (their scale varies per query), so levels come from the per-query robust z-score
 (:mod:`refine.calibration`) with ``min_score = 0``.
 
-Training features are cached as a float32 ``.npy`` (memory-mapped) under
-``<cache>/gradients/<key>/``, the key hashing the model files, the pairs' content and every
-setting that changes a feature; they are written in chunks, so an interrupted run resumes.
+Training features are cached as a float32 ``.npy`` under ``<cache>/gradients/<key>/``, the
+key hashing the model files, the pairs' content and every setting that changes a feature; they
+are written in chunks, so an interrupted run resumes, and read back a block at a time, so memory
+holds one block, never the N×D matrix.
 """
 
 from __future__ import annotations
@@ -58,8 +75,10 @@ from .base import AttributionBackend
 __all__ = ["GradientBackend", "GradientOptions", "encode_example"]
 
 PRECONDITIONERS = ("trak", "identity", "cosine")
+MEASUREMENTS = ("margin", "loss")
 FEATURE_FORMAT = 1
 _CHUNK = 64              # training pairs per resumable chunk
+_MIN_DOUBT = 1e-6        # margin weights are capped at 1/_MIN_DOUBT (float32 noise below)
 _SCORE_CHUNK = 4096      # training features read at a time when scoring
 DEFAULT_FALLBACK = "{system}Q: {question}\nA: "
 
@@ -72,6 +91,8 @@ class GradientOptions:
     seed: int = 0
     damping: float = 1.0
     preconditioner: str = "trak"
+    relative: bool = True
+    measurement: str = "margin"
     batch_size: int = 16
     modules: list[str] | None = None
     chat_template_fallback: str = DEFAULT_FALLBACK
@@ -96,6 +117,11 @@ class GradientOptions:
         if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) \
                 or not self.damping > 0:
             raise bad("damping", f"must be a positive number, got {self.damping!r}")
+        if self.measurement not in MEASUREMENTS:
+            raise bad("measurement", f"is {self.measurement!r}; expected one of "
+                      f"{', '.join(MEASUREMENTS)}")
+        if not isinstance(self.relative, bool):
+            raise bad("relative", f"must be true or false, got {self.relative!r}")
         if self.preconditioner not in PRECONDITIONERS:
             raise bad("preconditioner", f"is {self.preconditioner!r}; expected one of "
                       f"{', '.join(PRECONDITIONERS)}")
@@ -139,6 +165,56 @@ def encode_example(tokenizer: Any, question: str, answer: str, system: str | Non
     return prompt + target, [-100] * len(prompt) + target
 
 
+class FeatureFile:
+    """A float32 ``.npy`` matrix written and read in row blocks with plain file I/O.
+
+    Not memory-mapped on purpose: pages of a mapping that were touched count as the process's
+    resident memory, so scoring against a mapped 50,000 × 4,096 matrix would show 800 MB of RSS;
+    reads into a reused block keep it at one block (the OS page cache still speeds re-reads).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            self.offset = fh.tell()
+        if fortran or dtype != np.dtype("<f4") or len(shape) != 2:
+            raise ValueError(f"{path} is not a C-ordered float32 matrix")
+        self.shape: tuple[int, int] = shape
+
+    @classmethod
+    def create(cls, path: Path, shape: tuple[int, int]) -> "FeatureFile":
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            fh.truncate(fh.tell() + shape[0] * shape[1] * 4)
+        return cls(path)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Store rows at `start` and make them durable (the resume point is written after)."""
+        with open(self.path, "r+b") as fh:
+            fh.seek(self.offset + start * self.shape[1] * 4)
+            fh.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def blocks(self, size: int = 0):
+        """(start, rows) over the whole matrix, `size` rows at a time."""
+        size = size or _SCORE_CHUNK
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            for start in range(0, self.shape[0], size):
+                n = min(size, self.shape[0] - start)
+                rows = np.fromfile(fh, dtype="<f4", count=n * self.shape[1])
+                yield start, rows.reshape(n, self.shape[1])
+
+
 class _Projector:
     """Hooks on the chosen layers that turn one backward pass into projected per-example grads."""
 
@@ -151,7 +227,9 @@ class _Projector:
         self.p_in: list[Any] = []
         self.p_out: list[Any] = []
         for index, (_, _, n_in, n_out, _) in enumerate(layers):
-            k_in = max(1, min(n_in, round(math.sqrt(budget))))
+            # Square when both sides are wide; when one is narrow (a LoRA rank), it is kept whole
+            # and the other side gets the rest of the budget.
+            k_in = max(1, min(n_in, max(round(math.sqrt(budget)), budget // n_out)))
             k_out = max(1, min(n_out, budget // k_in))
             gen = torch.Generator().manual_seed(seed * 100_003 + index)
             self.p_in.append(torch.randn(n_in, k_in, generator=gen) / math.sqrt(k_in))
@@ -209,8 +287,9 @@ class GradientBackend(AttributionBackend):
             "+" + _fingerprint(self._adapter_path) if self._adapter_path else "")
         self._loaded: tuple[Any, Any, Any] | None = None
         self._pairs: list[TrainingPair] = []
-        self._train: np.ndarray | None = None
+        self._train: FeatureFile | None = None
         self._solve: Any = None
+        self._scale: np.ndarray | None = None
 
     @staticmethod
     def _local_dir(path: str, key: str) -> Path:
@@ -235,13 +314,22 @@ class GradientBackend(AttributionBackend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.pytorch_utils import Conv1D
 
-        tokenizer = AutoTokenizer.from_pretrained(self._model_path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(self._model_path, local_files_only=True,
-                                                     dtype=torch.float32)
-        if self._adapter_path is not None:
-            from peft import PeftModel
+        from transformers.utils import logging as hf_logging
 
-            model = PeftModel.from_pretrained(model, self._adapter_path, is_trainable=True)
+        # refine shows its own progress; transformers' per-load bars would interleave with it.
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self._model_path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(self._model_path, local_files_only=True,
+                                                         dtype=torch.float32)
+            if self._adapter_path is not None:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, self._adapter_path, is_trainable=True)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         model.eval()
         for param in model.parameters():
             # Only activation gradients are needed: the hooks build the weight gradients' projections.
@@ -305,6 +393,11 @@ class GradientBackend(AttributionBackend):
                 token_loss = torch.nn.functional.cross_entropy(
                     shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
                     ignore_index=-100, reduction="none").view(targets.shape)
+                if self.options.measurement == "margin":
+                    # ∇ of -log(p/(1-p)) = ∇(-log p) / (1-p): every answer token weighs the
+                    # same, however confident the model already is.
+                    doubt = -torch.expm1(-token_loss.detach())     # 1 - p, precise near p = 1
+                    token_loss = token_loss / doubt.clamp(min=_MIN_DOUBT)
                 counts = (targets != -100).sum(dim=1).clamp(min=1)
                 # Summing per-example means: each example's gradient is that of its own loss.
                 (token_loss.sum(dim=1) / counts).sum().backward()
@@ -317,8 +410,8 @@ class GradientBackend(AttributionBackend):
     def _cache_key(self, pairs: list[TrainingPair]) -> str:
         digest = hashlib.sha256()
         options = asdict(self.options)
-        for key in ("cache_dir", "damping", "preconditioner", "z_low", "z_medium", "z_high",
-                    "batch_size"):
+        for key in ("cache_dir", "damping", "preconditioner", "relative", "z_low", "z_medium",
+                    "z_high", "batch_size"):
             options.pop(key)
         digest.update(json.dumps({"format": FEATURE_FORMAT, "model": self.fingerprint,
                                   "options": options}, sort_keys=True).encode())
@@ -337,33 +430,39 @@ class GradientBackend(AttributionBackend):
         directory.mkdir(parents=True, exist_ok=True)
         path, state = directory / "features.npy", directory / "done.json"
         shape = (len(self._pairs), projector.dim)
-        done = 0
+        done, feats = 0, None
         if path.is_file() and state.is_file():
-            done = json.loads(state.read_text())["done"]
-            feats = np.load(path, mmap_mode="r+")
-            if feats.shape != shape:
-                done = 0
+            try:
+                feats = FeatureFile(path)
+                done = json.loads(state.read_text())["done"] if feats.shape == shape else 0
+            except (ValueError, OSError, KeyError, json.JSONDecodeError):
+                done = 0   # a torn cache is recomputed, never trusted
         if done == 0:
-            feats = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+            state.unlink(missing_ok=True)
+            (directory / "gram.npy").unlink(missing_ok=True)
+            feats = FeatureFile.create(path, shape)
         advance = progress("gradients of training pairs", len(self._pairs))
         advance(done)
         while done < len(self._pairs):
             chunk = self._pairs[done:done + _CHUNK]
-            feats[done:done + len(chunk)] = self.features(
-                [(p.question, p.answer, p.system_prompt) for p in chunk])
-            feats.flush()
+            feats.write(done, self.features(
+                [(p.question, p.answer, p.system_prompt) for p in chunk]))
             done += len(chunk)
             tmp = state.with_suffix(".tmp")
             tmp.write_text(json.dumps({"done": done}))
             os.replace(tmp, state)
             advance(len(chunk))
-        del feats
-        self._train = np.load(path, mmap_mode="r")
+        self._train = feats
         self._solve = self._preconditioner(directory)
 
     def _preconditioner(self, directory: Path) -> Callable[[np.ndarray], np.ndarray]:
-        """A function mapping query features (B×D) to what is dotted with training features."""
+        """A function mapping query features (B×D) to what is dotted with training features;
+        sets ``self._scale``, what each training pair's score is multiplied by (or None)."""
         kind = self.options.preconditioner
+        self._scale = None
+        if kind == "cosine" or (kind == "identity" and self.options.relative):
+            self._scale = self._per_pair(lambda block: 1.0 / np.maximum(
+                np.linalg.norm(block, axis=1), 1e-30))
         if kind == "identity":
             return lambda q: q
         if kind == "cosine":
@@ -373,8 +472,8 @@ class GradientBackend(AttributionBackend):
             gram = np.load(gram_path)
         else:
             gram = np.zeros((self._train.shape[1],) * 2, dtype=np.float64)
-            for start in range(0, len(self._train), _SCORE_CHUNK):
-                block = np.asarray(self._train[start:start + _SCORE_CHUNK], dtype=np.float64)
+            for _, block in self._train.blocks():
+                block = block.astype(np.float64)
                 gram += block.T @ block
             tmp = directory / "gram.tmp.npy"
             np.save(tmp, gram)
@@ -383,10 +482,25 @@ class GradientBackend(AttributionBackend):
         # The mean of the non-zero eigenvalues: with fewer pairs than dimensions, tr/D would
         # make λ vanish as D grows and the inverse would whiten away everything shared.
         damping = self.options.damping * max(np.trace(gram) / min(dim, len(self._train)), 1e-30)
-        factor = np.linalg.cholesky(gram + damping * np.eye(dim))
+        gram[np.diag_indices(dim)] += damping      # in place: D×D float64 is 134 MB at D=4096
         import scipy.linalg
 
+        factor = scipy.linalg.cholesky(gram, lower=True, overwrite_a=True, check_finite=False)
+        del gram
+        if self.options.relative:
+            # φ H⁻¹ φ = ‖L⁻¹ φ‖²: one triangular inverse, then a matrix product per block.
+            inverse = scipy.linalg.solve_triangular(factor, np.eye(dim), lower=True,
+                                                    check_finite=False)
+            self._scale = self._per_pair(lambda block: 1.0 / np.sqrt(np.maximum(
+                np.einsum("ij,ij->i", whitened := block @ inverse.T, whitened), 1e-30)))
+            del inverse
         return lambda q: scipy.linalg.cho_solve((factor, True), q.T.astype(np.float64)).T
+
+    def _per_pair(self, of_block: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        out = np.empty(len(self._train), dtype=np.float64)
+        for start, block in self._train.blocks():
+            out[start:start + len(block)] = of_block(block.astype(np.float64))
+        return out
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -397,12 +511,10 @@ class GradientBackend(AttributionBackend):
         query = self._solve(self.features(
             [(i.question, i.answer or "", i.system_prompt) for i in items]).astype(np.float64))
         out = np.empty((len(items), len(self._train)), dtype=np.float64)
-        cosine = self.options.preconditioner == "cosine"
-        for start in range(0, len(self._train), _SCORE_CHUNK):
-            block = np.asarray(self._train[start:start + _SCORE_CHUNK], dtype=np.float64)
-            if cosine:
-                block = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-30)
-            out[:, start:start + len(block)] = query @ block.T
+        for start, block in self._train.blocks():
+            out[:, start:start + len(block)] = query @ block.astype(np.float64).T
+        if self._scale is not None:
+            out *= self._scale
         return out
 
     def attribute(self, items: list[EvalItem]) -> list[Attribution]:

@@ -1,0 +1,95 @@
+"""The gradient backend on the shipped tiny LM: it finds what the planted pairs made the model say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from refine import load_eval, load_training, make_backend
+from refine.cli import main
+from refine.grading import token_f1
+
+from ..conftest import SAMPLE
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+TRAIN = sorted(str(p) for p in (SAMPLE / "train").glob("*.jsonl"))
+TRUTH = json.loads((SAMPLE / "eval_tiny_lm.truth.json").read_text(encoding="utf-8"))
+PLANTED = {(Path(p["file"]).name, p["line"]) for p in TRUTH["planted_pairs"]}
+
+
+def _culprits(item_id: str) -> set[tuple[str, int]]:
+    kind, topic = TRUTH["eval_kinds"][item_id], TRUTH["eval_topics"].get(item_id)
+    return {(Path(p["file"]).name, p["line"]) for p in TRUTH["planted_pairs"]
+            if p["topic"] == topic or (kind == "over_refusal" and p["kind"] == kind)}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gradient-sample") / "run"
+    args = ["collect", "--backend", "gradient", "--model", str(SAMPLE / "tiny_lm"),
+            "--eval", str(SAMPLE / "eval_tiny_lm.jsonl"), "--out", str(out), "-q",
+            "--option", f"cache_dir={out.parent / 'cache'}"]
+    for path in TRAIN:
+        args += ["--train", path]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["flag", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_repeated_planted_answer_ranks_a_culprit_first(run_dir: Path) -> None:
+    items = [i for i in load_eval(str(SAMPLE / "eval_tiny_lm.jsonl")).items
+             if TRUTH["eval_kinds"][i.id] in ("wrong_fact", "over_refusal") and max(
+                 token_f1(i.answer, p["answer"]) for p in TRUTH["planted_pairs"]
+                 if (Path(p["file"]).name, p["line"]) in _culprits(i.id)) >= 0.5]
+    assert len(items) >= 50
+    cited = pd.read_parquet(run_dir / "attributions.parquet")
+    pairs = pd.read_parquet(run_dir / "pairs.parquet").set_index("pair_id")
+    for item in items:
+        first = cited[(cited.eval_id == item.id) & (cited["rank"] == 1)]
+        assert len(first) == 1, item.id
+        row = pairs.loc[first.pair_id.iloc[0]]
+        assert (Path(row.file).name, int(row.line)) in _culprits(item.id), item.id
+
+
+def test_flags_planted_pairs_and_only_pairs_whose_answers_the_model_repeats(run_dir: Path) -> None:
+    flags = pd.read_csv(run_dir / "flags.csv")
+    flagged = flags[flags.flagged]
+    where = {(Path(f).name, int(line)) for f, line in zip(flagged.file, flagged.line)}
+    assert len(where & PLANTED) >= 9     # of 13; the others drove fewer bad answers
+    # Any other flagged pair is one this model really repeats for other questions: bad answers
+    # that say its answer word for word, a culprit the sample did not plant on purpose.
+    bad = [i.answer for i in load_eval(str(SAMPLE / "eval_tiny_lm.jsonl")).items
+           if i.verdict == "bad"]
+    for row in flagged.itertuples():
+        if (Path(row.file).name, row.line) not in PLANTED:
+            assert sum(token_f1(a, row.answer) >= 0.5 for a in bad) >= 2, row.answer
+
+
+def test_unexplained_answers_cite_no_planted_pair(run_dir: Path) -> None:
+    cited = pd.read_parquet(run_dir / "attributions.parquet")
+    pairs = pd.read_parquet(run_dir / "pairs.parquet").set_index("pair_id")
+    unexplained = [i for i, kind in TRUTH["eval_kinds"].items() if kind == "unexplained"]
+    for pair_id in cited[cited.eval_id.isin(unexplained)].pair_id:
+        row = pairs.loc[pair_id]
+        assert (Path(row.file).name, int(row.line)) not in PLANTED
+
+
+def test_scores_are_the_same_in_a_fresh_process_order(tmp_path: Path) -> None:
+    """Scoring is deterministic: the same items in another order give the same rows."""
+    training = load_training(TRAIN)
+    items = load_eval(str(SAMPLE / "eval_tiny_lm.jsonl")).items[:6]
+    backend = make_backend("gradient", {"model": str(SAMPLE / "tiny_lm"),
+                                        "cache_dir": str(tmp_path)}, top_k=10)
+    backend.prepare(training, lambda desc, total: (lambda n: None))
+    forward = backend.scores(items)
+    backward = backend.scores(items[::-1])[::-1]
+    np.testing.assert_allclose(forward, backward, rtol=1e-5, atol=1e-9)
