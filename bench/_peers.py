@@ -210,6 +210,20 @@ class _ListDataset:
         return self.rows[index]
 
 
+def _unsorted(sorted_scores: np.ndarray, query_order: np.ndarray,
+              train_order: np.ndarray) -> np.ndarray:
+    """Scores computed on length-sorted examples, put back in the callers' order."""
+    scores = np.empty_like(sorted_scores)
+    scores[np.ix_(query_order, train_order)] = sorted_scores
+    return scores
+
+
+def _timing(fit_s: float, score_s: float, started: float, cpu_started: float,
+            **extra: Any) -> dict:
+    return {"fit_s": fit_s, "score_s": score_s, "total_s": time.perf_counter() - started,
+            "cpu_s": time.process_time() - cpu_started, **extra}
+
+
 def kronfluence_scores(model_dir: str, train_examples: Sequence[Example],
                        query_examples: Sequence[Example], *, strategy: str = "ekfac",
                        batch_size: int = 16, work_dir: str | Path,
@@ -304,11 +318,8 @@ def _kronfluence_scores(model_dir: str, train_examples: Sequence[Example],
         score_s = time.perf_counter() - score_start
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    scores = np.empty_like(sorted_scores)
-    scores[np.ix_(query_order, train_order)] = sorted_scores
-    return scores, {"fit_s": fit_s, "score_s": score_s,
-                    "total_s": time.perf_counter() - started,
-                    "cpu_s": time.process_time() - cpu_started}
+    return _unsorted(sorted_scores, query_order, train_order), _timing(
+        fit_s, score_s, started, cpu_started)
 
 
 # -- TRAK -------------------------------------------------------------------------------------
@@ -437,8 +448,5 @@ def _trak_scores(model_dir: str, train_examples: Sequence[Example],
         lam = traker.score_computer.lambda_reg
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    scores = np.empty_like(sorted_scores)
-    scores[np.ix_(query_order, train_order)] = sorted_scores
-    return scores, {"fit_s": fit_s, "score_s": score_s,
-                    "total_s": time.perf_counter() - started,
-                    "cpu_s": time.process_time() - cpu_started, "lambda": lam}
+    return _unsorted(sorted_scores, query_order, train_order), _timing(
+        fit_s, score_s, started, cpu_started, **{"lambda": lam})

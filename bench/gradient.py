@@ -18,16 +18,21 @@ greedy answers, eval_tiny_lm.jsonl):
     (token F1 ≥ 0.5): the model's own fallback answers, real culprits the plan did not plant.
 
 ``removal`` — the tiny LM retrained (same tokenizer, settings and seed) on the dataset
-`refine emit` writes without the gradient run's flagged pairs, and on the dataset without as
-many random pairs; ``defects_before`` / ``after_flagged_removed`` / ``after_random_removed``
-count planted-defect answers (an answer repeating a planted answer, token F1 ≥ 0.5).
+`refine emit` writes without the gradient run's flagged pairs (``flagged_removed``), on the
+dataset without as many random records (``random_removed``), and on what `refine emit --mode
+edit` writes (``flagged_edited``: answers replaced by references where refine can vouch for
+one, the rest quarantined). ``defects``: planted-defect items whose answer still repeats a
+planted answer (token F1 ≥ 0.5), against ``defects_before``; ``truthful``: those answered
+with the truth (token F1 ≥ 0.5 with the reference).
 
 ``speed`` — training-feature throughput (pairs/s) over a plain forward + backward of the same
 model on the same batches (``throughput_ratio``, target ≥ 0.7); then, one torch thread each
 (the cores are shared; two threads mostly measure contention), refine's whole gradient
 attribution (features of every pair and query + scoring) against Kronfluence (EK-FAC) and
 TRAK on the same model, loss and data, with their precision_at_10 on the same queries:
-``peer_time_over_refine`` > 1 means refine was faster.
+``refine_loss`` differentiates the plain answer loss like the peers (no relative scaling),
+``refine`` uses the defaults (margin, relative); ``peer_time_over_refine_loss`` > 1 means
+refine was faster.
 
 ``memory`` — in a fresh process, peak RSS of preparing + scoring at ``--memory-pairs`` pairs
 (the sample pairs, each repeated with a numbered question) with projection_dim 4096, next to
@@ -52,7 +57,7 @@ from _out import emit_json, stdout_to_stderr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
-SECTIONS = ("quality", "second_seed", "removal", "speed", "peers", "memory")
+SECTIONS = ("quality", "second_seed", "removal", "edit", "speed", "peers", "memory")
 
 
 def log(msg: str) -> None:
@@ -174,21 +179,31 @@ def make_world(seed: int, tmp: Path) -> World:
     return World(data)
 
 
-def _retrained_defects(world: World, train_files: list[str]) -> int:
-    """Planted-defect answers of a tiny LM retrained on `train_files` like the original."""
+def _retrained(world: World, train_files: list[str]) -> dict:
+    """Planted-defect items a tiny LM retrained on `train_files` like the original still gets
+    wrong (repeats a planted answer), and how many it now answers with the truth (token F1 ≥
+    0.5 with the reference)."""
     from transformers import AutoTokenizer
 
+    from refine.grading import token_f1
+
     lm = _tiny_lm()
+    started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(world.model, local_files_only=True)
     config = json.loads((world.model / lm.TRAINING_ARGS).read_text())
     model = lm.train_model(tokenizer, lm.examples_of(train_files), **config)
     rows = [json.loads(line) for line in world.eval.read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if world.truth["eval_kinds"][r["id"]] in ("wrong_fact", "over_refusal")]
     for row in rows:
         row["answer"] = lm.generate(model, tokenizer, row["question"], row.get("system_prompt"))
-    return lm.planted_repeats(rows, world.truth)
+    log(f"retrained on {', '.join(Path(f).parent.parent.name + '/' + Path(f).name for f in train_files)}"
+        f" in {time.perf_counter() - started:.0f} s")
+    return {"defects": lm.planted_repeats(rows, world.truth),
+            "truthful": sum(token_f1(r["answer"], r["reference"]) >= 0.5 for r in rows)}
 
 
-def removal(world: World, run: Path, tmp: Path, seed: int = 0) -> dict:
+def removal(world: World, run: Path, tmp: Path, seed: int = 0, prune: bool = True,
+            edit: bool = True) -> dict:
     from refine import load_training
     from refine.emission import emit
     from refine.flagging import read_flags
@@ -197,12 +212,27 @@ def removal(world: World, run: Path, tmp: Path, seed: int = 0) -> dict:
     rows = [json.loads(line) for line in world.eval.read_text(encoding="utf-8").splitlines()]
     before = lm.planted_repeats(rows, world.truth)
     pruned = tmp / "pruned" / "train"     # one output per input file, same names
-    emit(run, pruned)
-    removed = int(read_flags(run)["flagged"].sum())
-    started = time.perf_counter()
-    after_flagged = _retrained_defects(world, _train_files(pruned.parent))
-    log(f"retrained without the {removed} flagged pairs in {time.perf_counter() - started:.0f} s")
+    flagged = int(read_flags(run)["flagged"].sum())
+    removed = emit(run, pruned).removed          # records: a pair can sit on several lines
+    out = {"pairs_flagged": flagged, "records_removed": removed,
+           "training_pairs": len(load_training(world.train).unique_pairs()),
+           "defect_items": sum(k in ("wrong_fact", "over_refusal")
+                               for k in world.truth["eval_kinds"].values()),
+           "defects_before": before}
+    if prune:
+        out.update(_pruned_and_random(world, pruned, removed, tmp, seed))
+    if edit:
+        # `--mode edit`: answers replaced by the references of the bad answers they drove,
+        # where refine can vouch for one; the rest quarantined (left out of training).
+        edited = tmp / "edited" / "train"
+        result = emit(run, edited, mode="edit")
+        out["flagged_edited"] = {**_retrained(world, _train_files(edited.parent)),
+                                 "edited": result.edited, "quarantined": result.quarantined}
+    return out
 
+
+def _pruned_and_random(world: World, pruned: Path, removed: int, tmp: Path, seed: int) -> dict:
+    out = {"flagged_removed": _retrained(world, _train_files(pruned.parent))}
     # The same number of random records removed, planted ones included by chance.
     rng = random.Random(seed)
     lines = [(path, i) for path in world.train
@@ -214,14 +244,10 @@ def removal(world: World, run: Path, tmp: Path, seed: int = 0) -> dict:
         kept = [line for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines())
                 if (path, i) not in drop]
         (random_dir / Path(path).name).write_text("\n".join(kept) + "\n", encoding="utf-8")
-    random_planted = sum((Path(p).name, i + 1) in world.planted for p, i in drop)
-    after_random = _retrained_defects(world, _train_files(random_dir.parent))
-    return {"pairs_removed": removed,
-            "training_pairs": len(load_training(world.train).unique_pairs()),
-            "defect_items": sum(k in ("wrong_fact", "over_refusal")
-                                for k in world.truth["eval_kinds"].values()),
-            "defects_before": before, "after_flagged_removed": after_flagged,
-            "after_random_removed": after_random, "random_removed_planted": random_planted}
+    out["random_removed"] = _retrained(world, _train_files(random_dir.parent))
+    out["random_removed"]["planted_among_them"] = sum(
+        (Path(p).name, i + 1) in world.planted for p, i in drop)
+    return out
 
 
 def throughput(world: World, n: int, batch_size: int, tmp: Path) -> dict:
@@ -290,18 +316,25 @@ def peers(world: World, tmp: Path, projection_dim: int) -> dict:
     queries = [(i.question, i.answer, i.system_prompt) for i in items]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    out: dict = {"threads": 1, "queries": len(items)}
+    # Like for like first: the peers differentiate the plain answer loss, with no relative
+    # scaling; then refine's defaults (margin, relative) on the same queries.
+    variants = {"refine_loss": {"measurement": "loss", "relative": False}, "refine": {}}
     try:
-        started, cpu = time.perf_counter(), time.process_time()
-        with make_backend("gradient", {"model": str(world.model), "projection_dim": projection_dim,
-                                       "cache_dir": str(tmp / "peer-cache")}, top_k=10) as ours:
-            ours.prepare(training, lambda desc, total: (lambda n: None))
-            scores = ours.scores(items)
-        refine_s, refine_cpu = time.perf_counter() - started, time.process_time() - cpu
+        for name, extra in variants.items():
+            started, cpu = time.perf_counter(), time.process_time()
+            with make_backend("gradient", {"model": str(world.model),
+                                           "projection_dim": projection_dim,
+                                           "cache_dir": str(tmp / f"peer-cache-{name}"),
+                                           **extra}, top_k=10) as ours:
+                ours.prepare(training, lambda desc, total: (lambda n: None))
+                scores = ours.scores(items)
+            out[name] = {**precision_at_10(world, items, scores, pairs),
+                         "total_s": round(time.perf_counter() - started, 1),
+                         "cpu_s": round(time.process_time() - cpu, 1)}
     finally:
         torch.set_num_threads(threads)
-    out: dict = {"threads": 1, "queries": len(items),
-                 "refine": {**precision_at_10(world, items, scores, pairs),
-                            "total_s": round(refine_s, 1), "cpu_s": round(refine_cpu, 1)}}
+    refine_s = out["refine_loss"]["total_s"]
     runners = {"kronfluence": lambda: _peers.kronfluence_scores(
                    str(world.model), train_examples, queries, strategy="ekfac",
                    work_dir=tmp, num_threads=1),
@@ -315,8 +348,8 @@ def peers(world: World, tmp: Path, projection_dim: int) -> dict:
         log(f"peer {name} ...")
         peer_scores, timing = runners[name]()
         out[name] = {**precision_at_10(world, items, peer_scores, pairs),
-                     **{k: round(v, 1) if isinstance(v, float) else v for k, v in timing.items()},
-                     "peer_time_over_refine": round(timing["total_s"] / refine_s, 2)}
+                     **{k: round(v, 1) if k.endswith("_s") else v for k, v in timing.items()},
+                     "peer_time_over_refine_loss": round(timing["total_s"] / refine_s, 2)}
     return out
 
 
@@ -396,9 +429,10 @@ def main() -> None:
             figures["sample"] = quality(world, tmp_path / "sample", args.projection_dim)
             run = Path(figures["sample"]["gradient"].pop("run"))
             figures["sample"]["embedding"].pop("run")
-        if "removal" not in args.skip and run is not None:
-            log("removal check (two retrainings) ...")
-            figures["removal"] = removal(world, run, tmp_path / "removal")
+        prune, edit = "removal" not in args.skip, "edit" not in args.skip
+        if (prune or edit) and run is not None:
+            log("removal check (retrainings) ...")
+            figures["removal"] = removal(world, run, tmp_path / "removal", prune=prune, edit=edit)
         if "second_seed" not in args.skip:
             log(f"second synthetic set, seed {args.second_seed} ...")
             other = make_world(args.second_seed, tmp_path)

@@ -91,7 +91,20 @@ def train_model(tokenizer: Any, examples: Sequence[Example], *, n_layer: int = 2
     string and answers any rewording with noise; dropped words make it key on content words.
     `shuffle_words` also shuffles the kept words, so word order stops mattering.
     """
+    deterministic = __import__("torch").are_deterministic_algorithms_enabled()
     torch = _seed(seed)
+    try:
+        return _train(torch, tokenizer, examples, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+                      epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      max_length=max_length, question_noise=question_noise,
+                      shuffle_words=shuffle_words, log=log)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)   # the caller's setting, as it was
+
+
+def _train(torch: Any, tokenizer: Any, examples: Sequence[Example], *, n_layer: int, n_embd: int,
+           n_head: int, epochs: int, batch_size: int, lr: float, seed: int, max_length: int,
+           question_noise: float, shuffle_words: bool, log: Any):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from refine.attribution.gradient import encode_example

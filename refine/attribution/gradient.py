@@ -29,9 +29,10 @@ The score of training pair i for eval item q is
 * ``identity``: φ_q · φ_i (TracIn with one checkpoint);
 * ``cosine``: the cosine of φ_q and φ_i.
 
-With ``relative`` (the default), each training pair's score is divided by its own size under
-the same metric — √(φ_i (ΦᵀΦ + λI)⁻¹ φ_i) for ``trak``, ‖φ_i‖ for ``identity`` — the
-"relative influence" of Barshan et al. (RelatIF, 2020). Raw inner products are dominated by
+With ``relative`` (the default; it applies to ``trak``), each training pair's score is divided
+by its own size under the same metric, √(φ_i (ΦᵀΦ + λI)⁻¹ φ_i) — the "relative influence" of
+Barshan et al. (RelatIF, 2020); ``identity`` stays the raw inner product (TracIn), and
+``cosine`` is already scale-free. Raw inner products are dominated by
 the few pairs with the largest gradients (answers the model never fitted, outliers): they
 rank near the top for every query and would be cited by good and bad answers alike, which is
 exactly what repeated-culprit statistics must not see. Dividing by the pair's norm asks
@@ -65,7 +66,7 @@ import numpy as np
 
 from ..calibration import LevelCalibration, assign_levels
 from ..embeddings import _fingerprint, default_cache_dir
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from ..evalset import EvalItem
 from ..records import Attribution, Influence
 from ..text import qa_text
@@ -78,7 +79,6 @@ PRECONDITIONERS = ("trak", "identity", "cosine")
 MEASUREMENTS = ("margin", "loss")
 FEATURE_FORMAT = 1
 _CHUNK = 64              # training pairs per resumable chunk
-_MIN_DOUBT = 1e-6        # margin weights are capped at 1/_MIN_DOUBT (float32 noise below)
 _SCORE_CHUNK = 4096      # training features read at a time when scoring
 DEFAULT_FALLBACK = "{system}Q: {question}\nA: "
 
@@ -93,7 +93,7 @@ class GradientOptions:
     preconditioner: str = "trak"
     relative: bool = True
     measurement: str = "margin"
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata={"affects_results": False})
     modules: list[str] | None = None
     chat_template_fallback: str = DEFAULT_FALLBACK
     max_length: int = 512
@@ -141,7 +141,13 @@ def _prompt_text(tokenizer: Any, question: str, system: str | None, fallback: st
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + \
             [{"role": "user", "content": question}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=True)
+        except Exception as exc:   # jinja2's TemplateError, or the template's raise_exception()
+            raise ConfigError(f"the tokenizer's chat template refused a {len(messages)}-message "
+                              f"prompt{' with a system prompt' if system else ''}: {exc}",
+                              key="backend_options.model") from None
     return fallback.format(system=f"{system}\n\n" if system else "", question=question)
 
 
@@ -183,6 +189,8 @@ class FeatureFile:
             self.offset = fh.tell()
         if fortran or dtype != np.dtype("<f4") or len(shape) != 2:
             raise ValueError(f"{path} is not a C-ordered float32 matrix")
+        if path.stat().st_size != self.offset + shape[0] * shape[1] * 4:
+            raise ValueError(f"{path} is truncated or padded")
         self.shape: tuple[int, int] = shape
 
     @classmethod
@@ -198,6 +206,9 @@ class FeatureFile:
 
     def write(self, start: int, rows: np.ndarray) -> None:
         """Store rows at `start` and make them durable (the resume point is written after)."""
+        if not np.isfinite(rows).all():
+            raise BackendError("the model's gradients are not finite (NaN or inf) for "
+                               f"training pairs {start + 1}–{start + len(rows)}: check the weights")
         with open(self.path, "r+b") as fh:
             fh.seek(self.offset + start * self.shape[1] * 4)
             fh.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
@@ -292,11 +303,17 @@ class GradientBackend(AttributionBackend):
         self._scale: np.ndarray | None = None
 
     @staticmethod
-    def _local_dir(path: str, key: str) -> Path:
+    def _local_dir(path: Any, key: str) -> Path:
+        marker = "adapter_config.json" if key == "adapter" else "config.json"
+        what = "PEFT adapter" if key == "adapter" else "model"
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"must be the path of a local {what} directory, got {path!r}",
+                              key=f"backend_options.{key}")
         directory = Path(path)
-        if not (directory / "config.json").is_file() and not \
-                (directory / "adapter_config.json").is_file():
-            raise ConfigError(f"{path!r} is not a local model directory (no config.json); "
+        if not (directory / marker).is_file():
+            hint = " (it looks like an adapter: give it as --adapter, the base model as --model)" \
+                if key == "model" and (directory / "adapter_config.json").is_file() else ""
+            raise ConfigError(f"{path!r} is not a local {what} directory (no {marker}){hint}; "
                               "models are never fetched from a hub", key=f"backend_options.{key}")
         return directory
 
@@ -316,9 +333,13 @@ class GradientBackend(AttributionBackend):
 
         from transformers.utils import logging as hf_logging
 
+        # Belt and braces: the paths are local, and nothing may reach a hub at run time.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         # refine shows its own progress; transformers' per-load bars would interleave with it.
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
+        stage, where = "model", self._model_path
         try:
             tokenizer = AutoTokenizer.from_pretrained(self._model_path, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(self._model_path, local_files_only=True,
@@ -326,7 +347,12 @@ class GradientBackend(AttributionBackend):
             if self._adapter_path is not None:
                 from peft import PeftModel
 
-                model = PeftModel.from_pretrained(model, self._adapter_path, is_trainable=True)
+                stage, where = "adapter", self._adapter_path
+                model = PeftModel.from_pretrained(model, self._adapter_path, is_trainable=True,
+                                                  local_files_only=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ConfigError(f"cannot load the {stage} in {str(where)!r}: "
+                              f"{type(exc).__name__}: {exc}", key=f"backend_options.{stage}") from None
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
@@ -390,17 +416,21 @@ class GradientBackend(AttributionBackend):
                 inputs = embed(ids).detach().requires_grad_(True)
                 logits = model(inputs_embeds=inputs, attention_mask=mask).logits.float()
                 shifted, targets = logits[:, :-1], labels[:, 1:]
-                token_loss = torch.nn.functional.cross_entropy(
-                    shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
-                    ignore_index=-100, reduction="none").view(targets.shape)
+                keep = targets != -100
+                scored, wanted = shifted[keep], targets[keep]                 # answer tokens
+                row = torch.arange(len(chunk)).unsqueeze(1).expand_as(targets)[keep]
+                chosen = scored.gather(1, wanted.unsqueeze(1)).squeeze(1)
                 if self.options.measurement == "margin":
-                    # ∇ of -log(p/(1-p)) = ∇(-log p) / (1-p): every answer token weighs the
-                    # same, however confident the model already is.
-                    doubt = -torch.expm1(-token_loss.detach())     # 1 - p, precise near p = 1
-                    token_loss = token_loss / doubt.clamp(min=_MIN_DOUBT)
-                counts = (targets != -100).sum(dim=1).clamp(min=1)
-                # Summing per-example means: each example's gradient is that of its own loss.
-                (token_loss.sum(dim=1) / counts).sum().backward()
+                    # −(logit_c − logsumexp_{j≠c} logit_j) = −log(p/(1−p)), exact in float32
+                    # even where p rounds to 1 (its gradient is the loss's divided by 1−p).
+                    others = scored.scatter(1, wanted.unsqueeze(1), float("-inf"))
+                    value = torch.logsumexp(others, dim=1) - chosen
+                else:
+                    value = torch.logsumexp(scored, dim=1) - chosen            # −log p
+                counts = keep.sum(dim=1).clamp(min=1)
+                # Summing per-example means: each example's gradient is that of its own mean.
+                per_example = torch.zeros(len(chunk), dtype=value.dtype).index_add(0, row, value)
+                (per_example / counts).sum().backward()
                 feats = projector.features(len(chunk))
             out[chunk] = feats.numpy()
         return out
@@ -410,13 +440,17 @@ class GradientBackend(AttributionBackend):
     def _cache_key(self, pairs: list[TrainingPair]) -> str:
         digest = hashlib.sha256()
         options = asdict(self.options)
-        for key in ("cache_dir", "damping", "preconditioner", "relative", "z_low", "z_medium",
-                    "z_high", "batch_size"):
+        # Scoring settings and paths do not change a feature: the files' content (in the
+        # fingerprint) and the exact texts do.
+        for key in ("model", "adapter", "cache_dir", "damping", "preconditioner", "relative",
+                    "z_low", "z_medium", "z_high", "batch_size"):
             options.pop(key)
         digest.update(json.dumps({"format": FEATURE_FORMAT, "model": self.fingerprint,
                                   "options": options}, sort_keys=True).encode())
         for pair in pairs:
-            digest.update(f"{pair.pair_id}\x1f{pair.system_prompt or ''}\x1e".encode())
+            # Exact texts, not pair_id: a fix of case or spacing changes the gradient.
+            digest.update(json.dumps([pair.question, pair.answer, pair.system_prompt],
+                                     ensure_ascii=False).encode() + b"\x1e")
         return digest.hexdigest()[:24]
 
     def cache_path(self, pairs: list[TrainingPair]) -> Path:
@@ -460,7 +494,7 @@ class GradientBackend(AttributionBackend):
         sets ``self._scale``, what each training pair's score is multiplied by (or None)."""
         kind = self.options.preconditioner
         self._scale = None
-        if kind == "cosine" or (kind == "identity" and self.options.relative):
+        if kind == "cosine":
             self._scale = self._per_pair(lambda block: 1.0 / np.maximum(
                 np.linalg.norm(block, axis=1), 1e-30))
         if kind == "identity":
@@ -488,12 +522,13 @@ class GradientBackend(AttributionBackend):
         factor = scipy.linalg.cholesky(gram, lower=True, overwrite_a=True, check_finite=False)
         del gram
         if self.options.relative:
-            # φ H⁻¹ φ = ‖L⁻¹ φ‖²: one triangular inverse, then a matrix product per block.
-            inverse = scipy.linalg.solve_triangular(factor, np.eye(dim), lower=True,
-                                                    check_finite=False)
-            self._scale = self._per_pair(lambda block: 1.0 / np.sqrt(np.maximum(
-                np.einsum("ij,ij->i", whitened := block @ inverse.T, whitened), 1e-30)))
-            del inverse
+            # φ H⁻¹ φ = ‖L⁻¹ φ‖², one triangular solve per block of training features.
+            def self_influence(block: np.ndarray) -> np.ndarray:
+                whitened = scipy.linalg.solve_triangular(factor, block.T, lower=True,
+                                                         check_finite=False)
+                return 1.0 / np.sqrt(np.maximum(np.einsum("ij,ij->j", whitened, whitened),
+                                                1e-30))
+            self._scale = self._per_pair(self_influence)
         return lambda q: scipy.linalg.cho_solve((factor, True), q.T.astype(np.float64)).T
 
     def _per_pair(self, of_block: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

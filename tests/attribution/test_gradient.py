@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,8 @@ def _exact_gradients(world: dict, examples: list[tuple[str, str]],
     for question, answer in examples:
         ids, labels = encode_example(tokenizer, question, answer)
         model.zero_grad()
-        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        # float64 from the logits on: 1 - p is exact even where p rounds to 1 in float32.
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].double()
         targets = torch.tensor(labels[1:])
         keep = targets != -100
         log_p = torch.log_softmax(logits[keep], dim=-1).gather(1, targets[keep, None])[:, 0]
@@ -191,12 +193,22 @@ def test_a_missing_model_or_adapter_support_is_a_config_error(world: dict, tmp_p
         make_backend("gradient", {}, top_k=5)
     with pytest.raises(ConfigError, match="preconditioner"):
         make_backend("gradient", {"model": world["model"], "preconditioner": "ekfac"}, top_k=5)
-    if importlib.util.find_spec("peft") is None:
-        (tmp_path / "adapter").mkdir()
-        (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="it looks like an adapter"):
+        make_backend("gradient", {"model": str(tmp_path / "adapter")}, top_k=5)
+    with pytest.raises(ConfigError, match="not a local PEFT adapter directory"):
+        make_backend("gradient", {"model": world["model"], "adapter": world["model"]}, top_k=5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "peft", None)          # as if peft were not installed
         with pytest.raises(ConfigError, match="pip install peft"):
             make_backend("gradient", {"model": world["model"], "adapter": str(tmp_path / "adapter")},
                          top_k=5)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="cannot load the model"):
+        make_backend("gradient", {"model": str(tmp_path / "broken")}, top_k=5).features(
+            [("Where?", "Here.", None)])
 
 
 def test_an_interrupted_preparation_resumes_where_it_stopped(world: dict, tmp_path: Path,
@@ -280,3 +292,56 @@ def test_with_a_lora_adapter_only_the_adapter_weights_are_differentiated(
         if item.id.endswith("-0"):     # the training question itself: its own culprit first
             person = item.id.split("-")[0][1:]
             assert ranked[0].question == f"Where does person{person} live?"
+
+
+@pytest.mark.parametrize("preconditioner,relative", [("trak", True), ("trak", False),
+                                                     ("identity", False), ("cosine", False)])
+def test_scores_match_the_formula_computed_densely(world: dict, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   preconditioner: str, relative: bool) -> None:
+    from refine.attribution import gradient
+
+    monkeypatch.setattr(gradient, "_SCORE_CHUNK", 7)       # many blocks, a short last one
+    backend = _prepared(world, tmp_path, preconditioner=preconditioner, relative=relative,
+                        damping=0.5)
+    items = load_eval(str(world["eval"])).items[:5]
+    got = backend.scores(items)
+
+    phi = np.load(backend._train.path).astype(np.float64)
+    q = backend.features([(i.question, i.answer, i.system_prompt) for i in items]).astype(np.float64)
+    if preconditioner == "trak":
+        gram = phi.T @ phi
+        lam = 0.5 * np.trace(gram) / min(phi.shape)
+        inverse = np.linalg.inv(gram + lam * np.eye(len(gram)))
+        want = q @ inverse @ phi.T
+        if relative:
+            want /= np.sqrt(np.einsum("ij,jk,ik->i", phi, inverse, phi))
+    elif preconditioner == "identity":
+        want = q @ phi.T
+    else:
+        want = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ \
+            (phi / np.linalg.norm(phi, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+
+
+def test_the_cache_follows_exact_texts_and_feature_settings_only(world: dict, tmp_path: Path) -> None:
+    pairs = load_training(world["train"]).unique_pairs()
+    key = _backend(world, tmp_path).cache_path(pairs)
+    assert _backend(world, tmp_path, damping=3.0, preconditioner="cosine", batch_size=3,
+                    relative=False).cache_path(pairs) == key
+    assert _backend(world, tmp_path, projection_dim=512).cache_path(pairs) != key
+    assert _backend(world, tmp_path, measurement="loss").cache_path(pairs) != key
+    recased = [pairs[0].__class__(**{**pairs[0].__dict__, "answer": pairs[0].answer.lower()}),
+               *pairs[1:]]
+    assert recased[0].pair_id == pairs[0].pair_id          # same pair for refine...
+    assert _backend(world, tmp_path).cache_path(recased) != key   # ...not the same gradient
+
+
+def test_a_damaged_feature_cache_is_recomputed_not_trusted(world: dict, tmp_path: Path) -> None:
+    first = _prepared(world, tmp_path)
+    reference = np.load(first._train.path)
+    path = first._train.path
+    with open(path, "r+b") as fh:                            # a torn write: half the matrix
+        fh.truncate(path.stat().st_size // 2)
+    again = _prepared(world, tmp_path)
+    np.testing.assert_array_equal(np.load(again._train.path), reference)
