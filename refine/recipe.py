@@ -158,6 +158,9 @@ def _validate_keys(data: dict[str, Any], lines: dict[tuple[str, ...], int], file
             raise ConfigError("is required", key=key, file=file)
 
 
+_PATH_OPTIONS = ("model", "adapter", "cache_dir")
+
+
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     """Read and validate a recipe; `overrides` are ``key.sub=value`` strings."""
     path = Path(path)
@@ -190,6 +193,14 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     emit_cfg = data.get("emit") or {}
     default_out = Path(run_dir) / ("refined.jsonl" if len(train) == 1 else "refined")
     collect_cfg = dict(data.get("collect") or {})
+    options = collect_cfg.get("backend_options")
+    if isinstance(options, dict):
+        # Model, adapter and cache folders are paths too: relative to the recipe when they
+        # exist there (a value like "default" is left alone).
+        collect_cfg["backend_options"] = {
+            k: resolve(v) if k in _PATH_OPTIONS and isinstance(v, str) and v
+            and not Path(v).is_absolute() and (base / v).exists() else v
+            for k, v in options.items()}
     try:
         collect_settings = CollectSettings(**collect_cfg, grade=GradeSettings(**(data.get("grade") or {})))
         flag_settings = FlagSettings(**(data.get("flag") or {}))

@@ -48,3 +48,12 @@ def test_the_edit_recipe_runs(tmp_path: Path) -> None:
     assert manifest["mode"] == "edit" and result.emit.edited >= 2
     assert result.emit.edited + result.emit.quarantined == 13
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_model_paths_in_backend_options_are_relative_to_the_recipe(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)                  # nowhere near the recipe
+    recipe = load_recipe(ROOT / "recipes" / "gradient-tiny-lm.yaml")
+    model = Path(recipe.collect.backend_options["model"])
+    assert model.is_absolute() and (model / "config.json").is_file()
+    assert model == (SAMPLE / "tiny_lm").resolve()
