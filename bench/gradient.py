@@ -369,6 +369,11 @@ def memory_child(n_pairs: int, model: str, tmp: Path) -> None:
     from refine.attribution.base import make_backend
 
     def peak_mb() -> float:
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec,
+        # so a child of a big process would report the parent's peak.
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     pairs = load_training(_train_files(SAMPLE)).unique_pairs()
