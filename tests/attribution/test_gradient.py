@@ -271,6 +271,7 @@ def lora_adapter(world: dict) -> str:
     return str(path)
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")   # peft's, not ours
 def test_with_a_lora_adapter_only_the_adapter_weights_are_differentiated(
         world: dict, lora_adapter: str, tmp_path: Path) -> None:
     backend = _prepared(world, tmp_path, adapter=lora_adapter)
