@@ -146,6 +146,20 @@ def _example_losses(logits: Any, labels: Any) -> Any:
     return token_loss.sum(dim=1) / counts
 
 
+def _example_margins(logits: Any, labels: Any) -> Any:
+    """Per-example mean of −log(p/(1−p)) over the answer tokens (TRAK's margin; refine's
+    default measurement): logsumexp of the other logits minus the chosen one. (B,)."""
+    import torch
+
+    shifted, targets = logits[:, :-1].float(), labels[:, 1:]
+    keep = targets != -100
+    safe = targets.clamp(min=0).unsqueeze(-1)
+    chosen = shifted.gather(-1, safe).squeeze(-1)
+    others = torch.logsumexp(shifted.scatter(-1, safe, float("-inf")), dim=-1)
+    counts = keep.sum(dim=1).clamp(min=1)
+    return torch.where(keep, others - chosen, 0.0).sum(dim=1) / counts
+
+
 def _block_modules(model: Any) -> list[str]:
     """refine's default layer selection: Linear/Conv1D leaves whose name has a block index."""
     import torch
@@ -228,7 +242,7 @@ def kronfluence_scores(model_dir: str, train_examples: Sequence[Example],
                        query_examples: Sequence[Example], *, strategy: str = "ekfac",
                        batch_size: int = 16, work_dir: str | Path,
                        damping: float | None = 1e-8, seed: int = 0,
-                       use_empirical_fisher: bool = False,
+                       use_empirical_fisher: bool = False, measurement: str = "loss",
                        num_threads: int | None = None) -> tuple[np.ndarray, dict]:
     """Kronfluence influence scores, (len(query_examples), len(train_examples)).
 
@@ -237,18 +251,21 @@ def kronfluence_scores(model_dir: str, train_examples: Sequence[Example],
     None = its heuristic, 0.1 × their mean. The true Fisher is estimated with labels sampled
     from the model at the answer positions (kronfluence's default), under ``seed``.
     Positive = the pair lowers the query's loss (kronfluence's sign with measurement = loss).
+    ``measurement``: the query function, "loss" or "margin" (refine's default); the training
+    side stays the loss, whose Fisher the (E)K-FAC factors estimate.
     ``num_threads``: torch's intra-op threads during the call (restored after); None = as set.
     """
     with _threads(num_threads):
         return _kronfluence_scores(model_dir, train_examples, query_examples, strategy=strategy,
                                    batch_size=batch_size, work_dir=work_dir, damping=damping,
-                                   seed=seed, use_empirical_fisher=use_empirical_fisher)
+                                   seed=seed, use_empirical_fisher=use_empirical_fisher,
+                                   measurement=measurement)
 
 
 def _kronfluence_scores(model_dir: str, train_examples: Sequence[Example],
                         query_examples: Sequence[Example], *, strategy: str, batch_size: int,
                         work_dir: str | Path, damping: float | None, seed: int,
-                        use_empirical_fisher: bool) -> tuple[np.ndarray, dict]:
+                        use_empirical_fisher: bool, measurement: str) -> tuple[np.ndarray, dict]:
     import torch
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
@@ -283,7 +300,8 @@ def _kronfluence_scores(model_dir: str, train_examples: Sequence[Example],
         def compute_measurement(self, batch: Any, model: Any) -> Any:
             logits = model(input_ids=batch["input_ids"],
                            attention_mask=batch["attention_mask"]).logits
-            return _example_losses(logits, batch["labels"]).sum()
+            measure = _example_margins if measurement == "margin" else _example_losses
+            return measure(logits, batch["labels"]).sum()
 
         def get_influence_tracked_modules(self) -> list[str]:
             return modules

@@ -31,7 +31,9 @@ model on the same batches (``throughput_ratio``, target ≥ 0.7); then, one torc
 attribution (features of every pair and query + scoring) against Kronfluence (EK-FAC) and
 TRAK on the same model, loss and data, with their precision_at_10 on the same queries:
 ``refine_loss`` differentiates the plain answer loss like the peers (no relative scaling),
-``refine`` uses the defaults (margin, relative); ``peer_time_over_refine_loss`` > 1 means
+``refine`` uses the defaults (margin, layerwise, relative), ``refine_trak`` the same with one
+D×D preconditioner block; ``kronfluence_margin`` is Kronfluence measuring the query's margin
+like refine's default. ``peer_time_over_refine_loss`` / ``peer_time_over_refine`` > 1 means
 refine was faster.
 
 ``memory`` — in a fresh process, peak RSS of preparing + scoring at ``--memory-pairs`` pairs
@@ -319,7 +321,8 @@ def peers(world: World, tmp: Path, projection_dim: int) -> dict:
     out: dict = {"threads": 1, "queries": len(items)}
     # Like for like first: the peers differentiate the plain answer loss, with no relative
     # scaling; then refine's defaults (margin, relative) on the same queries.
-    variants = {"refine_loss": {"measurement": "loss", "relative": False}, "refine": {}}
+    variants = {"refine_loss": {"measurement": "loss", "relative": False}, "refine": {},
+                "refine_trak": {"preconditioner": "trak"}}
     try:
         for name, extra in variants.items():
             started, cpu = time.perf_counter(), time.process_time()
@@ -338,10 +341,16 @@ def peers(world: World, tmp: Path, projection_dim: int) -> dict:
     runners = {"kronfluence": lambda: _peers.kronfluence_scores(
                    str(world.model), train_examples, queries, strategy="ekfac",
                    work_dir=tmp, num_threads=1),
+               # The same, measuring the query's margin as refine's default does.
+               "kronfluence_margin": lambda: _peers.kronfluence_scores(
+                   str(world.model), train_examples, queries, strategy="ekfac",
+                   work_dir=tmp, num_threads=1, measurement="margin"),
                "trak": lambda: _peers.trak_scores(
                    str(world.model), train_examples, queries, proj_dim=2048, work_dir=tmp,
                    num_threads=1)}
-    for name, why in _peers.available().items():
+    available = _peers.available()
+    available["kronfluence_margin"] = available["kronfluence"]
+    for name, why in available.items():
         if why:
             out[name] = why
             continue
@@ -349,7 +358,9 @@ def peers(world: World, tmp: Path, projection_dim: int) -> dict:
         peer_scores, timing = runners[name]()
         out[name] = {**precision_at_10(world, items, peer_scores, pairs),
                      **{k: round(v, 1) if k.endswith("_s") else v for k, v in timing.items()},
-                     "peer_time_over_refine_loss": round(timing["total_s"] / refine_s, 2)}
+                     "peer_time_over_refine_loss": round(timing["total_s"] / refine_s, 2),
+                     "peer_time_over_refine": round(timing["total_s"] / out["refine"]["total_s"],
+                                                    2)}
     return out
 
 

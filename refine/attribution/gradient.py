@@ -23,20 +23,28 @@ Entries of P are N(0, 1/k), so projected inner products estimate the true ones.
 
 The score of training pair i for eval item q is
 
-* ``trak`` (default): φ_q (ΦᵀΦ + λI)⁻¹ φ_i, Φ the N×D training features, and
-  λ = damping · tr(ΦᵀΦ) / min(N, D): ``damping`` is relative to the mean non-zero eigenvalue,
-  so it has no scale of its own;
+* ``layerwise`` (default): φ_q H⁻¹ φ_i with H block-diagonal, one block per layer,
+  H_l = Φ_lᵀΦ_l + λ_l I, Φ_l the N×D_l training features of layer l and
+  λ_l = damping · tr(Φ_lᵀΦ_l) / min(N, D_l): ``damping`` is relative to the block's mean
+  non-zero eigenvalue, so it has no scale of its own. Per-layer curvature is what LoGra and
+  Kronfluence's (E)K-FAC use; each layer is whitened on its own scale, so the few layers with
+  the largest gradients do not decide every ranking. On the sample tiny LM it ranks a topic's
+  other planted pairs (the same wrong fact, worded differently) higher than one D×D block does
+  (precision@10 0.55 against 0.46, and 11 of 13 planted pairs flagged against 9 on a second
+  seed), and its blocks hold Σ D_l² numbers instead of D²;
+* ``trak``: the same with one block over all D columns, φ_q (ΦᵀΦ + λI)⁻¹ φ_i (TRAK);
 * ``identity``: φ_q · φ_i (TracIn with one checkpoint);
 * ``cosine``: the cosine of φ_q and φ_i.
 
-With ``relative`` (the default; it applies to ``trak``), each training pair's score is divided
-by its own size under the same metric, √(φ_i (ΦᵀΦ + λI)⁻¹ φ_i) — the "relative influence" of
-Barshan et al. (RelatIF, 2020); ``identity`` stays the raw inner product (TracIn), and
-``cosine`` is already scale-free. Raw inner products are dominated by
+With ``relative`` (the default; it applies to ``layerwise`` and ``trak``), each training pair's
+score is divided by its own size under the same metric, √(φ_i H⁻¹ φ_i) — the "relative
+influence" of Barshan et al. (RelatIF, 2020); ``identity`` stays the raw inner product
+(TracIn), and ``cosine`` is already scale-free. Raw inner products are dominated by
 the few pairs with the largest gradients (answers the model never fitted, outliers): they
 rank near the top for every query and would be cited by good and bad answers alike, which is
 exactly what repeated-culprit statistics must not see. Dividing by the pair's norm asks
-instead which pairs this answer is *most specifically* aligned with.
+instead which pairs this answer is *most specifically* aligned with (on the sample tiny LM it
+cuts planted pairs cited by good answers from 13 to 5, at some cost in precision@10).
 
 Sign convention: the features are gradients of the *loss* (or of −margin), so a **positive**
 score means the two gradients align: a training step on the pair lowers the loss of the item's
@@ -57,6 +65,7 @@ import hashlib
 import json
 import math
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from fnmatch import fnmatch
 from pathlib import Path
@@ -75,7 +84,7 @@ from .base import AttributionBackend
 
 __all__ = ["GradientBackend", "GradientOptions", "encode_example"]
 
-PRECONDITIONERS = ("trak", "identity", "cosine")
+PRECONDITIONERS = ("layerwise", "trak", "identity", "cosine")
 MEASUREMENTS = ("margin", "loss")
 FEATURE_FORMAT = 1
 _CHUNK = 64              # training pairs per resumable chunk
@@ -90,7 +99,7 @@ class GradientOptions:
     projection_dim: int = 4096
     seed: int = 0
     damping: float = 1.0
-    preconditioner: str = "trak"
+    preconditioner: str = "layerwise"
     relative: bool = True
     measurement: str = "margin"
     batch_size: int = field(default=16, metadata={"affects_results": False})
@@ -473,7 +482,8 @@ class GradientBackend(AttributionBackend):
                 done = 0   # a torn cache is recomputed, never trusted
         if done == 0:
             state.unlink(missing_ok=True)
-            (directory / "gram.npy").unlink(missing_ok=True)
+            for stale in directory.glob("gram-*.npz"):
+                stale.unlink()
             feats = FeatureFile.create(path, shape)
         advance = progress("gradients of training pairs", len(self._pairs))
         advance(done)
@@ -504,35 +514,77 @@ class GradientBackend(AttributionBackend):
         import scipy.linalg
         from scipy.linalg.blas import dsyrk
 
-        # One D×D float64 matrix at a time (121 MB at D ≈ 3,900): the Gram matrix is
-        # accumulated in place (lower triangle, Fortran order) and factored in place.
-        gram_path = directory / "gram.npy"
-        if gram_path.is_file():
-            gram = np.asfortranarray(np.load(gram_path))
-        else:
-            gram = np.zeros((self._train.shape[1],) * 2, dtype=np.float64, order="F")
+        # `trak` is one block over all D columns; `layerwise` one block per layer (block-diagonal,
+        # as LoGra and Kronfluence precondition). Each block's Gram matrix is accumulated in
+        # place (lower triangle, Fortran order) and factored in place: for `trak` that is one
+        # D×D float64 matrix (121 MB at D ≈ 3,900), for `layerwise` Σ D_l², far less.
+        spans = [(0, self._train.shape[1])] if kind == "trak" else self._layer_spans()
+        gram_path = directory / f"gram-{kind}.npz"
+        grams = self._load_grams(gram_path, spans)
+        if grams is None:
+            grams = [np.zeros((hi - lo,) * 2, dtype=np.float64, order="F") for lo, hi in spans]
             for _, block in self._train.blocks():
-                gram = dsyrk(1.0, block.astype(np.float64), beta=1.0, c=gram, trans=1, lower=1,
-                             overwrite_c=1)
-            tmp = directory / "gram.tmp.npy"
-            np.save(tmp, gram)
+                block = block.astype(np.float64)
+                for index, (lo, hi) in enumerate(spans):
+                    grams[index] = dsyrk(1.0, block[:, lo:hi], beta=1.0, c=grams[index],
+                                         trans=1, lower=1, overwrite_c=1)
+            tmp = directory / f"gram-{kind}.tmp.npz"
+            with open(tmp, "wb") as fh:
+                np.savez(fh, *grams)
             os.replace(tmp, gram_path)
-        dim = gram.shape[0]
-        # The mean of the non-zero eigenvalues: with fewer pairs than dimensions, tr/D would
-        # make λ vanish as D grows and the inverse would whiten away everything shared.
-        damping = self.options.damping * max(np.trace(gram) / min(dim, len(self._train)), 1e-30)
-        gram[np.diag_indices(dim)] += damping
-        factor = scipy.linalg.cholesky(gram, lower=True, overwrite_a=True, check_finite=False)
-        del gram
+        factors = []
+        while grams:
+            gram = grams.pop(0)
+            dim = gram.shape[0]
+            # The mean of the block's non-zero eigenvalues: with fewer pairs than dimensions,
+            # tr/D would make λ vanish as D grows and the inverse would whiten away everything
+            # shared.
+            damping = self.options.damping * max(np.trace(gram) / min(dim, len(self._train)),
+                                                 1e-30)
+            gram[np.diag_indices(dim)] += damping
+            factors.append(scipy.linalg.cholesky(gram, lower=True, overwrite_a=True,
+                                                 check_finite=False))
+            del gram
         if self.options.relative:
-            # φ H⁻¹ φ = ‖L⁻¹ φ‖², one triangular solve per block of training features.
+            # φ H⁻¹ φ = Σ_blocks ‖L⁻¹ φ‖², triangular solves per block of training features.
             def self_influence(block: np.ndarray) -> np.ndarray:
-                whitened = scipy.linalg.solve_triangular(factor, block.T, lower=True,
-                                                         check_finite=False)
-                return 1.0 / np.sqrt(np.maximum(np.einsum("ij,ij->j", whitened, whitened),
-                                                1e-30))
+                total = np.zeros(len(block))
+                for factor, (lo, hi) in zip(factors, spans):
+                    whitened = scipy.linalg.solve_triangular(
+                        factor, block[:, lo:hi].T, lower=True, check_finite=False)
+                    total += np.einsum("ij,ij->j", whitened, whitened)
+                return 1.0 / np.sqrt(np.maximum(total, 1e-30))
             self._scale = self._per_pair(self_influence)
-        return lambda q: scipy.linalg.cho_solve((factor, True), q.T.astype(np.float64)).T
+
+        def solve(q: np.ndarray) -> np.ndarray:
+            q = q.astype(np.float64)
+            out = np.empty_like(q)
+            for factor, (lo, hi) in zip(factors, spans):
+                out[:, lo:hi] = scipy.linalg.cho_solve((factor, True), q[:, lo:hi].T).T
+            return out
+        return solve
+
+    def _layer_spans(self) -> list[tuple[int, int]]:
+        """The feature columns of each layer, in the order the projector concatenates them."""
+        edges = np.cumsum([0] + [k_out * k_in for k_out, k_in in self._load()[2].shapes])
+        return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+
+    @staticmethod
+    def _load_grams(path: Path, spans: list[tuple[int, int]]) -> list[np.ndarray] | None:
+        """The cached Gram blocks, or None when absent or not what `spans` needs."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if len(saved.files) != len(spans):
+                    return None
+                grams = [np.asfortranarray(saved[f"arr_{i}"]) for i in range(len(spans))]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None   # torn or foreign: recomputed, never trusted
+        if any(g.shape != (hi - lo,) * 2 or g.dtype != np.float64 or not np.isfinite(g).all()
+               for g, (lo, hi) in zip(grams, spans)):
+            return None
+        return grams
 
     def _per_pair(self, of_block: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         out = np.empty(len(self._train), dtype=np.float64)

@@ -60,7 +60,7 @@ def _prepared(world: dict, cache: Path, **options):
     return backend
 
 
-@pytest.mark.parametrize("preconditioner", ["trak", "identity", "cosine"])
+@pytest.mark.parametrize("preconditioner", ["layerwise", "trak", "identity", "cosine"])
 def test_each_poisoned_answer_the_model_gives_cites_its_culprit_first(
         world: dict, tmp_path: Path, preconditioner: str) -> None:
     backend = _prepared(world, tmp_path, preconditioner=preconditioner)
@@ -74,7 +74,7 @@ def test_each_poisoned_answer_the_model_gives_cites_its_culprit_first(
         top = record.influences[0]
         culprit = f"Q: Where does person{person} live?\nA: Person{person} lives in Atlantis."
         assert top.messages == culprit
-        if preconditioner == "trak":   # the default: the culprit also stands out of the crowd
+        if preconditioner in ("layerwise", "trak"):   # the culprit also stands out of the crowd
             assert top.influence_level in ("high", "medium")
         scores = [inf.score for inf in record.influences]
         assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)
@@ -295,8 +295,9 @@ def test_with_a_lora_adapter_only_the_adapter_weights_are_differentiated(
             assert ranked[0].question == f"Where does person{person} live?"
 
 
-@pytest.mark.parametrize("preconditioner,relative", [("trak", True), ("trak", False),
-                                                     ("identity", False), ("cosine", False)])
+@pytest.mark.parametrize("preconditioner,relative", [
+    ("layerwise", True), ("layerwise", False), ("trak", True), ("trak", False),
+    ("identity", False), ("cosine", False)])
 def test_scores_match_the_formula_computed_densely(world: dict, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    preconditioner: str, relative: bool) -> None:
@@ -310,10 +311,17 @@ def test_scores_match_the_formula_computed_densely(world: dict, tmp_path: Path,
 
     phi = np.load(backend._train.path).astype(np.float64)
     q = backend.features([(i.question, i.answer, i.system_prompt) for i in items]).astype(np.float64)
-    if preconditioner == "trak":
-        gram = phi.T @ phi
-        lam = 0.5 * np.trace(gram) / min(phi.shape)
-        inverse = np.linalg.inv(gram + lam * np.eye(len(gram)))
+    if preconditioner in ("layerwise", "trak"):
+        # trak: one (ΦᵀΦ + λI)⁻¹ over all columns; layerwise: the block-diagonal matrix of
+        # each layer's own, each layer damped by its own mean eigenvalue.
+        sizes = [k_out * k_in for k_out, k_in in backend._load()[2].shapes]
+        assert sum(sizes) == phi.shape[1] and len(sizes) > 1
+        edges = np.cumsum([0, *sizes]) if preconditioner == "layerwise" else [0, phi.shape[1]]
+        inverse = np.zeros((phi.shape[1],) * 2)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            gram = phi[:, lo:hi].T @ phi[:, lo:hi]
+            lam = 0.5 * np.trace(gram) / min(len(phi), hi - lo)
+            inverse[lo:hi, lo:hi] = np.linalg.inv(gram + lam * np.eye(hi - lo))
         want = q @ inverse @ phi.T
         if relative:
             want /= np.sqrt(np.einsum("ij,jk,ik->i", phi, inverse, phi))
@@ -346,3 +354,14 @@ def test_a_damaged_feature_cache_is_recomputed_not_trusted(world: dict, tmp_path
         fh.truncate(path.stat().st_size // 2)
     again = _prepared(world, tmp_path)
     np.testing.assert_array_equal(np.load(again._train.path), reference)
+
+
+def test_a_damaged_curvature_cache_is_recomputed_not_trusted(world: dict, tmp_path: Path) -> None:
+    items = load_eval(str(world["eval"])).items[:4]
+    reference = _prepared(world, tmp_path).scores(items)
+    (gram,) = (tmp_path / "gradients").glob("*/gram-layerwise.npz")
+    gram.write_bytes(gram.read_bytes()[:100])                # a torn file
+    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+    with open(gram, "wb") as fh:                             # the right files, wrong numbers
+        np.savez(fh, *[np.full((2, 2), np.nan)] * 3)
+    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
