@@ -73,6 +73,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._atomic import atomic_open
 from ..calibration import LevelCalibration, assign_levels
 from ..embeddings import _fingerprint, default_cache_dir
 from ..errors import BackendError, ConfigError
@@ -482,8 +483,9 @@ class GradientBackend(AttributionBackend):
                 done = 0   # a torn cache is recomputed, never trusted
         if done == 0:
             state.unlink(missing_ok=True)
-            for stale in directory.glob("gram-*.npz"):
-                stale.unlink()
+            # Curvature of the old features; gram.npy is the name refine 0.x used for trak's.
+            for stale in [directory / "gram.npy", *directory.glob("gram-*.npz")]:
+                stale.unlink(missing_ok=True)
             feats = FeatureFile.create(path, shape)
         advance = progress("gradients of training pairs", len(self._pairs))
         advance(done)
@@ -528,10 +530,8 @@ class GradientBackend(AttributionBackend):
                 for index, (lo, hi) in enumerate(spans):
                     grams[index] = dsyrk(1.0, block[:, lo:hi], beta=1.0, c=grams[index],
                                          trans=1, lower=1, overwrite_c=1)
-            tmp = directory / f"gram-{kind}.tmp.npz"
-            with open(tmp, "wb") as fh:
+            with atomic_open(gram_path) as fh:
                 np.savez(fh, *grams)
-            os.replace(tmp, gram_path)
         factors = []
         while grams:
             gram = grams.pop(0)
@@ -579,7 +579,8 @@ class GradientBackend(AttributionBackend):
                 if len(saved.files) != len(spans):
                     return None
                 grams = [np.asfortranarray(saved[f"arr_{i}"]) for i in range(len(spans))]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile):
+            # TypeError: a plain .npy at that path is no context manager
             return None   # torn or foreign: recomputed, never trusted
         if any(g.shape != (hi - lo,) * 2 or g.dtype != np.float64 or not np.isfinite(g).all()
                for g, (lo, hi) in zip(grams, spans)):

@@ -295,17 +295,20 @@ def test_with_a_lora_adapter_only_the_adapter_weights_are_differentiated(
             assert ranked[0].question == f"Where does person{person} live?"
 
 
-@pytest.mark.parametrize("preconditioner,relative", [
-    ("layerwise", True), ("layerwise", False), ("trak", True), ("trak", False),
-    ("identity", False), ("cosine", False)])
+@pytest.mark.parametrize("preconditioner,relative,projection_dim", [
+    ("layerwise", True, 1024), ("layerwise", False, 1024), ("trak", True, 1024),
+    ("trak", False, 1024), ("identity", False, 1024), ("cosine", False, 1024),
+    # fewer columns per layer than training pairs: λ_l follows D_l, not N
+    ("layerwise", True, 256)])
 def test_scores_match_the_formula_computed_densely(world: dict, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
-                                                   preconditioner: str, relative: bool) -> None:
+                                                   preconditioner: str, relative: bool,
+                                                   projection_dim: int) -> None:
     from refine.attribution import gradient
 
     monkeypatch.setattr(gradient, "_SCORE_CHUNK", 7)       # many blocks, a short last one
     backend = _prepared(world, tmp_path, preconditioner=preconditioner, relative=relative,
-                        damping=0.5)
+                        damping=0.5, projection_dim=projection_dim)
     items = load_eval(str(world["eval"])).items[:5]
     got = backend.scores(items)
 
@@ -316,6 +319,7 @@ def test_scores_match_the_formula_computed_densely(world: dict, tmp_path: Path,
         # each layer's own, each layer damped by its own mean eigenvalue.
         sizes = [k_out * k_in for k_out, k_in in backend._load()[2].shapes]
         assert sum(sizes) == phi.shape[1] and len(sizes) > 1
+        assert (max(sizes) < len(phi)) == (projection_dim == 256)
         edges = np.cumsum([0, *sizes]) if preconditioner == "layerwise" else [0, phi.shape[1]]
         inverse = np.zeros((phi.shape[1],) * 2)
         for lo, hi in zip(edges[:-1], edges[1:]):
@@ -362,6 +366,27 @@ def test_a_damaged_curvature_cache_is_recomputed_not_trusted(world: dict, tmp_pa
     (gram,) = (tmp_path / "gradients").glob("*/gram-layerwise.npz")
     gram.write_bytes(gram.read_bytes()[:100])                # a torn file
     np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
-    with open(gram, "wb") as fh:                             # the right files, wrong numbers
-        np.savez(fh, *[np.full((2, 2), np.nan)] * 3)
+    with np.load(gram) as saved:                             # the right shapes, wrong numbers
+        shapes = [saved[name].shape for name in saved.files]
+    with open(gram, "wb") as fh:
+        np.savez(fh, *[np.full(shape, np.nan) for shape in shapes])
+    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+    with open(gram, "wb") as fh:                             # one block short
+        np.savez(fh, *[np.eye(shape[0]) for shape in shapes[1:]])
+    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+    np.save(gram.with_suffix(".npy"), np.eye(3))             # not an archive at all
+    gram.with_suffix(".npy").replace(gram)
+    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+
+
+def test_the_curvature_is_computed_once_and_then_read_from_the_cache(
+        world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scipy.linalg.blas
+
+    items = load_eval(str(world["eval"])).items[:4]
+    reference = _prepared(world, tmp_path).scores(items)
+
+    def no_accumulation(*args, **kwargs):
+        raise AssertionError("the Gram blocks were accumulated again")
+    monkeypatch.setattr(scipy.linalg.blas, "dsyrk", no_accumulation)
     np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
