@@ -8,6 +8,10 @@
    the client — does not stand in for client overhead.
 2. server_requests_per_s — the embedding backend over 20,000 pairs, no injected latency,
    1,000 unseen questions (nothing cached), through the same client at concurrency 8.
+3. faulted_finished_first_run — every 4th request the server answers with a fault, in turn:
+   429 with Retry-After, 500, a body cut off mid-way, a stall longer than the client's
+   timeout, a 200 whose body is not JSON. How many items one first run finishes, out of all
+   (target: all), with the default retry settings.
 
 Prints one JSON line.
 """
@@ -37,8 +41,48 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_main(port: int, latency: float, train: list[str]) -> None:
-    """The server process: `refine serve`'s app, plus a fixed delay per request."""
+FAULT_TIMEOUT = 2.0   # the client's timeout in the faulted run; the stall fault outlasts it
+
+
+def _faulty(app):  # noqa: ANN001, ANN202
+    """Every 4th attribution request gets a fault, the five kinds in turn."""
+    import asyncio
+    import itertools
+
+    counter = itertools.count(1)
+
+    async def send_json(send, status: int, body: bytes, headers=()) -> None:  # noqa: ANN001
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def wrapped(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http" or not scope["path"].endswith("influential-finetuning-data"):
+            return await app(scope, receive, send)
+        n = next(counter)
+        if n % 4:
+            return await app(scope, receive, send)
+        kind = (n // 4) % 5
+        if kind == 0:
+            return await send_json(send, 429, b'{"detail": "slow down"}', [(b"retry-after", b"1")])
+        if kind == 1:
+            return await send_json(send, 500, b'{"detail": "oops"}')
+        if kind == 2:   # a body cut off: fewer bytes than Content-Length, then the connection ends
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"1000")]})
+            await send({"type": "http.response.body", "body": b'{"results": [', "more_body": False})
+            return None
+        if kind == 3:
+            await asyncio.sleep(FAULT_TIMEOUT + 1)
+            return await app(scope, receive, send)
+        return await send_json(send, 200, b"<html>bad gateway</html>")
+
+    return wrapped
+
+
+def serve_main(port: int, latency: float, train: list[str], faults: bool = False) -> None:
+    """The server process: `refine serve`'s app, plus a fixed delay per request (and faults)."""
     import asyncio
 
     import uvicorn
@@ -58,14 +102,17 @@ def serve_main(port: int, latency: float, train: list[str]) -> None:
             await asyncio.sleep(latency)
             return await call_next(request)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=256)
+    uvicorn.run(_faulty(app) if faults else app, host="127.0.0.1", port=port, log_level="critical",
+                backlog=256)
 
 
-def start_server(root: Path, train: Path, latency: float) -> tuple[subprocess.Popen, str]:
+def start_server(root: Path, train: Path, latency: float,
+                 faults: bool = False) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(latency), str(train)],
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(latency), str(train)]
+                            + (["--faults"] if faults else []),
                             env={**os.environ, "REFINE_CACHE_DIR": str(root / "cache")})
     url = f"http://127.0.0.1:{port}"
     # Encoding 20,000 pairs (twice: Q+A and answer) takes minutes on two cores the first time.
@@ -86,14 +133,19 @@ def eval_items(pairs: list, n: int, offset: int) -> list[dict]:
             for i in range(n)]
 
 
-def timed_collect(train: Path, evalf: Path, run: Path, url: str, concurrency: int) -> float:
+def timed_collect(train: Path, evalf: Path, run: Path, url: str, concurrency: int,
+                  **options) -> tuple[float, object]:
     import refine
 
     settings = refine.CollectSettings(backend="seekrflow", backend_options={
-        "model_id": "bench", "base_url": url, "concurrency": concurrency})
+        "model_id": "bench", "base_url": url, "concurrency": concurrency, **options})
     start = time.perf_counter()
     result = refine.collect([str(train)], str(evalf), run, settings, progress=False)
-    elapsed = time.perf_counter() - start
+    return time.perf_counter() - start, result
+
+
+def _complete(timed: tuple[float, object]) -> float:
+    elapsed, result = timed
     if result.failed:
         raise RuntimeError(f"{len(result.failed)} items failed")
     return elapsed
@@ -102,12 +154,13 @@ def timed_collect(train: Path, evalf: Path, run: Path, url: str, concurrency: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", nargs=3, metavar=("PORT", "LATENCY", "TRAIN"), help=argparse.SUPPRESS)
+    parser.add_argument("--faults", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=20000)
     parser.add_argument("--small", action="store_true", help="200 items, 2,000 pairs")
     args = parser.parse_args()
     if args.serve:
-        return serve_main(int(args.serve[0]), float(args.serve[1]), [args.serve[2]])
+        return serve_main(int(args.serve[0]), float(args.serve[1]), [args.serve[2]], args.faults)
     items_n, pairs_n = (200, 2000) if args.small else (args.items, args.pairs)
     latency, concurrency = 0.1, 32
     with stdout_to_stderr() as real_stdout, tempfile.TemporaryDirectory() as tmp:
@@ -129,7 +182,7 @@ def main() -> None:
         server, url = start_server(root, small_train, latency)
         try:
             log("latency run ...")
-            wall = timed_collect(small_train, first, root / "run1", url, concurrency)
+            wall = _complete(timed_collect(small_train, first, root / "run1", url, concurrency))
         finally:
             server.terminate()
             server.wait()
@@ -139,7 +192,20 @@ def main() -> None:
         server, url = start_server(root, big_train, 0.0)
         try:
             log("throughput run ...")
-            served = timed_collect(big_train, second, root / "run2", url, 8)
+            served = _complete(timed_collect(big_train, second, root / "run2", url, 8))
+        finally:
+            server.terminate()
+            server.wait()
+
+        # 3. one first run against a server that faults every 4th request
+        faulted_n = min(items_n, 200)
+        faulted_eval = root / "eval3.jsonl"
+        write_jsonl(faulted_eval, iter(eval_items(pairs[:500], faulted_n, 3)))
+        server, url = start_server(root, small_train, 0.0, faults=True)
+        try:
+            log("faulted run ...")
+            faulted_wall, faulted = timed_collect(small_train, faulted_eval, root / "run3", url, 8,
+                                                  timeout=FAULT_TIMEOUT)
         finally:
             server.terminate()
             server.wait()
@@ -147,7 +213,9 @@ def main() -> None:
                "latency_s": latency, "wall_s": round(wall, 3), "bound_s": round(bound, 3),
                "ratio_vs_bound": round(wall / bound, 3), "target_ratio_vs_bound": 1.3,
                "server_pairs": pairs_n, "server_requests": items_n,
-               "server_requests_per_s": round(items_n / served, 1)})
+               "server_requests_per_s": round(items_n / served, 1),
+               "faulted_items": faulted_n, "faulted_finished_first_run": faulted.done,
+               "faulted_wall_s": round(faulted_wall, 2), "target_faulted_finished": faulted_n})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import importlib
 from typing import Any
 
 from ._version import __version__
-from .errors import BackendError, ConfigError, InputError, RefineError, RunDirError
+from .errors import BackendError, ConfigError, IncompleteRunError, InputError, RefineError, RunDirError
 
 _LAZY = {
     "Attribution": "records",
@@ -55,8 +55,8 @@ _LAZY = {
     "run_recipe": "recipe",
 }
 
-__all__ = sorted([*_LAZY, "BackendError", "ConfigError", "InputError", "RefineError",
-                  "RunDirError", "__version__"])
+__all__ = sorted([*_LAZY, "BackendError", "ConfigError", "IncompleteRunError", "InputError",
+                  "RefineError", "RunDirError", "__version__"])
 
 
 def __getattr__(name: str) -> Any:

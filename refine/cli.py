@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 
 from ._version import __version__
-from .errors import ConfigError, RefineError
+from .errors import ConfigError, IncompleteRunError, RefineError
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,12 +42,19 @@ def main() -> None:
     """
 
 
+LAYOUT_NAMES = ["messages", "sharegpt", "alpaca", "prompt_completion", "question_answer"]
+
+
 @main.command("collect")
-@click.option("--train", "train", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Training file (chat JSONL, prompt/completion or question/answer JSONL, or "
-                   "Parquet QA). Repeat for several files.")
-@click.option("--eval", "eval_path", required=True, type=click.Path(dir_okay=False),
-              help="Eval set JSONL: question, answer, and verdict or reference.")
+@click.option("--train", "train", multiple=True, required=True, metavar="SOURCE",
+              help="Training data: a JSONL, JSON, CSV, TSV or Parquet file, or a saved Hugging Face "
+                   "dataset directory (DIR, or DIR:split for a DatasetDict). Repeat for several.")
+@click.option("--eval", "eval_path", required=True, metavar="SOURCE",
+              help="Eval set (any training source): question, answer, and verdict or reference.")
+@click.option("--format", "train_format", type=click.Choice(LAYOUT_NAMES), default=None,
+              help="Record layout of the training sources (default: detected per record or file).")
+@click.option("--eval-format", "eval_format", type=click.Choice(LAYOUT_NAMES), default=None,
+              help="Record layout of the eval set (default: detected).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Run directory to write (resumed when it holds the same run).")
 @click.option("--backend", default="embedding", show_default=True, help="Attribution backend.")
@@ -75,14 +82,17 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Start RUN afresh even if it holds another run.")
 @_set_options
 @_handle_errors
-def collect_command(train: tuple[str, ...], eval_path: str, out: str, backend: str, top_k: int,
+def collect_command(train: tuple[str, ...], eval_path: str, train_format: str | None,
+                    eval_format: str | None, out: str, backend: str, top_k: int,
                     model: str | None, adapter: str | None, options: tuple[str, ...],
                     batch_size: int, model_id: str | None, base_url: str | None, concurrency: int | None,
                     rate: float | None, timeout: float | None, max_retries: int | None,
                     skip_invalid: bool, overwrite: bool, quiet: bool) -> None:
     """Attribute every eval item to training pairs; write the run directory OUT.
 
-    The seekrflow backend reads its API key from $SEEKR_API_KEY.
+    The seekrflow backend reads its API key from $SEEKR_API_KEY (and $SEEKR_TEAM_ID,
+    $SEEKR_BASE_URL as the official SDK does). Exit code 3 when items are left failed: run the
+    same command again to retry just those.
     """
     from .collection import CollectSettings, collect
     from .recipe import parse_key_values
@@ -93,9 +103,12 @@ def collect_command(train: tuple[str, ...], eval_path: str, out: str, backend: s
              "max_retries": max_retries}
     backend_options.update({k: v for k, v in named.items() if v is not None})
     settings = CollectSettings(backend=backend, top_k=top_k, backend_options=backend_options,
-                               batch_size=batch_size, skip_invalid=skip_invalid)
+                               batch_size=batch_size, skip_invalid=skip_invalid,
+                               train_format=train_format, eval_format=eval_format)
     result = collect(list(train), eval_path, out, settings, overwrite=overwrite, progress=not quiet)
     _report_collect(result)
+    if result.failed:
+        sys.exit(IncompleteRunError.exit_code)
 
 
 def _report_collect(result: Any) -> None:
@@ -152,7 +165,8 @@ def _mode_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @main.command("emit")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(),
-              help="Output JSONL (a directory when the run has several training files).")
+              help="Output file (or dataset directory) in the input's format; a directory of them "
+                   "when the run has several training sources.")
 @_mode_options
 @click.option("--counterexamples", is_flag=True,
               help="Append corrected pairs (eval question + reference) for failure modes that "
@@ -272,11 +286,9 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
 
 
 @main.command("check")
-@click.argument("train", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--eval", "eval_path", type=click.Path(dir_okay=False),
-              help="Eval set: enables the leakage check.")
-@click.option("--baseline", multiple=True, type=click.Path(dir_okay=False),
-              help="The original training file(s): enables the size guard.")
+@click.argument("train", nargs=-1, required=True)
+@click.option("--eval", "eval_path", help="Eval set: enables the leakage check.")
+@click.option("--baseline", multiple=True, help="The original training source(s): enables the size guard.")
 @click.option("--flags", "flags_run", type=click.Path(file_okay=False),
               help="A flagged run directory: enables the flagged-pairs-still-present check.")
 @click.option("--select", multiple=True, metavar="CHECK", help="Run only these checks. Repeatable.")
@@ -333,8 +345,8 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
 
 
 @main.command("serve")
-@click.option("--train", "train", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Training file(s) the server attributes to. Repeatable.")
+@click.option("--train", "train", multiple=True, required=True, metavar="SOURCE",
+              help="Training source(s) the server attributes to (as for collect). Repeatable.")
 @click.option("--backend", default="embedding", show_default=True, help="Local attribution backend.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option.")
 @click.option("--top-k", default=10, show_default=True, type=int)
@@ -342,9 +354,10 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
               help="The model id the route answers for.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback needs --api-key-env.")
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to bind; 0 picks a free one.")
 @click.option("--api-key-env", default=None, metavar="VAR",
-              help="Require `Authorization: Bearer $VAR` on the attribution route.")
+              help="Require the key in $VAR on the attribution route, sent as `Authorization: KEY` "
+                   "(the SeekrFlow SDK's form) or `Authorization: Bearer KEY`.")
 @_handle_errors
 def serve_command(train: tuple[str, ...], backend: str, options: tuple[str, ...], top_k: int,
                   model_id: str, host: str, port: int, api_key_env: str | None) -> None:
@@ -359,8 +372,13 @@ def serve_command(train: tuple[str, ...], backend: str, options: tuple[str, ...]
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise ConfigError(f"environment variable {api_key_env} is not set", key="--api-key-env")
+    def ready(url: str) -> None:
+        click.echo(f"serving model {model_id!r} ({backend} backend) on {url} "
+                   f"(route: {url}/v1/flow/explain/models/{model_id}/influential-finetuning-data; "
+                   "Ctrl-C to stop)")
+
     serve(list(train), backend=backend, backend_options=parse_key_values(options, "--option"),
-          top_k=top_k, model_id=model_id, host=host, port=port, api_key=api_key)
+          top_k=top_k, model_id=model_id, host=host, port=port, api_key=api_key, on_ready=ready)
 
 
 if __name__ == "__main__":  # pragma: no cover

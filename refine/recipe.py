@@ -4,18 +4,20 @@
 
     name: quickstart                # optional
     description: ...                # optional
-    train: [data/a.jsonl, data/b.jsonl]
+    train: [data/a.jsonl, data/b.csv, data/hf_dir:train,  # any training source; a mapping
+            {path: data/c.csv, format: alpaca}]       # names one source's record layout
     eval: data/eval.jsonl
     run_dir: runs/quickstart
     overwrite: false                # start the run directory afresh
     collect: {backend: embedding, top_k: 10, batch_size: 32, skip_invalid: false,
+              train_format: null, eval_format: null,    # record layouts; null: detected
               backend_options: {model: default}}
     grade: {f1_min: 0.2, key_recall_min: 0.5, semantic_min: 0.4, require_numbers: true}
     flag: {min_bad: 2, alpha: 0.1, level_weights: {high: 1.0, medium: 0.5, low: 0.25}}
     cluster: {enabled: true, distance_threshold: 0.6, min_size: 3}
     report: {enabled: true}                      # RUN/report.html and RUN/report.md
-    emit: {out: runs/quickstart/refined.jsonl,   # default: <run_dir>/refined.jsonl, or
-                                                 # <run_dir>/refined/ for several train files
+    emit: {out: runs/quickstart/refined.jsonl,   # default: <run_dir>/refined.<input's suffix>,
+                                                 # or <run_dir>/refined/ for several sources
            mode: prune,                          # prune | edit | quarantine
            counterexamples: false, question_min: 0.75, agree_min: 0.8}
 
@@ -36,11 +38,13 @@ import yaml
 from .clustering import ClusterResult, ClusterSettings, cluster
 from .collection import CollectResult, CollectSettings, collect
 from .emission import EmitResult, emit
-from .errors import ConfigError
+from .errors import ConfigError, IncompleteRunError
 from .flagging import FlagResult, FlagSettings, flag
 from .decisions import MODES, EditSettings
 from .grading import GradeSettings
+from .layouts import get_layout
 from .reporting import ReportResult, ReportSettings, report
+from .training import TrainingInput
 
 __all__ = ["Recipe", "RecipeResult", "load_recipe", "run_recipe"]
 
@@ -62,7 +66,7 @@ _REQUIRED = ("train", "eval", "run_dir")
 class Recipe:
     path: Path
     name: str
-    train: list[str]
+    train: list[str | TrainingInput]
     eval: str
     run_dir: str
     emit_out: str
@@ -185,13 +189,29 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     def resolve(p: str) -> str:
         return os.path.normpath(p if Path(p).is_absolute() else base / p)
 
-    train = data["train"] if isinstance(data["train"], list) else [data["train"]]
-    if not train or not all(isinstance(t, str) for t in train):
-        raise ConfigError("must be a path or a list of paths", key="train", file=file,
-                          line=lines.get(("train",)))
+    train_entries = data["train"] if isinstance(data["train"], list) else [data["train"]]
+    train: list[str | TrainingInput] = []
+    for entry in train_entries:
+        if isinstance(entry, dict) and set(entry) <= {"path", "format"} and isinstance(entry.get("path"), str):
+            try:
+                layout = get_layout(entry["format"], key="train.format").name if entry.get("format") else None
+            except ConfigError as exc:
+                raise ConfigError(exc.message, key=exc.key, file=file, line=lines.get(("train",))) from None
+            train.append(TrainingInput(resolve(entry["path"]), layout))
+        elif isinstance(entry, str):
+            train.append(resolve(entry))
+        else:
+            train = []
+            break
+    if not train:
+        raise ConfigError("must be a source or a list of sources (a path, or {path: ..., format: ...})",
+                          key="train", file=file, line=lines.get(("train",)))
     run_dir = resolve(data["run_dir"])
     emit_cfg = data.get("emit") or {}
-    default_out = Path(run_dir) / ("refined.jsonl" if len(train) == 1 else "refined")
+    # One source: its refined copy in the same format (a dataset directory has no suffix).
+    first = Path(train[0].path if isinstance(train[0], TrainingInput) else train[0])
+    default_out = Path(run_dir) / ("refined" + (first.suffix if first.is_file() else "")
+                                   if len(train) == 1 else "refined")
     collect_cfg = dict(data.get("collect") or {})
     options = collect_cfg.get("backend_options")
     if isinstance(options, dict):
@@ -220,7 +240,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     return Recipe(
         path=path,
         name=str(data.get("name") or path.stem),
-        train=[resolve(t) for t in train],
+        train=train,
         eval=resolve(data["eval"]),
         run_dir=run_dir,
         emit_out=resolve(emit_cfg["out"]) if "out" in emit_cfg else str(default_out),
@@ -239,6 +259,12 @@ def run_recipe(recipe: Recipe, *, progress: bool = True) -> RecipeResult:
     """collect → flag → cluster → report → emit, as the recipe says."""
     collected = collect(recipe.train, recipe.eval, recipe.run_dir, recipe.collect,
                         overwrite=recipe.overwrite, progress=progress)
+    if collected.failed:
+        # Flags and a dataset from part of the eval set would look complete; they are not.
+        shown = ", ".join(collected.failed[:5]) + (" …" if len(collected.failed) > 5 else "")
+        raise IncompleteRunError(f"{recipe.run_dir}: {len(collected.failed)} of {collected.items} eval "
+                                 f"items failed ({shown}); nothing was flagged or emitted. Run the "
+                                 "recipe again to retry just those")
     flagged = flag(recipe.run_dir, recipe.flag)
     clustered = None
     if recipe.cluster is not None and flagged.bad_items:

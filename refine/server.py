@@ -6,7 +6,9 @@ Routes:
   ``question`` (required), ``system_prompt``, ``answer``; the SeekrFlow response schema;
 * ``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``).
 
-With an API key configured, the attribution route requires ``Authorization: Bearer <key>``.
+With an API key configured, the attribution route requires it in the ``Authorization`` header,
+either bare (``Authorization: <key>``, as the official SeekrFlow SDK sends it) or as
+``Authorization: Bearer <key>``.
 Bad requests get a 4xx with a JSON ``detail``. The server binds to 127.0.0.1 unless told
 otherwise, and refuses a non-loopback host without an API key.
 """
@@ -17,8 +19,9 @@ otherwise, and refuses a non-loopback host without an API key.
 # that name function-local classes.
 import hmac
 import ipaddress
+import socket
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from .attribution.base import AttributionBackend
 from .errors import ConfigError
@@ -38,6 +41,16 @@ def check_bind(host: str, api_key: str | None) -> None:
     if not loopback and not api_key:
         raise ConfigError(f"refusing to listen on {host} without an API key: set one with "
                           "--api-key-env VAR (or bind to 127.0.0.1)", key="host")
+
+
+def key_matches(header: str, api_key: str) -> bool:
+    """Whether an Authorization header carries `api_key`: bare (the SDK's form) or as Bearer."""
+    given = header.strip()
+    scheme, _, rest = given.partition(" ")
+    if scheme.lower() == "bearer":
+        given = rest.strip()
+    # Constant time whatever the form, so a wrong key says nothing about the right one.
+    return hmac.compare_digest(given.encode(), api_key.encode())
 
 
 def create_app(backend: AttributionBackend, *, model_id: str, api_key: str | None = None,
@@ -72,8 +85,7 @@ def create_app(backend: AttributionBackend, *, model_id: str, api_key: str | Non
     def authorize(request: Request) -> None:
         if api_key is None:
             return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+        if not key_matches(request.headers.get("authorization", ""), api_key):
             raise HTTPException(status_code=401, detail="missing or wrong API key",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -108,10 +120,30 @@ def create_app(backend: AttributionBackend, *, model_id: str, api_key: str | Non
     return app
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port), or a ConfigError saying why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", key="port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(train: list[str], *, backend: str = "embedding", backend_options: dict | None = None,
           top_k: int = 10, model_id: str = "local", host: str = "127.0.0.1", port: int = 8000,
-          api_key: str | None = None, progress: bool = True) -> None:
-    """Load the training files, prepare the backend, and serve until interrupted."""
+          api_key: str | None = None, progress: bool = True,
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Load the training files, prepare the backend, and serve until interrupted.
+
+    `on_ready(url)` is called with the address actually bound (port 0 picks a free one) just
+    before requests are accepted.
+    """
     check_bind(host, api_key)
     from ._progress import Progress
     from .attribution.base import make_backend
@@ -124,4 +156,13 @@ def serve(train: list[str], *, backend: str = "embedding", backend_options: dict
     app = create_app(instance, model_id=model_id, api_key=api_key, pairs=len(training.pairs))
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    sock = _listen(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    if on_ready is not None:
+        on_ready(f"http://{shown}:{bound_port}")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

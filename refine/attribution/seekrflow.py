@@ -1,5 +1,12 @@
 """SeekrFlow attribution over HTTP: one request per eval item, many in flight.
 
+The requests are the official SDK's (:mod:`refine.seekrflow.client`): the key from
+``$SEEKR_API_KEY`` (or the variable ``api_key_env`` names) as a bare ``Authorization`` header,
+``x-team-id`` from ``team_id`` or ``$SEEKR_TEAM_ID``, the base URL from ``base_url`` or
+``$SEEKR_BASE_URL``. A refused key (401/403) or an unknown model (404) stops the collection
+at once with one error — every other request would fail the same way; finished items stay
+saved in the journal. Any other failure marks only that item failed, for the next run.
+
 Each result ("Q: …\\nA: …") is mapped back to a line of the user's training files by its
 normalised question and answer (the pair id), or, failing that, by its question when that
 question is unique among the local pairs of the same ``file_id``. A result that matches no
@@ -17,10 +24,11 @@ from dataclasses import dataclass, field, fields
 from typing import Iterator
 from urllib.parse import urlparse
 
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from ..evalset import EvalItem
 from ..records import Attribution, Influence
-from ..seekrflow.client import DEFAULT_BASE_URL, AsyncSeekrFlowClient, InfluenceResult, RetryPolicy, SeekrFlowError
+from ..seekrflow.client import (AsyncSeekrFlowClient, InfluenceResult, RetryPolicy, SeekrFlowError,
+                                resolve_base_url)
 from ..text import normalize, pair_key
 from ..training import TrainingPair, TrainingSet
 from .base import AttributionBackend
@@ -33,20 +41,23 @@ _RUNTIME = {"affects_results": False}
 @dataclass(frozen=True)
 class SeekrFlowOptions:
     model_id: str | None = None
-    base_url: str = DEFAULT_BASE_URL
+    base_url: str | None = None        # None: $SEEKR_BASE_URL, else https://flow.seekr.com
     concurrency: int = field(default=8, metadata=_RUNTIME)
     rate: float | None = field(default=None, metadata=_RUNTIME)
     timeout: float = field(default=60.0, metadata=_RUNTIME)
     max_retries: int = field(default=5, metadata=_RUNTIME)
     backoff_base: float = field(default=0.5, metadata=_RUNTIME)
     api_key_env: str = field(default="SEEKR_API_KEY", metadata=_RUNTIME)
+    team_id: str | None = field(default=None, metadata=_RUNTIME)   # None: $SEEKR_TEAM_ID
 
     def __post_init__(self) -> None:
         if not self.model_id or not isinstance(self.model_id, str):
             raise ConfigError("is required for the seekrflow backend (--model-id)",
                               key="backend_options.model_id")
-        if urlparse(self.base_url).scheme not in ("http", "https"):
-            raise ConfigError(f"must be an http(s) URL, got {self.base_url!r}",
+        url = resolve_base_url(self.base_url)
+        if urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname:
+            source = "" if self.base_url else " (from $SEEKR_BASE_URL)"
+            raise ConfigError(f"must be an http(s) URL, got {url.rstrip('/')!r}{source}",
                               key="backend_options.base_url")
         for name in ("concurrency", "max_retries"):
             value = getattr(self, name)
@@ -77,8 +88,9 @@ class SeekrFlowBackend(AttributionBackend):
 
     def __init__(self, options: SeekrFlowOptions, *, top_k: int) -> None:
         super().__init__(options, top_k=top_k)
+        self.base_url = resolve_base_url(options.base_url)
         self._api_key = os.environ.get(options.api_key_env) or None
-        if self._api_key is None and not _is_loopback(options.base_url):
+        if self._api_key is None and not _is_loopback(self.base_url):
             raise ConfigError(f"the environment variable {options.api_key_env} holding the API key "
                               "is not set", key="backend_options.api_key_env")
         self._by_key: dict[str, TrainingPair] = {}
@@ -87,6 +99,8 @@ class SeekrFlowBackend(AttributionBackend):
     def settings(self) -> dict:
         options = {f.name: getattr(self.options, f.name) for f in fields(self.options)
                    if f.metadata.get("affects_results", True)}
+        # The service asked decides the results, wherever its address came from.
+        options["base_url"] = self.base_url
         return {"backend": self.name, "options": options}
 
     def prepare(self, training: TrainingSet, progress) -> None:
@@ -122,14 +136,17 @@ class SeekrFlowBackend(AttributionBackend):
                 self.options.model_id, item.question, answer=item.answer,
                 system_prompt=item.system_prompt)
         except SeekrFlowError as exc:
+            if exc.fatal:
+                raise BackendError(f"seekrflow: {exc}. Stopped: every request would fail the same "
+                                   "way; finished items are saved and a re-run resumes") from None
             return Attribution(item.id, answer=item.answer, status="failed", error=str(exc))
         return self._record(item, response.results, response.answer, response.version)
 
     def _client(self) -> AsyncSeekrFlowClient:
         o = self.options
-        return AsyncSeekrFlowClient(self._api_key, base_url=o.base_url, timeout=o.timeout,
+        return AsyncSeekrFlowClient(self._api_key, base_url=self.base_url, timeout=o.timeout,
                                     retry=RetryPolicy(max_retries=o.max_retries, backoff_base=o.backoff_base),
-                                    concurrency=o.concurrency, rate=o.rate)
+                                    concurrency=o.concurrency, rate=o.rate, team_id=o.team_id)
 
     def attribute(self, items: list[EvalItem]) -> list[Attribution]:
         by_id = {record.eval_id: record for record in self.iter_attributions(items, len(items))}
@@ -147,15 +164,27 @@ class SeekrFlowBackend(AttributionBackend):
                     finished.put(await self._one(client, item))
 
                 pending: set[asyncio.Task] = set()
-                for item in items:
-                    if stop.is_set():
-                        break
-                    # Keep a bounded number of tasks queued, not one per eval item.
-                    while len(pending) >= 4 * self.options.concurrency:
-                        _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    pending.add(asyncio.create_task(one(item)))
-                if pending:
-                    await asyncio.gather(*pending)
+
+                async def settle(until: str) -> None:
+                    nonlocal pending
+                    done, pending = await asyncio.wait(pending, return_when=until)
+                    for task in done:
+                        task.result()   # a fatal error stops everything now
+
+                try:
+                    for item in items:
+                        if stop.is_set():
+                            break
+                        # Keep a bounded number of tasks queued, not one per eval item.
+                        while len(pending) >= 4 * self.options.concurrency:
+                            await settle(asyncio.FIRST_COMPLETED)
+                        pending.add(asyncio.create_task(one(item)))
+                    while pending:
+                        await settle(asyncio.FIRST_EXCEPTION)
+                finally:
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
 
         def worker() -> None:
             try:

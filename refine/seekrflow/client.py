@@ -1,15 +1,27 @@
 """SeekrFlow ``influential-finetuning-data`` over HTTP, sync and async, with retries.
 
-``GET {base_url}/v1/flow/explain/models/{model_id}/influential-finetuning-data``
-with query parameters ``question`` (required), ``system_prompt`` and ``answer`` (optional:
-without it the service generates the answer with the deployed model and echoes it back).
-The API key is sent as ``Authorization: Bearer <key>``; it is never logged, stored or put
-into an exception message.
+The request is the one the official SDK (``seekrai``, read from its source:
+``seekrai/client.py``, ``seekrai/utils/api_helpers.py``,
+``seekrai/resources/explainability.py``, ``seekrai/abstract/api_requestor.py``) sends for
+``client.explainability.get_influential_finetuning_data``:
 
-Retries: 408, 409, 429 and 5xx answers, timeouts and connection errors (a connection dropped
-mid-body included) are retried with exponential backoff and full jitter, honouring a
-``Retry-After`` header (seconds or an HTTP date). Other 4xx answers and malformed bodies are
-not retried: asking again would get the same answer.
+* ``GET {base}v1/flow/explain/models/{model_id}/influential-finetuning-data?{query}``, where
+  ``base`` is the base URL given, else ``$SEEKR_BASE_URL``, else ``https://flow.seekr.com``,
+  with a trailing ``/vN`` removed and a trailing ``/`` ensured; the model id goes into the path
+  as it is; the query is ``urlencode`` of ``question``, ``system_prompt``, ``answer`` in that
+  order with the absent ones left out;
+* ``Authorization: <key>`` — the bare key, no ``Bearer`` scheme;
+* ``x-team-id: <team>`` when a team is given or ``$SEEKR_TEAM_ID`` is set.
+
+The key is never logged, stored or put into an exception message.
+
+Retries (the request is an idempotent GET): 408, 409, 429 and 5xx answers, timeouts,
+connection errors (a connection dropped mid-body included) and 2xx answers whose body is not
+the documented JSON (a garbled or truncated body from a proxy or the service) are retried with
+exponential backoff and full jitter, honouring a ``Retry-After`` header (seconds or an HTTP
+date), at most ``max_retries`` times. 401/403 (the key is refused) and 404 (no such model)
+are *fatal*: they would be the same for every question, so a collection stops at once. Other
+4xx answers fail that one request without retrying.
 """
 
 from __future__ import annotations
@@ -17,35 +29,72 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from .._version import __version__
 from ..errors import BackendError
 from ..records import LEVELS
 
 __all__ = ["AsyncSeekrFlowClient", "InfluenceResponse", "InfluenceResult", "RetryPolicy",
-           "SeekrFlowClient", "SeekrFlowError", "parse_response"]
+           "SeekrFlowClient", "SeekrFlowError", "parse_response", "request_target",
+           "resolve_base_url"]
 
 DEFAULT_BASE_URL = "https://flow.seekr.com"
+BASE_URL_ENV = "SEEKR_BASE_URL"
+TEAM_ENV = "SEEKR_TEAM_ID"
+TEAM_HEADER = "x-team-id"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-ROUTE = "/v1/flow/explain/models/{model_id}/influential-finetuning-data"
+FATAL_STATUSES = frozenset({401, 403, 404})
+ROUTE = "v1/flow/explain/models/{model_id}/influential-finetuning-data"
 
 
 class SeekrFlowError(BackendError):
-    """A request failed for good (after retries, or for a reason retrying cannot fix)."""
+    """A request failed for good (after retries, or for a reason retrying cannot fix).
+
+    ``fatal``: every other request would fail the same way (the key is refused, the model does
+    not exist), so whoever is sending many should stop.
+    """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
-                 attempts: int = 1) -> None:
+                 attempts: int = 1, fatal: bool = False) -> None:
         self.status = status
         self.retryable = retryable
         self.attempts = attempts
+        self.fatal = fatal
         super().__init__(message)
+
+
+def resolve_base_url(base_url: str | None = None) -> str:
+    """The base URL as the SDK forms it: the argument, else $SEEKR_BASE_URL, else the default;
+    a trailing ``/vN`` removed (the version lives in each route) and a trailing ``/`` ensured."""
+    url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    url = re.sub(r"/v\d+/?$", "/", url)
+    return url if url.endswith("/") else url + "/"
+
+
+def request_target(base_url: str, model_id: str, question: str, answer: str | None = None,
+                   system_prompt: str | None = None, *, model_id_param: bool = False) -> str:
+    """The full URL of one attribution request, built as the SDK builds it (`model_id_param`:
+    as its async method does)."""
+    params = [("question", question), ("system_prompt", system_prompt), ("answer", answer)]
+    if model_id_param:
+        params.append(("model_id", model_id))
+    query = urlencode([(k, v) for k, v in params if v is not None])
+    # Split and joined as the SDK does, so that even a model id holding '?' or '#' goes out the
+    # same way (the query lands before any fragment).
+    scheme, netloc, path, base_query, fragment = urlsplit(base_url + ROUTE.format(model_id=model_id))
+    if base_query:
+        query = f"{base_query}&{query}"
+    return urlunsplit((scheme, netloc, path, query, fragment))
 
 
 @dataclass(frozen=True)
@@ -131,15 +180,6 @@ def _retry_after(response: httpx.Response) -> float | None:
     return (when - datetime.now(timezone.utc)).total_seconds()
 
 
-def _params(question: str, answer: str | None, system_prompt: str | None) -> dict[str, str]:
-    params = {"question": question}
-    if system_prompt is not None:
-        params["system_prompt"] = system_prompt
-    if answer is not None:
-        params["answer"] = answer
-    return params
-
-
 class _RateLimiter:
     """At most `rate` request starts per second, spread evenly."""
 
@@ -164,35 +204,40 @@ def _interpret(response: httpx.Response, attempts: int) -> InfluenceResponse:
     status = response.status_code
     if status in RETRY_STATUSES or status >= 500:
         raise SeekrFlowError(f"HTTP {status}", status=status, retryable=True, attempts=attempts)
+    detail = response.text[:200].replace("\n", " ")
     if status in (401, 403):
         raise SeekrFlowError(f"HTTP {status}: the API key was refused (check the environment "
-                             "variable holding it)", status=status, attempts=attempts)
+                             "variable holding it, and the team for a team-scoped key)",
+                             status=status, attempts=attempts, fatal=True)
+    if status == 404:
+        raise SeekrFlowError(f"HTTP 404: no such model at {response.request.url.host} ({detail}); "
+                             "check the model id and the base URL", status=status,
+                             attempts=attempts, fatal=True)
     if status >= 400:
-        detail = response.text[:200].replace("\n", " ")
         raise SeekrFlowError(f"HTTP {status}: {detail}", status=status, attempts=attempts)
     try:
         return parse_response(response.json())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SeekrFlowError(f"malformed response body (not JSON: {exc})", status=status,
-                             attempts=attempts) from None
+                             retryable=True, attempts=attempts) from None
     except ValueError as exc:
-        raise SeekrFlowError(f"malformed response body ({exc})", status=status,
+        raise SeekrFlowError(f"malformed response body ({exc})", status=status, retryable=True,
                              attempts=attempts) from None
 
 
 class _Base:
-    def __init__(self, api_key: str | None, base_url: str, timeout: float,
-                 retry: RetryPolicy | None, auth_scheme: str, seed: int | None) -> None:
-        self._headers = {"Accept": "application/json"}
+    def __init__(self, api_key: str | None, base_url: str | None, timeout: float,
+                 retry: RetryPolicy | None, team_id: str | None, seed: int | None) -> None:
+        self._headers = {"User-Agent": f"refine/{__version__}"}
         if api_key:
-            self._headers["Authorization"] = f"{auth_scheme} {api_key}".strip()
-        self.base_url = base_url.rstrip("/")
+            self._headers["Authorization"] = api_key
+        team_id = team_id or os.environ.get(TEAM_ENV)
+        if team_id:
+            self._headers[TEAM_HEADER] = team_id
+        self.base_url = resolve_base_url(base_url)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
-
-    def _url(self, model_id: str) -> str:
-        return self.base_url + ROUTE.format(model_id=quote(model_id, safe=""))
 
     def _outcome(self, attempt: int, response: httpx.Response | None,
                  error: Exception | None) -> InfluenceResponse | float:
@@ -224,20 +269,21 @@ _TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemotePro
 class SeekrFlowClient(_Base):
     """Blocking client, shaped like the SeekrFlow SDK's ``get_influential_finetuning_data``."""
 
-    def __init__(self, api_key: str | None = None, *, base_url: str = DEFAULT_BASE_URL,
+    def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
                  timeout: float = 60.0, retry: RetryPolicy | None = None,
-                 auth_scheme: str = "Bearer", seed: int | None = None,
+                 team_id: str | None = None, seed: int | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(api_key, base_url, timeout, retry, auth_scheme, seed)
+        super().__init__(api_key, base_url, timeout, retry, team_id, seed)
         self._http = httpx.Client(headers=self._headers, timeout=timeout, transport=transport)
 
-    def get_influential_finetuning_data(self, model_id: str, question: str, answer: str | None = None,
-                                        system_prompt: str | None = None) -> InfluenceResponse:
-        params = _params(question, answer, system_prompt)
+    def get_influential_finetuning_data(self, model_id: str, question: str,
+                                        system_prompt: str | None = None,
+                                        answer: str | None = None) -> InfluenceResponse:
+        url = request_target(self.base_url, model_id, question, answer, system_prompt)
         for attempt in range(self.retry.max_retries + 1):
             response, error = None, None
             try:
-                response = self._http.get(self._url(model_id), params=params)
+                response = self._http.get(url)
             except _TRANSPORT_ERRORS as exc:
                 error = exc
             outcome = self._outcome(attempt, response, error)
@@ -259,11 +305,11 @@ class SeekrFlowClient(_Base):
 class AsyncSeekrFlowClient(_Base):
     """asyncio client with bounded concurrency and an optional request-rate cap."""
 
-    def __init__(self, api_key: str | None = None, *, base_url: str = DEFAULT_BASE_URL,
+    def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
                  timeout: float = 60.0, retry: RetryPolicy | None = None,
-                 concurrency: int = 8, rate: float | None = None, auth_scheme: str = "Bearer",
+                 concurrency: int = 8, rate: float | None = None, team_id: str | None = None,
                  seed: int | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(api_key, base_url, timeout, retry, auth_scheme, seed)
+        super().__init__(api_key, base_url, timeout, retry, team_id, seed)
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.AsyncClient(headers=self._headers, timeout=timeout, limits=limits,
                                        transport=transport)
@@ -272,15 +318,16 @@ class AsyncSeekrFlowClient(_Base):
         self.retries = 0   # how many times any request was retried, for progress reports
 
     async def get_influential_finetuning_data(self, model_id: str, question: str,
-                                              answer: str | None = None,
-                                              system_prompt: str | None = None) -> InfluenceResponse:
-        params = _params(question, answer, system_prompt)
+                                              system_prompt: str | None = None,
+                                              answer: str | None = None) -> InfluenceResponse:
+        url = request_target(self.base_url, model_id, question, answer, system_prompt,
+                             model_id_param=True)
         for attempt in range(self.retry.max_retries + 1):
             response, error = None, None
             async with self._slots:   # the slot is not held while waiting to retry
                 await self._rate.wait()
                 try:
-                    response = await self._http.get(self._url(model_id), params=params)
+                    response = await self._http.get(url)
                 except _TRANSPORT_ERRORS as exc:
                     error = exc
             outcome = self._outcome(attempt, response, error)

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,44 +15,45 @@ from refine import CollectSettings, ConfigError, collect, flag
 from refine.server import check_bind
 
 from ..conftest import ROOT, SAMPLE
+from ..serve_process import refine_serve
 
 TRAIN = [str(SAMPLE / "train" / "support_faq.jsonl"), str(SAMPLE / "train" / "product_docs.jsonl")]
 KEY = "serve-test-key-77"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served():
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVE_KEY": KEY}
-    args = [sys.executable, "-m", "refine.cli", "serve", "--model-id", "northwind-ft",
-            "--port", str(port), "--api-key-env", "SERVE_KEY"]
+    args = ["--model-id", "northwind-ft", "--api-key-env", "SERVE_KEY"]
     for path in TRAIN:
         args += ["--train", path]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode())
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with refine_serve(*args, env={"SERVE_KEY": KEY}) as url:
+        yield url
 
 
-def _get(url: str, **params):
+def _get(url: str, authorization: str = f"Bearer {KEY}", **params):
     return httpx.get(f"{url}/v1/flow/explain/models/northwind-ft/influential-finetuning-data",
-                     params=params, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+                     params=params, headers={"Authorization": authorization}, timeout=30)
+
+
+def test_the_key_is_accepted_bare_as_the_sdk_sends_it_or_as_bearer(served: str) -> None:
+    params = {"question": "Refund?", "answer": "90 days."}
+    assert _get(served, KEY, **params).status_code == 200
+    assert _get(served, f"Bearer {KEY}", **params).status_code == 200
+    assert _get(served, f"bearer  {KEY}", **params).status_code == 200
+    for wrong in (f"Basic {KEY}", f"{KEY}x", f"Bearer {KEY[:-1]}", ""):
+        assert _get(served, wrong, **params).status_code == 401, wrong
+
+
+def test_serve_says_where_it_listens_and_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "refine.cli", "serve", "--train", TRAIN[0],
+                               "--port", str(port)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"error: 'port': cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
 def test_health_openapi_and_the_seekrflow_schema(served: str) -> None:

@@ -2,8 +2,12 @@
 
 ``[tag] Where does person3 live?`` — tags: ``ok``, ``slow`` (0.2 s), ``429once`` (429 with
 ``Retry-After: 1`` the first time), ``500once``, ``drop`` (connection closed mid-body the
-first time), ``hang`` (always slower than any test timeout), ``badjson``, ``401``. Every
-request is counted per question.
+first time), ``hang`` (always slower than any test timeout), ``hangonce``, ``badjson`` (a 200
+whose body is not JSON, always), ``badjsononce``, ``badshapeonce`` (JSON, but not the
+documented schema, the first time), ``401``. Every request is counted per question.
+
+Like the real service (as the official SDK speaks to it), the key is expected as the bare
+``Authorization`` header; the model ``missing`` does not exist (404).
 """
 
 from __future__ import annotations
@@ -80,8 +84,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.auth_headers.add(self.headers.get("Authorization", ""))
         if not url.path.endswith("/influential-finetuning-data"):
             return self._send(404, b'{"detail": "not found"}')
-        if self.server.api_key and self.headers.get("Authorization") != f"Bearer {self.server.api_key}":
+        if self.server.api_key and self.headers.get("Authorization") != self.server.api_key:
             return self._send(401, b'{"detail": "bad key"}')
+        if "/models/missing/" in url.path:
+            return self._send(404, b'{"detail": "model not found"}')
         time.sleep(self.server.latency)
         tag = question[1:question.index("]")] if question.startswith("[") else "ok"
         payload = json.dumps(body_for(question, params.get("answer"))).encode()
@@ -99,10 +105,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        elif tag == "hang":
+        elif tag == "hang" or (tag == "hangonce" and count == 1):
             time.sleep(3)
-        elif tag == "badjson":
+        elif tag == "badjson" or (tag == "badjsononce" and count == 1):
             return self._send(200, b"{not json")
+        elif tag == "badshapeonce" and count == 1:
+            return self._send(200, b'{"results": "nope", "version": "v0"}')
         elif tag == "401":
             return self._send(401, b'{"detail": "no"}')
         self._send(200, payload)
