@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -65,14 +66,26 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 class AtomicGroup:
-    """Several files that appear together or not at all (as far as renames allow).
+    """Several files (and directories) that appear together or not at all (as far as renames allow).
 
-    Each `open()` writes to a temporary file; `commit()` renames them all into place in the
-    order they were opened; leaving the context without commit removes every temporary file.
+    Each `open()` writes to a temporary file and each `directory()` is a temporary directory;
+    `commit()` renames them all into place in the order they were made (a directory replacing
+    an earlier one of the same name); leaving the context without commit removes them.
     """
 
     def __init__(self) -> None:
         self._pending: list[tuple[str, Path]] = []
+
+    def directory(self, path: str | os.PathLike[str]) -> Path:
+        """A new empty directory to fill; `commit()` puts it at `path`."""
+        target = Path(path)
+        if target.exists() and not target.is_dir():
+            raise FileExistsError(f"{target} exists and is not a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        self._pending.append((tmp, target))
+        return Path(tmp)
 
     def open(self, path: str | os.PathLike[str], mode: str = "wb",
              encoding: str | None = None) -> IO[Any]:
@@ -85,16 +98,24 @@ class AtomicGroup:
 
     def commit(self) -> None:
         for tmp, _ in self._pending:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+            files = [Path(tmp)] if not os.path.isdir(tmp) else [p for p in Path(tmp).rglob("*") if p.is_file()]
+            for file in files:
+                with open(file, "rb") as fh:
+                    os.fsync(fh.fileno())
         for tmp, target in self._pending:
-            os.replace(tmp, target)
+            if os.path.isdir(tmp):
+                _replace_directory(Path(tmp), target)
+            else:
+                os.replace(tmp, target)
         self._pending.clear()
 
     def discard(self) -> None:
         for tmp, _ in self._pending:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         self._pending.clear()
 
     def __enter__(self) -> "AtomicGroup":
@@ -102,3 +123,16 @@ class AtomicGroup:
 
     def __exit__(self, *exc: object) -> None:
         self.discard()
+
+
+def _replace_directory(new: Path, target: Path) -> None:
+    """Put directory `new` at `target`; an existing directory there is moved aside first and
+    removed only once `new` is in place (a rename cannot replace a non-empty directory)."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.rmdir(old)
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -8,16 +8,18 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._atomic import sha256_file, write_parquet
+from ._atomic import write_parquet
 from ._progress import Progress
 from .attribution.base import AttributionBackend, make_backend
 from .errors import ConfigError, InputError
 from .evalset import EvalItem, load_eval
 from .grading import GradeSettings, grade_items
 from .provenance import provenance
+from .layouts import get_layout
 from .records import Attribution
 from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir
-from .training import TrainingSet, load_training
+from .sources import open_source, source_digest
+from .training import TrainingInput, TrainingSet, load_training
 
 __all__ = ["CollectResult", "CollectSettings", "collect"]
 
@@ -34,8 +36,13 @@ class CollectSettings:
     grade: GradeSettings = field(default_factory=GradeSettings)
     batch_size: int = 32
     skip_invalid: bool = False
+    train_format: str | None = None    # record layout of every training source; None: detect
+    eval_format: str | None = None     # record layout of the eval set; None: detect
 
     def __post_init__(self) -> None:
+        for key in ("train_format", "eval_format"):
+            if getattr(self, key) is not None:
+                get_layout(getattr(self, key), key=f"collect.{key}")
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
             raise ConfigError(f"must be a positive integer, got {self.top_k!r}", key="collect.top_k")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -58,13 +65,22 @@ class CollectResult:
     unmatched_examples: list[str] = field(default_factory=list)
 
 
-def _settings_record(training: TrainingSet, eval_path: str, eval_sha: str,
-                     backend: AttributionBackend, settings: CollectSettings) -> dict[str, Any]:
+def _train_entry(f: Any) -> dict[str, Any]:
+    entry = {"path": f.path, "sha256": f.sha256, "format": f.format, "layout": f.layout}
+    if f.rows is not None:
+        entry["rows"] = f.rows
+    return entry
+
+
+def _settings_record(training: TrainingSet, eval_path: str, backend: AttributionBackend,
+                     settings: CollectSettings) -> dict[str, Any]:
+    source = open_source(eval_path)
     return {
         "format": SETTINGS_FORMAT,
         "inputs": {
-            "train": [{"path": f.path, "sha256": f.sha256, "format": f.format} for f in training.files],
-            "eval": {"path": eval_path, "sha256": eval_sha},
+            "train": [_train_entry(f) for f in training.files],
+            "eval": {"path": eval_path, "sha256": source_digest(source), "format": source.format,
+                     "layout": settings.eval_format},
             "skip_invalid": settings.skip_invalid,
         },
         "collect": {"top_k": settings.top_k, **backend.settings()},
@@ -94,25 +110,27 @@ def _check_answers(items: list[EvalItem], backend: AttributionBackend, eval_path
                              line=item.line, field="answer")
 
 
-def collect(train: list[str], eval_path: str, out: str | Path,
+def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
             settings: CollectSettings | None = None, *, overwrite: bool = False,
             progress: bool = True, backend: AttributionBackend | None = None) -> CollectResult:
-    """Attribute every item of `eval_path` to pairs of the `train` files; write the run to `out`.
+    """Attribute every item of `eval_path` to pairs of the `train` sources; write the run to `out`.
 
-    Inputs are fully validated before anything is written. Re-running with the same inputs
-    and settings resumes: finished items are not attributed again. `backend` overrides the one
-    the settings name (for backends built in code).
+    Sources are files or saved Hugging Face datasets (:mod:`refine.sources`); a
+    :class:`TrainingInput` names one source's record layout. Inputs are fully validated before
+    anything is written. Re-running with the same inputs and settings resumes: finished items
+    are not attributed again. `backend` overrides the one the settings name (for backends
+    built in code).
     """
     settings = settings or CollectSettings()
-    training = load_training(list(train), skip_invalid=settings.skip_invalid)
-    evalset = load_eval(eval_path, skip_invalid=settings.skip_invalid)
+    training = load_training(list(train), skip_invalid=settings.skip_invalid,
+                             layout=settings.train_format)
+    evalset = load_eval(eval_path, skip_invalid=settings.skip_invalid, format=settings.eval_format)
     backend = backend or make_backend(settings.backend, settings.backend_options,
                                       top_k=settings.top_k)
     with backend:
         _check_answers(evalset.items, backend, eval_path)
 
-        settings_record = _settings_record(training, str(eval_path), sha256_file(eval_path),
-                                           backend, settings)
+        settings_record = _settings_record(training, str(eval_path), backend, settings)
         run = RunDir(out)
         run.prepare_for(settings_record, overwrite=overwrite)
         run.write_settings(settings_record, provenance())

@@ -1,33 +1,38 @@
 """`emit`: write the refined dataset and a manifest of what changed and why.
 
 Every flagged pair gets a decision (:mod:`refine.decisions`): dropped, quarantined (moved to
-a separate file for review), edited (its answer replaced) or kept. Kept lines are copied
-byte for byte, in their original order, one output per input file; an edited line is the
-same JSON record with only the answer changed. Optionally, counter-examples — corrected pairs
-built from eval references — are appended for failure modes that lost every pair driving
-them (needs `refine cluster`).
+a separate output for review), edited (its answer replaced) or kept. Each training source
+comes back in its own format (:mod:`refine.writers`): kept JSONL lines and CSV rows byte for
+byte, in their original order; a JSON array, Parquet file or saved Hugging Face dataset with
+the same records, schema and split names, less the removed ones. An edited record is the
+same record with only the answer changed. Optionally, counter-examples — corrected pairs
+built from eval references — are appended to the first output for failure modes that lost
+every pair driving them (needs `refine cluster`).
 
-Every input is re-hashed while it is copied and must match the sha256 recorded at collect
-time, so a file edited since then is never pruned by stale line numbers. All outputs and the
-manifest are written to temporary files and renamed into place together; inputs are never
-written.
+Every input is re-hashed and must match the digest recorded at collect time, so a source
+edited since then is never pruned by stale positions. All outputs and the manifest are
+written to temporary files (and directories) and renamed into place together; inputs are
+never written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, IO
+from typing import Any
 
 from ._atomic import AtomicGroup
 from ._version import __version__
 from .decisions import Decision, EditSettings, automatic_decisions
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, InputError, RunDirError
 from .rundir import FLAGS_JSON, PAIRS, RunDir
+from .sources import Source, open_source
+from .writers import Plan, Written, write_dataset_group, write_refined
 
 __all__ = ["EmitResult", "emit", "manifest_path_for", "quarantine_path_for"]
+
+_FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet", ".pq")
 
 
 @dataclass(frozen=True)
@@ -55,21 +60,34 @@ def quarantine_path_for(target: Path, several: bool) -> Path:
     return target.with_name(f"{target.stem}.quarantine{target.suffix}")
 
 
-def _output_paths(inputs: list[dict[str, Any]], out: Path) -> dict[str, Path]:
-    if len(inputs) == 1:
-        if out.is_dir():
-            return {inputs[0]["path"]: out / Path(inputs[0]["path"]).name}
-        return {inputs[0]["path"]: out}
+def _output_name(source: Source) -> str:
+    return source.root.name
+
+
+def _output_paths(sources: list[Source], out: Path) -> dict[str, Path]:
+    """Where each source's refined copy goes: `out` itself for one source (or inside `out` when
+    that is an existing directory other than a saved dataset), else one output per source, by
+    name, inside the directory `out`. Splits of one DatasetDict share one output directory."""
+    if len(sources) == 1:
+        source = sources[0]
+        inside = out.is_dir() and not (source.format == "hf_dataset" and
+                                       ((out / "state.json").is_file() or (out / "dataset_dict.json").is_file()))
+        return {source.spec: out / _output_name(source) if inside else out}
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file, but there are {len(inputs)} training files: "
-                          "give a directory, one output per input file is written into it", key="out")
+        raise ConfigError(f"{out} is a file, but there are {len(sources)} training sources: "
+                          "give a directory, one output per input is written into it", key="out")
+    if not out.exists() and out.suffix.lower() in _FILE_SUFFIXES:
+        raise ConfigError(f"{out} looks like a file name, but there are {len(sources)} training "
+                          "sources: give a directory, one output per input is written into it", key="out")
     paths: dict[str, Path] = {}
-    for entry in inputs:
-        target = out / Path(entry["path"]).name
-        if target in paths.values():
-            raise ConfigError(f"two training files are named {target.name!r}; they would "
+    owner: dict[Path, Path] = {}
+    for source in sources:
+        target = out / _output_name(source)
+        root = source.root.resolve()
+        if owner.setdefault(target, root) != root or (target in paths.values() and source.split is None):
+            raise ConfigError(f"two training sources are named {target.name!r}; they would "
                               "overwrite each other in the output directory", key="out")
-        paths[entry["path"]] = target
+        paths[source.spec] = target
     return paths
 
 
@@ -111,97 +129,6 @@ def _lines_by_file(batch: Any) -> list[tuple[str, list[int]]]:
             for code, file in enumerate(files.dictionary.to_pylist())]
 
 
-def edit_record(record: Any, new_answer: str) -> Any:
-    """The same record with its attributed answer replaced (the last assistant turn)."""
-    if isinstance(record, dict) and isinstance(record.get("messages"), list):
-        for message in reversed(record["messages"]):
-            if isinstance(message, dict) and message.get("role") == "assistant":
-                message["content"] = new_answer
-                return record
-    for key in ("completion", "answer"):
-        if isinstance(record, dict) and key in record:
-            record[key] = new_answer
-            return record
-    raise ValueError("record has no answer to edit")
-
-
-class _Sink:
-    """A binary output that hashes what it writes."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh = fh
-        self.digest = hashlib.sha256()
-        self.records = 0
-
-    def write(self, data: bytes, *, record: bool = True) -> None:
-        self.fh.write(data)
-        self.digest.update(data)
-        self.records += record
-
-
-def _copy_jsonl(source: Path, out: _Sink, quarantine: _Sink | None, changes: dict[int, dict],
-                indexed: set[int], digest) -> tuple[int, list[dict[str, Any]]]:
-    records_in = 0
-    log: list[dict[str, Any]] = []
-    with open(source, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            digest.update(raw)
-            if not raw.strip():
-                out.write(raw, record=False)
-                continue
-            records_in += 1
-            change = changes.get(number)
-            if change is None:
-                if number in indexed:
-                    out.write(raw)
-                else:
-                    log.append({"file": str(source), "line": number, "action": "drop",
-                                "decided_by": "automatic",
-                                "reason": "invalid record, skipped at collect (--skip-invalid)"})
-                continue
-            log.append(change)
-            if change["action"] == "keep":
-                out.write(raw)
-            elif change["action"] == "quarantine" and quarantine is not None:
-                quarantine.write(raw if raw.endswith(b"\n") else raw + b"\n")
-            elif change["action"] == "edit":
-                ending = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""
-                record = edit_record(json.loads(raw), change["new_answer"])
-                out.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + ending)
-    return records_in, log
-
-
-def _copy_parquet(source: Path, out: _Sink, quarantine: _Sink | None, changes: dict[int, dict],
-                  digest) -> tuple[int, list[dict[str, Any]]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    with open(source, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    table = pq.read_table(source)
-    answer_column = "answer" if "answer" in table.column_names else "completion"
-    actions = [changes.get(row + 1, {}).get("action", "keep") for row in range(table.num_rows)]
-    answers = table.column(answer_column).to_pylist()
-    for row, action in enumerate(actions):
-        if action == "edit":
-            answers[row] = changes[row + 1]["new_answer"]
-    table = table.set_column(table.column_names.index(answer_column), answer_column,
-                             pa.array(answers, table.schema.field(answer_column).type))
-
-    def write(sink: _Sink, mask: list[bool]) -> None:
-        buffer = pa.BufferOutputStream()
-        kept = table.filter(pa.array(mask, pa.bool_()))
-        pq.write_table(kept, buffer, compression="zstd")
-        sink.write(buffer.getvalue().to_pybytes(), record=False)
-        sink.records += kept.num_rows
-
-    write(out, [a in ("keep", "edit") for a in actions])
-    if quarantine is not None:
-        write(quarantine, [a == "quarantine" for a in actions])
-    return table.num_rows, [changes[line] for line in sorted(changes)]
-
-
 def _counterexamples(run: RunDir, removed_pairs: set[str], max_per_mode: int) -> list[dict[str, Any]]:
     """Corrected pairs (eval question + reference) for failure modes that lost every driver."""
     import pandas as pd
@@ -233,12 +160,37 @@ def _counterexamples(run: RunDir, removed_pairs: set[str], max_per_mode: int) ->
     return added
 
 
+def _open_inputs(inputs: list[dict[str, Any]]) -> list[Source]:
+    sources = []
+    for entry in inputs:
+        try:
+            source = open_source(entry["path"])
+        except InputError:
+            raise RunDirError(f"{entry['path']}: training file of this run is gone") from None
+        if source.format != entry["format"]:
+            raise RunDirError(f"{entry['path']}: was read as {entry['format']} at collect, is "
+                              f"{source.format} now; collect again before emitting")
+        sources.append(source)
+    return sources
+
+
+def _refuse_inputs_as_outputs(sources: list[Source], targets: dict[str, Path], several: bool) -> None:
+    inputs = {s.root.resolve() for s in sources}
+    for source in sources:
+        target = targets[source.spec]
+        for path in (target, quarantine_path_for(target, several)):
+            resolved = path.resolve()
+            if resolved in inputs or any(resolved in root.parents for root in inputs if root.is_dir()):
+                raise ConfigError(f"{path} is an input; refine never overwrites its inputs", key="out")
+
+
 def emit(run_dir: str | Path, out: str | Path, *, mode: str = "prune",
          edit_settings: EditSettings | None = None, decisions: dict[str, Decision] | None = None,
          counterexamples: bool = False, max_counterexamples_per_mode: int = 5,
          model: Any = None) -> EmitResult:
-    """Write the refined dataset for a flagged run to `out` (a file, or a directory when the run
-    has several training files), its manifest beside it, and quarantined pairs to their own file.
+    """Write the refined dataset for a flagged run to `out` (a file or dataset directory, or a
+    directory of them when the run has several training sources), its manifest beside it, and
+    quarantined pairs to their own output.
 
     `decisions` (e.g. from a review) override the automatic ones pair by pair.
     """
@@ -246,71 +198,55 @@ def emit(run_dir: str | Path, out: str | Path, *, mode: str = "prune",
     settings = run.settings()
     run.require(PAIRS, FLAGS_JSON)
     inputs = settings["inputs"]["train"]
+    sources = _open_inputs(inputs)
     out = Path(out)
-    targets = _output_paths(inputs, out)
+    targets = _output_paths(sources, out)
     several = len(inputs) > 1
-    for entry in inputs:
-        source = Path(entry["path"])
-        if not source.is_file():
-            raise RunDirError(f"{source}: training file of this run is gone")
-        for target in (targets[entry["path"]], quarantine_path_for(targets[entry["path"]], several)):
-            if target.resolve() == source.resolve():
-                raise ConfigError(f"{target} is an input file; refine never overwrites its inputs", key="out")
+    _refuse_inputs_as_outputs(sources, targets, several)
     chosen = automatic_decisions(run, mode, edit_settings, model)
     chosen.update(decisions or {})
     changes, indexed = _line_index(run, chosen)
     needs_quarantine = any(d.action == "quarantine" for d in chosen.values()) or mode == "quarantine"
 
     flag_summary = json.loads(run.file(FLAGS_JSON).read_text(encoding="utf-8"))
-    input_entries, output_entries, log = [], [], []
-    quarantine_outputs: list[dict[str, Any]] = []
     added: list[dict[str, Any]] = []
     if counterexamples:
         removed_pairs = {p for p, d in chosen.items() if d.action in ("drop", "quarantine")}
         added = _counterexamples(run, removed_pairs, max_counterexamples_per_mode)
+    plans = [Plan(changes.get(e["path"], {}), indexed.get(e["path"], set()), e.get("layout"),
+                  added if i == 0 else [], needs_quarantine) for i, e in enumerate(inputs)]
+
+    written: dict[str, Written] = {}
     with AtomicGroup() as group:
-        for index, entry in enumerate(inputs):
-            source, target = Path(entry["path"]), targets[entry["path"]]
-            digest = hashlib.sha256()
-            with group.open(target, "wb") as out_fh:
-                sink = _Sink(out_fh)
-                quarantine_fh = group.open(quarantine_path_for(target, several), "wb") \
-                    if needs_quarantine else None
-                quarantine = _Sink(quarantine_fh) if quarantine_fh else None
-                try:
-                    file_changes = changes.get(entry["path"], {})
-                    if entry["format"] == "parquet":
-                        records_in, file_log = _copy_parquet(source, sink, quarantine, file_changes, digest)
-                    else:
-                        records_in, file_log = _copy_jsonl(source, sink, quarantine, file_changes,
-                                                           indexed.get(entry["path"], set()), digest)
-                    if index == 0 and added and entry["format"] != "parquet":
-                        for n, pair in enumerate(added):
-                            messages = ([{"role": "system", "content": pair["system_prompt"]}]
-                                        if isinstance(pair["system_prompt"], str) else [])
-                            messages += [{"role": "user", "content": pair["question"]},
-                                         {"role": "assistant", "content": pair["answer"]}]
-                            sink.write(json.dumps({"messages": messages}, ensure_ascii=False)
-                                       .encode("utf-8") + b"\n")
-                            pair["output"], pair["output_record"] = str(target), sink.records
-                finally:
-                    if quarantine_fh:
-                        quarantine_fh.close()
-            if digest.hexdigest() != entry["sha256"]:
-                raise RunDirError(f"{source}: changed since it was collected (sha256 differs); "
-                                  "collect again before emitting")
-            log += file_log
+        done_targets: set[Path] = set()
+        for entry, source, plan in zip(inputs, sources, plans):
+            target = targets[source.spec]
+            quarantine = quarantine_path_for(target, several) if needs_quarantine else None
+            if source.format != "hf_dataset":
+                written[entry["path"]] = write_refined(entry, source, plan, target, quarantine, group)
+            elif target not in done_targets:
+                members = [i for i, s in enumerate(sources) if targets[s.spec] == target]
+                results = write_dataset_group([inputs[i] for i in members], [sources[i] for i in members],
+                                              [plans[i] for i in members], target, quarantine, group)
+                written.update({inputs[i]["path"]: w for i, w in zip(members, results)})
+            done_targets.add(target)
+
+        def shown(path: Path, source: Source) -> str:
+            return f"{path}:{source.split}" if source.split is not None else str(path)
+
+        log: list[dict[str, Any]] = []
+        input_entries, output_entries, quarantine_outputs = [], [], []
+        for entry, source in zip(inputs, sources):
+            result, target = written[entry["path"]], targets[source.spec]
+            log += result.log
             input_entries.append({"path": entry["path"], "sha256": entry["sha256"],
-                                  "format": entry["format"], "records": records_in})
-            output_entries.append({"path": str(target), "source": entry["path"],
-                                   "sha256": sink.digest.hexdigest(), "records": sink.records})
-            if quarantine is not None:
-                quarantine_outputs.append({"path": str(quarantine_path_for(target, several)),
-                                           "source": entry["path"], "sha256": quarantine.digest.hexdigest(),
-                                           "records": quarantine.records})
-        if added and inputs[0]["format"] == "parquet":
-            raise ConfigError("counter-examples are appended to a JSONL output; the first training "
-                              "file is Parquet", key="emit.counterexamples")
+                                  "format": entry["format"], "records": result.records_in})
+            output_entries.append({"path": shown(target, source), "source": entry["path"],
+                                   "sha256": result.sha256, "records": result.records_out})
+            if result.quarantine_sha256 is not None:
+                quarantine_outputs.append({"path": shown(quarantine_path_for(target, several), source),
+                                           "source": entry["path"], "sha256": result.quarantine_sha256,
+                                           "records": result.quarantined})
         by_action = {a: [c for c in log if c.get("action") == a] for a in ("drop", "quarantine", "edit", "keep")}
         manifest = {
             "tool": {"name": "refine", "version": __version__},
@@ -348,7 +284,8 @@ def emit(run_dir: str | Path, out: str | Path, *, mode: str = "prune",
             fh.write("\n")
         group.commit()
     s = manifest["summary"]
-    return EmitResult([targets[e["path"]] for e in inputs], manifest_path, s["records_in"],
-                      s["records_out"], s["removed"], s["edited"], s["quarantined"], s["added"],
-                      Path(quarantine_outputs[0]["path"]) if quarantine_outputs and not several
-                      else (out / "quarantine" if quarantine_outputs else None))
+    outputs = list(dict.fromkeys(targets[src.spec] for src in sources))
+    return EmitResult(outputs, manifest_path, s["records_in"], s["records_out"], s["removed"],
+                      s["edited"], s["quarantined"], s["added"],
+                      (quarantine_path_for(outputs[0], False) if not several else out / "quarantine")
+                      if quarantine_outputs else None)

@@ -1,14 +1,14 @@
-"""Reading fine-tuning files into training pairs.
+"""Reading fine-tuning data into training pairs.
 
-Accepted record shapes, one JSON object per line:
+Sources (:mod:`refine.sources`): JSONL, a JSON array, CSV/TSV, Parquet, or a saved Hugging
+Face dataset (``DIR``, or ``DIR:split`` for a ``DatasetDict``). Record layouts
+(:mod:`refine.layouts`): OpenAI ``messages``, ShareGPT ``conversations``, Alpaca
+``instruction``/``input``/``output``, ``prompt``/``completion`` and ``question``/``answer``,
+detected per record (JSONL) or per file (tables), or named with ``format``.
 
-* chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``;
-  a multi-turn record is attributed on its last assistant turn and the user turn before it;
-* ``{"prompt": "...", "completion": "..."}``;
-* ``{"question": "...", "answer": "..."}``;
-
-and Parquet QA files with ``question``/``answer`` columns. Unknown fields are left alone:
-emission copies kept lines byte for byte.
+Each pair is traced to its file and its line (JSONL) or 1-based row (tables), and to a
+``file_id``: the record's own ``file_id`` when it has one, else ``file-<sha256 of the file>``.
+Unknown fields are left alone: emission copies kept records unchanged.
 """
 
 from __future__ import annotations
@@ -16,16 +16,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from ._atomic import sha256_file
 from .errors import InputError
+from .layouts import Layout, Located, detect_layout, get_layout
+from .sources import Source, open_source, read_rows, source_digest
 from .text import pair_key
 
-__all__ = ["SkippedLine", "TrainingFile", "TrainingPair", "TrainingSet", "load_training",
-           "parse_training_record"]
-
-ROLES = ("system", "user", "assistant")
+__all__ = ["SkippedLine", "TrainingFile", "TrainingInput", "TrainingPair", "TrainingSet",
+           "load_training", "parse_training_record"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +44,23 @@ class TrainingPair:
 class TrainingFile:
     path: str
     sha256: str
-    format: str
+    format: str                  # see refine.sources.FORMATS
     records: int
     skipped: int
+    layout: str | None = None    # the layout named, or detected for a table; None: per line (JSONL)
+    rows: int | None = None      # rows of a table source, valid or not
+
+
+@dataclass(frozen=True)
+class TrainingInput:
+    """A training source and, optionally, the record layout to read it with."""
+
+    path: str
+    format: str | None = None    # a layout name (refine.layouts.LAYOUTS); None: detect
+
+    @classmethod
+    def of(cls, value: "str | Path | TrainingInput") -> "TrainingInput":
+        return value if isinstance(value, TrainingInput) else cls(str(value))
 
 
 @dataclass(frozen=True)
@@ -80,53 +93,16 @@ def _derived_file_id(sha256: str) -> str:
     return f"file-{sha256[:24]}"
 
 
-def _require_text(value: Any, *, file: str, line: int, field_name: str) -> str:
-    if not isinstance(value, str):
-        kind = "missing" if value is None else f"a {type(value).__name__}, not a string"
-        raise InputError(f"is {kind}", file=file, line=line, field=field_name)
-    if not value.strip():
-        raise InputError("is empty", file=file, line=line, field=field_name)
-    return value
-
-
-def parse_training_record(record: Any, *, file: str, line: int) -> tuple[str, str, str | None]:
-    """Return (question, answer, system_prompt) of one record, or raise InputError naming the field."""
+def parse_training_record(record: Any, *, file: str, line: int | None = None,
+                          row: int | None = None,
+                          layout: Layout | None = None) -> tuple[str, str, str | None, Layout]:
+    """(question, answer, system prompt, layout) of one record, or an InputError naming the field."""
+    where = Located(file, line, row)
     if not isinstance(record, dict):
-        raise InputError(f"expected a JSON object, got {type(record).__name__}", file=file, line=line)
-    if "messages" in record:
-        messages = record["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise InputError("must be a non-empty list", file=file, line=line, field="messages")
-        for i, message in enumerate(messages):
-            where = f"messages[{i}]"
-            if not isinstance(message, dict):
-                raise InputError("must be an object with 'role' and 'content'", file=file,
-                                 line=line, field=where)
-            role = message.get("role")
-            if role not in ROLES:
-                got = "missing" if role is None else repr(role)
-                raise InputError(f"is {got}; expected one of {', '.join(ROLES)}", file=file,
-                                 line=line, field=f"{where}.role")
-            _require_text(message.get("content"), file=file, line=line, field_name=f"{where}.content")
-        last_assistant = max((i for i, m in enumerate(messages) if m["role"] == "assistant"),
-                             default=None)
-        if last_assistant is None:
-            raise InputError("has no assistant turn", file=file, line=line, field="messages")
-        user_turns = [i for i in range(last_assistant) if messages[i]["role"] == "user"]
-        if not user_turns:
-            raise InputError("has no user turn before the last assistant turn", file=file,
-                             line=line, field="messages")
-        systems = [m["content"] for m in messages if m["role"] == "system"]
-        return (messages[user_turns[-1]]["content"], messages[last_assistant]["content"],
-                systems[0] if systems else None)
-    for q_field, a_field in (("prompt", "completion"), ("question", "answer")):
-        if q_field in record or a_field in record:
-            question = _require_text(record.get(q_field), file=file, line=line, field_name=q_field)
-            answer = _require_text(record.get(a_field), file=file, line=line, field_name=a_field)
-            system = record.get("system_prompt")
-            return question, answer, system if isinstance(system, str) and system.strip() else None
-    raise InputError("no 'messages', 'prompt'/'completion' or 'question'/'answer' field",
-                     file=file, line=line)
+        raise where.error(f"expected a JSON object, got {type(record).__name__}")
+    layout = layout or detect_layout(set(record), where, record)
+    question, answer, system = layout.parse(record, where)
+    return question, answer, system, layout
 
 
 def _record_file_id(record: Any, default: str) -> str:
@@ -153,17 +129,19 @@ def decode_json_line(raw: bytes, *, file: str, line: int) -> Any:
                          line=line) from None
 
 
-def _load_jsonl(path: Path, name: str, sha: str, skip_invalid: bool,
-                skipped: list[SkippedLine]) -> tuple[list[TrainingPair], int]:
+def _load_jsonl(source: Source, sha: str, skip_invalid: bool, skipped: list[SkippedLine],
+                layout: Layout | None) -> tuple[list[TrainingPair], int, str | None, None]:
+    name = source.spec
     default_id = _derived_file_id(sha)
     pairs: list[TrainingPair] = []
     n_skipped = 0
-    for number, raw in iter_jsonl_lines(path):
+    for number, raw in iter_jsonl_lines(source.path):
         if not raw.strip():
             continue
         try:
             record = decode_json_line(raw, file=name, line=number)
-            question, answer, system = parse_training_record(record, file=name, line=number)
+            question, answer, system, _ = parse_training_record(record, file=name, line=number,
+                                                                layout=layout)
         except InputError as exc:
             if not skip_invalid:
                 raise
@@ -172,71 +150,63 @@ def _load_jsonl(path: Path, name: str, sha: str, skip_invalid: bool,
             continue
         pairs.append(TrainingPair(pair_key(question, answer), name, number,
                                   _record_file_id(record, default_id), question, answer, system))
-    return pairs, n_skipped
+    # Each line of a JSONL file has its own layout unless one was named.
+    return pairs, n_skipped, layout.name if layout else None, None
 
 
-def _load_parquet(path: Path, name: str, sha: str, skip_invalid: bool,
-                  skipped: list[SkippedLine]) -> tuple[list[TrainingPair], int]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise InputError(f"cannot read Parquet: {exc}", file=name) from None
-    columns = set(table.column_names)
-    for q_field, a_field in (("question", "answer"), ("prompt", "completion")):
-        if {q_field, a_field} <= columns:
-            break
-    else:
-        raise InputError("Parquet file needs 'question' and 'answer' columns", file=name)
+def _load_table(source: Source, sha: str, skip_invalid: bool, skipped: list[SkippedLine],
+                layout: Layout | None) -> tuple[list[TrainingPair], int, str | None, int]:
+    name = source.spec
+    rows = read_rows(source)
+    if rows.count == 0:
+        return [], 0, layout.name if layout else None, 0
+    if layout is None:
+        first = next(iter(rows))[1]
+        layout = detect_layout(set(rows.columns), Located(name), first, columns=True)
     default_id = _derived_file_id(sha)
-    file_ids = table.column("file_id").to_pylist() if "file_id" in columns else None
-    systems = table.column("system_prompt").to_pylist() if "system_prompt" in columns else None
     pairs: list[TrainingPair] = []
     n_skipped = 0
-    for row, (question, answer) in enumerate(zip(table.column(q_field).to_pylist(),
-                                                 table.column(a_field).to_pylist()), start=1):
+    for row, record in rows:
         try:
-            question = _require_text(question, file=name, line=row, field_name=q_field)
-            answer = _require_text(answer, file=name, line=row, field_name=a_field)
+            question, answer, system, _ = parse_training_record(record, file=name, row=row,
+                                                                layout=layout)
         except InputError as exc:
             if not skip_invalid:
                 raise
             skipped.append(SkippedLine(name, row, str(exc)))
             n_skipped += 1
             continue
-        file_id = file_ids[row - 1] if file_ids is not None else None
-        system = systems[row - 1] if systems is not None else None
-        pairs.append(TrainingPair(
-            pair_key(question, answer), name, row,
-            file_id if isinstance(file_id, str) and file_id.strip() else default_id,
-            question, answer, system if isinstance(system, str) and system.strip() else None))
-    return pairs, n_skipped
+        pairs.append(TrainingPair(pair_key(question, answer), name, row,
+                                  _record_file_id(record, default_id), question, answer, system))
+    return pairs, n_skipped, layout.name, rows.count
 
 
-def load_training(paths: list[str] | tuple[str, ...], *, skip_invalid: bool = False) -> TrainingSet:
-    """Read every training file; raise InputError on the first bad record unless `skip_invalid`."""
+def load_training(paths: Sequence["str | Path | TrainingInput"], *, skip_invalid: bool = False,
+                  layout: str | None = None) -> TrainingSet:
+    """Read every training source; raise InputError on the first bad record unless `skip_invalid`.
+
+    `layout` names the record layout of every source that does not name its own.
+    """
     if not paths:
         raise InputError("no training file given")
     pairs: list[TrainingPair] = []
     files: list[TrainingFile] = []
     skipped: list[SkippedLine] = []
-    seen_paths: set[Path] = set()
-    for name in paths:
-        name = str(name)
-        path = Path(name)
-        if not path.is_file():
-            raise InputError("no such file", file=name)
-        if path.resolve() in seen_paths:
-            raise InputError("given twice", file=name)
-        seen_paths.add(path.resolve())
-        sha = sha256_file(path)
-        fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "jsonl"
-        loader = _load_parquet if fmt == "parquet" else _load_jsonl
-        file_pairs, n_skipped = loader(path, name, sha, skip_invalid, skipped)
+    seen: set[tuple[Path, str | None]] = set()
+    for entry in map(TrainingInput.of, paths):
+        source = open_source(entry.path)
+        if source.identity() in seen:
+            raise InputError("given twice", file=entry.path)
+        seen.add(source.identity())
+        named = entry.format or layout
+        forced = get_layout(named) if named else None
+        sha = source_digest(source)
+        loader = _load_table if source.is_table else _load_jsonl
+        file_pairs, n_skipped, used, n_rows = loader(source, sha, skip_invalid, skipped, forced)
         if not file_pairs:
             raise InputError("has no training records" + (" left after skipping invalid lines"
-                                                           if n_skipped else ""), file=name)
+                                                           if n_skipped else ""), file=entry.path)
         pairs.extend(file_pairs)
-        files.append(TrainingFile(name, sha, fmt, len(file_pairs), n_skipped))
+        files.append(TrainingFile(entry.path, sha, source.format, len(file_pairs), n_skipped,
+                                  used, n_rows))
     return TrainingSet(pairs, files, skipped)

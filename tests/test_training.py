@@ -113,7 +113,7 @@ def test_skip_invalid_skips_and_counts_bad_lines(tmp_path: Path) -> None:
 def test_parquet_without_question_answer_columns_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"text": ["x"]}), path)
-    with pytest.raises(InputError, match="'question' and 'answer'"):
+    with pytest.raises(InputError, match="has no 'messages', .* or 'question'/'answer' column; its columns: text"):
         load_training([str(path)])
 
 
@@ -122,4 +122,5 @@ def test_parquet_empty_answer_names_the_row(tmp_path: Path) -> None:
     pq.write_table(pa.table({"question": ["a?", "b?"], "answer": ["fine", None]}), path)
     with pytest.raises(InputError) as info:
         load_training([str(path)])
-    assert (info.value.line, info.value.field) == (2, "answer")
+    assert (info.value.row, info.value.field) == (2, "answer")
+    assert "bad.parquet: row 2: field 'answer': is missing" in str(info.value)

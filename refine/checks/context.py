@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .._atomic import sha256_file
 from ..errors import InputError
-from ..evalset import EvalItem, EvalSet
+from ..evalset import EvalSet, load_eval
+from ..sources import open_source, source_digest
 from ..training import (SkippedLine, TrainingFile, TrainingSet, decode_json_line,
                         iter_jsonl_lines, load_training, parse_training_record)
 
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 __all__ = ["CheckContext", "load_eval_questions", "load_training_for_check"]
 
 
-def _jsonl_reasons(name: str) -> list[SkippedLine]:
+def _jsonl_reasons(name: str, path: Path) -> list[SkippedLine]:
     """Why each non-blank line of a JSONL file is not a training record."""
     reasons = []
-    for number, raw in iter_jsonl_lines(Path(name)):
+    for number, raw in iter_jsonl_lines(path):
         if not raw.strip():
             continue
         try:
@@ -50,22 +50,20 @@ def load_training_for_check(paths: Sequence[str]) -> tuple[TrainingSet, dict[str
         raise InputError("no training file given")
     pairs, files, skipped = [], [], []
     unreadable: dict[str, str] = {}
-    seen: set[Path] = set()
+    seen: set[tuple[Path, str | None]] = set()
     for name in map(str, paths):
-        path = Path(name)
-        if not path.is_file():
-            raise InputError("no such file", file=name)
-        if path.resolve() in seen:
+        source = open_source(name)
+        if source.identity() in seen:
             raise InputError("given twice", file=name)
-        seen.add(path.resolve())
+        seen.add(source.identity())
         try:
             one = load_training([name], skip_invalid=True)
         except InputError as exc:
-            if exc.file != name or exc.line is not None:
+            if exc.file != name or exc.line is not None or exc.row is not None:
                 raise
             unreadable[name] = exc.message
-            if path.suffix.lower() not in (".parquet", ".pq"):
-                skipped.extend(_jsonl_reasons(name))
+            if not source.is_table:
+                skipped.extend(_jsonl_reasons(name, source.path))
             continue
         pairs.extend(one.pairs)
         files.extend(one.files)
@@ -74,31 +72,12 @@ def load_training_for_check(paths: Sequence[str]) -> tuple[TrainingSet, dict[str
 
 
 def load_eval_questions(path: str) -> EvalSet:
-    """Read an eval set for the checks: only ``question`` is required of each line.
+    """Read an eval set for the checks: only a question is required of each record.
 
     Answers, verdicts and references do not matter for leakage, so a file of bare questions
-    will do; a line without a question is an InputError naming the line.
+    will do; a record without a question is an InputError naming it.
     """
-    name = str(path)
-    if not Path(name).is_file():
-        raise InputError("no such file", file=name)
-    items = []
-    for number, raw in iter_jsonl_lines(Path(name)):
-        if not raw.strip():
-            continue
-        record = decode_json_line(raw, file=name, line=number)
-        if not isinstance(record, dict):
-            raise InputError(f"expected a JSON object, got {type(record).__name__}", file=name,
-                             line=number)
-        question = record.get("question")
-        if not isinstance(question, str) or not question.strip():
-            state = "missing" if question is None else "empty or not a string"
-            raise InputError(f"is {state}", file=name, line=number, field="question")
-        items.append(EvalItem(id=str(record.get("id", f"line-{number}")), line=number,
-                              question=question))
-    if not items:
-        raise InputError("has no eval items", file=name)
-    return EvalSet(name, items, [])
+    return load_eval(path, questions_only=True)
 
 
 def _flagged_ids(table: "pd.DataFrame") -> frozenset[str]:
@@ -186,7 +165,7 @@ class CheckContext:
         return {
             "train": train,
             "eval": (None if self.eval is None else
-                     {"path": self.eval.path, "sha256": sha256_file(Path(self.eval.path)),
+                     {"path": self.eval.path, "sha256": source_digest(open_source(self.eval.path)),
                       "items": len(self.eval.items)}),
             "baseline": None if self.baseline is None else files(self.baseline.files),
             "flags_run": self.flags_run,

@@ -7,15 +7,17 @@ from .context import CheckContext
 
 
 def _reason(file: str, line: int, reason: str) -> str:
-    # SkippedLine reasons are whole error messages; the finding names file and line itself.
-    prefix = f"{file}:{line}: "
-    return reason[len(prefix):] if reason.startswith(prefix) else reason
+    # SkippedLine reasons are whole error messages; the finding names file and line (or row) itself.
+    for prefix in (f"{file}:{line}: ", f"{file}: row {line}: "):
+        if reason.startswith(prefix):
+            return reason[len(prefix):]
+    return reason
 
 
 class FormatValidity(Check):
     name = "format_validity"
-    description = ("Every non-blank line of every training file parses as a chat, prompt/completion "
-                   "or question/answer record.")
+    description = ("Every non-blank line (or row) of every training file parses as a record of a "
+                   "known layout: chat messages, ShareGPT, Alpaca, prompt/completion or question/answer.")
     default_severity = "error"
 
     def run(self, context: CheckContext) -> CheckResult:
