@@ -38,6 +38,7 @@ _LAZY = {
     "ReportResult": "reporting",
     "ReportSettings": "reporting",
     "RecipeResult": "recipe",
+    "TrainingInput": "training",
     "TrainingPair": "training",
     "TrainingSet": "training",
     "available_backends": "attribution.base",

@@ -85,3 +85,35 @@ def test_run_recipe_collects_flags_and_emits(recipe_dir: Path) -> None:
     assert sorted(result.flag.flagged_pairs["line"]) == [6, 7, 8]
     assert result.emit.outputs == [Path(recipe_dir / "runs/people/refined.jsonl")]
     assert result.emit.records_out == 117
+
+
+def test_a_train_entry_may_name_its_layout_and_the_output_keeps_the_format(tmp_path: Path) -> None:
+    import csv
+    import json
+
+    from refine import TrainingInput
+
+    data = people_dataset(tmp_path / "data")
+    rows = [json.loads(line)["messages"] for line in Path(data["train"]).read_text().splitlines()]
+    with open(tmp_path / "data" / "people.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["instruction", "output"])
+        writer.writerows([m[0]["content"], m[1]["content"]] for m in rows)
+    (tmp_path / "r.yaml").write_text("train: [{path: data/people.csv, format: alpaca}]\n"
+                                     "eval: data/eval.jsonl\nrun_dir: run\ncluster: {enabled: false}\n"
+                                     "report: {enabled: false}\n")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.train == [TrainingInput(str(tmp_path / "data" / "people.csv"), "alpaca")]
+    assert recipe.emit_out == str(tmp_path / "run" / "refined.csv")
+    result = run_recipe(recipe, progress=False)
+    assert sorted(result.flag.flagged_pairs["line"]) == data["poisoned_lines"]
+    assert (tmp_path / "run" / "refined.csv").read_text().count("\n") == 1 + 120 - 3
+
+
+@pytest.mark.parametrize("entry,words", [("[{path: a.csv, format: yaml}]", "unknown record layout 'yaml'"),
+                                         ("[{file: a.csv}]", "a path, or {path: ..., format: ...}")])
+def test_bad_train_entries_are_errors_naming_the_key(tmp_path: Path, entry: str, words: str) -> None:
+    (tmp_path / "r.yaml").write_text(f"train: {entry}\neval: e.jsonl\nrun_dir: run\n")
+    with pytest.raises(ConfigError, match="r.yaml:1: 'train") as info:
+        load_recipe(tmp_path / "r.yaml")
+    assert words in str(info.value)
