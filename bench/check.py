@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import random
+import re
 import resource
 import sys
 import tempfile
@@ -38,11 +39,22 @@ TARGET_S = 60
 
 def build(root: Path, n_pairs: int, seed: int) -> dict:
     from refine.flagging import FLAG_COLUMNS
+    from refine.rundir import FLAGS_CSV, FLAGS_JSON, RunDir
     from refine.text import pair_key
 
     rng = random.Random(seed)
     n_dropped = n_pairs // 100
-    pairs = unique_pairs(n_pairs + n_dropped, seed)
+    # Every question made unique by an id of its own, so that the data holds no duplicate,
+    # conflict or leak but the planted ones (templated questions repeat otherwise) and the
+    # found counts can be held to the planted counts exactly.
+    # Templated pairs can also differ in nothing but their numbers: one of each such group only.
+    distinct, seen = [], set()
+    for q, a, s in unique_pairs(2 * (n_pairs + n_dropped), seed):
+        shape = re.sub(r"\d+", "#", f"{q}\x1f{a}")
+        if shape not in seen:
+            seen.add(shape)
+            distinct.append((q, a, s))
+    pairs = [(f"{q} (ref T{i})", a, s) for i, (q, a, s) in enumerate(distinct[:n_pairs + n_dropped])]
     kept = pairs[:n_pairs]
     plant = {"exact": n_pairs // 400, "near": n_pairs // 800, "conflict": n_pairs // 1000,
              "invalid": 20, "long": 10, "leaked": 100, "leaked_near": 50, "flagged_present": 40}
@@ -51,8 +63,10 @@ def build(root: Path, n_pairs: int, seed: int) -> dict:
     for i in rng.sample(range(n_pairs), plant["exact"]):
         lines.append(chat_record(*kept[i]))
     for i in rng.sample(range(n_pairs), plant["near"]):
+        # One word more, and the question's punctuation changed: not the same normalised question,
+        # or it would be a conflicting answer too (a short answer plus a sentence is another text).
         q, a, s = kept[i]
-        lines.append(chat_record(q, a + " Thanks for asking, hope this helps.", s))
+        lines.append(chat_record(q + "?", a + " Thanks.", s))
     for i in rng.sample(range(n_pairs), plant["conflict"]):
         q, _, s = kept[i]
         lines.append(chat_record(q, kept[(i + 1) % n_pairs][1], s))
@@ -73,28 +87,35 @@ def build(root: Path, n_pairs: int, seed: int) -> dict:
     baseline = root / "baseline.jsonl"
     write_jsonl(baseline, (chat_record(*p) for p in pairs))
 
-    fresh = unique_pairs(900, seed + 1)
-    eval_items = [{"id": f"fresh-{i}", "question": f"{q} (eval variant {i})"}
-                  for i, (q, _, _) in enumerate(fresh)]
+    # Questions no training question is near (templated ones would be: one slot word apart).
+    words = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo",
+             "jasper", "kelp", "lagoon", "meadow", "nectar", "opal", "prairie", "quartz", "reef"]
+    eval_items = [{"id": f"fresh-{i}", "question": f"Eval question {i}: " + " ".join(rng.sample(words, 6)) + "?"}
+                  for i in range(900)]
     for n, i in enumerate(rng.sample(range(n_pairs), plant["leaked"] + plant["leaked_near"])):
         question = kept[i][0] if n < plant["leaked"] else kept[i][0] + " Thanks."
         eval_items.append({"id": f"leak-{n}", "question": question})
     eval_path = root / "eval.jsonl"
     write_jsonl(eval_path, iter(eval_items))
 
-    run = root / "run"
-    run.mkdir()
+    run = RunDir(root / "run")
     flagged = rng.sample(range(n_pairs), plant["flagged_present"])
     gone = range(n_pairs, n_pairs + n_dropped)
-    with open(run / "flags.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, FLAG_COLUMNS)
-        writer.writeheader()
-        for i in [*flagged, *list(gone)[:60]]:
-            q, a, _ = pairs[i]
-            row = {c: "" for c in FLAG_COLUMNS}
-            row.update(pair_id=pair_key(q, a), file=str(baseline), line=i + 1, question=q,
-                       answer=a, flagged="True")
-            writer.writerow(row)
+    # A run directory whose flag stage holds these flags (the check reads nothing else of it).
+    with run.stage("collect", {}):
+        pass
+    with run.stage("flag", {}) as stage:
+        with open(stage.path(FLAGS_CSV), "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, FLAG_COLUMNS)
+            writer.writeheader()
+            for i in [*flagged, *list(gone)[:60]]:
+                q, a, _ = pairs[i]
+                row = {c: "" for c in FLAG_COLUMNS}
+                row.update(pair_id=pair_key(q, a), file=str(baseline), line=i + 1, question=q,
+                           answer=a, flagged="True")
+                writer.writerow(row)
+        stage.path(FLAGS_JSON).write_text("{}\n", encoding="utf-8")
+    run = run.path
     return {"train": [str(p) for p in train], "eval": str(eval_path), "baseline": str(baseline),
             "run": str(run), "plant": plant, "lines": len(lines)}
 
@@ -122,17 +143,21 @@ def main() -> None:
     plant = data["plant"]
     counts = {r.name: r.n_findings for r in report.results}
     info = {r.name: r.info for r in report.results}
-    caught = {
-        "invalid": counts["format_validity"] == plant["invalid"],
-        "exact": info["exact_duplicates"]["extra_lines"] >= plant["exact"],
-        "near": counts["near_duplicates"] >= plant["near"],
-        "conflict": counts["conflicting_answers"] >= plant["conflict"],
-        "leaked": {f"leak-{n}" for n in range(plant["leaked"] + plant["leaked_near"])}
-                  <= {f["eval_id"] for f in report.result("eval_leakage").findings},
-        "flagged_present": info["flagged_present"]["present"] == plant["flagged_present"],
-        "size_guard_passes": report.result("size_guard").passed,
-        "long": counts["length_outliers"] >= plant["long"],
+    # Found against planted, exactly: a check that reports more than was planted is as wrong
+    # as one that misses some (the data holds nothing else of each kind).
+    leaked = {f["eval_id"] for f in report.result("eval_leakage").findings}
+    found = {
+        "invalid": (counts["format_validity"], plant["invalid"]),
+        "exact": (info["exact_duplicates"]["extra_lines"], plant["exact"]),
+        "near": (counts["near_duplicates"], plant["near"]),
+        "conflict": (counts["conflicting_answers"], plant["conflict"]),
+        "leaked": (len(leaked), plant["leaked"] + plant["leaked_near"]),
+        "flagged_present": (info["flagged_present"]["present"], plant["flagged_present"]),
+        "long": (counts["length_outliers"], plant["long"]),
     }
+    caught = {name: got == want for name, (got, want) in found.items()}
+    caught["leaked"] = leaked == {f"leak-{n}" for n in range(plant["leaked"] + plant["leaked_near"])}
+    caught["size_guard_passes"] = report.result("size_guard").passed
     emit_json({
         "bench": "check",
         "pairs": n_pairs,
@@ -141,7 +166,8 @@ def main() -> None:
         "load_seconds": round(report.load_seconds, 2),
         "per_check_seconds": {r.name: round(r.seconds, 2) for r in report.results},
         "findings": counts,
-        "planted_caught": all(caught.values()),
+        "found_vs_planted": {name: list(pair) for name, pair in found.items()},
+        "planted_caught_exactly": all(caught.values()),
         "missed": sorted(k for k, ok in caught.items() if not ok),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "target_s": TARGET_S,

@@ -89,7 +89,7 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple
     import numpy as np
 
     from refine import CollectSettings, load_eval, load_training
-    from refine._atomic import sha256_file, write_parquet
+    from refine._atomic import write_parquet
     from refine.collection import _finalize, _pairs_table, _settings_record
     from refine.provenance import provenance
     from refine.records import Attribution, Influence
@@ -135,12 +135,13 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple
     settings = CollectSettings(backend="synthetic-bench", top_k=TOP_K)
     stub_backend = types.SimpleNamespace(settings=lambda: {
         "backend": "synthetic-bench", "options": {"seed": seed}, "model_fingerprint": None})
-    record = _settings_record(training, str(evalf), sha256_file(evalf), stub_backend, settings)
+    record = _settings_record(training, str(evalf), stub_backend, settings)
     run = RunDir(root / f"run-{name}")
     run.prepare_for(record, overwrite=False)
     run.write_settings(record, provenance())
-    write_parquet(run.file(PAIRS), _pairs_table(training))
-    _finalize(run, evalset.items, journal, settings.grade, None, str(evalf))
+    with run.stage("collect", record) as stage:
+        write_parquet(stage.path(PAIRS), _pairs_table(training))
+        _finalize(stage, evalset.items, journal, settings.grade, None, str(evalf))
     log(f"[{name}] run dir finalized in {time.perf_counter() - t:.1f}s")
     return run.path, train
 

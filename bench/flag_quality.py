@@ -69,20 +69,25 @@ def sweep(worlds: int, seed: int) -> list[dict]:
     out = []
     for min_bad in (1, 2, 3, 4):
         for alpha in (0.01, 0.05, 0.1, 0.2):
-            precision, recall, false_flags = [], [], []
+            hits = flagged_total = culprits_total = empty = 0
+            false_flags = []
             by_kind = {"neighbour": 0, "popular": 0, "unexplained": 0}
             for items, cites, culprits in generated:
                 stats, _, _ = flag_statistics(items, cites, FlagSettings(min_bad=min_bad, alpha=alpha))
                 flagged = set(stats.index[stats["flagged"]])
-                hits = len(flagged & culprits)
+                hits += len(flagged & culprits)
+                flagged_total += len(flagged)
+                culprits_total += len(culprits)
+                empty += not flagged
                 for pair in flagged - culprits:
                     by_kind[{"n": "neighbour", "p": "popular", "u": "unexplained"}[pair[0]]] += 1
-                precision.append(hits / len(flagged) if flagged else 1.0)
-                recall.append(hits / len(culprits))
                 false_flags.append(len(flagged - culprits))
+            # Pooled over the worlds: a world that flags nothing adds no precision (an empty
+            # flagged set is not "precise"), and its misses count against recall.
             out.append({"min_bad": min_bad, "alpha": alpha,
-                        "precision": round(float(np.mean(precision)), 3),
-                        "recall": round(float(np.mean(recall)), 3),
+                        "precision": round(hits / flagged_total, 3) if flagged_total else None,
+                        "recall": round(hits / culprits_total, 3),
+                        "worlds_flagging_nothing": empty,
                         "false_flags_per_world": round(float(np.mean(false_flags)), 2),
                         "false_flags_by_kind": by_kind})
     return out

@@ -207,7 +207,7 @@ def _retrained(world: World, train_files: list[str]) -> dict:
 def removal(world: World, run: Path, tmp: Path, seed: int = 0, prune: bool = True,
             edit: bool = True) -> dict:
     from refine import load_training
-    from refine.emission import emit
+    from refine.emission import EmitSettings, emit
     from refine.flagging import read_flags
 
     lm = _tiny_lm()
@@ -227,7 +227,7 @@ def removal(world: World, run: Path, tmp: Path, seed: int = 0, prune: bool = Tru
         # `--mode edit`: answers replaced by the references of the bad answers they drove,
         # where refine can vouch for one; the rest quarantined (left out of training).
         edited = tmp / "edited" / "train"
-        result = emit(run, edited, mode="edit")
+        result = emit(run, edited, EmitSettings(mode="edit"))
         out["flagged_edited"] = {**_retrained(world, _train_files(edited.parent)),
                                  "edited": result.edited, "quarantined": result.quarantined}
     return out

@@ -1,7 +1,8 @@
 """The `refine` command: a thin layer over the Python API with the same verbs.
 
-Each command parses options, builds the settings object, calls one public function and turns
-a RefineError into a one-line message on stderr and exit code 2.
+Each command parses options, builds the settings object (:mod:`refine.settings`, whose
+defaults and help texts the options take), calls one public function and turns a RefineError
+into a one-line message on stderr and the error's exit code (see :mod:`refine.errors`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import click
 
 from ._version import __version__
 from .errors import ConfigError, IncompleteRunError, RefineError
+from .layouts import LAYOUTS
+from .settings import (MODES, ClusterSettings, CollectSettings, EmitSettings, FlagSettings,
+                       ReportSettings, default, help_of)
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,9 +32,35 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _set_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(f)
-    return f
+def _setting(cls: type, name: str, *flags: str, **kwargs: Any) -> Callable[..., Any]:
+    """An option whose default and help come from the settings dataclass."""
+    value = default(cls, name)
+    if isinstance(value, bool):
+        kwargs.setdefault("is_flag", True)
+    else:
+        kwargs.setdefault("show_default", True)
+        if value is not None:
+            kwargs.setdefault("type", type(value))
+    return click.option(*(flags or (f"--{name.replace('_', '-')}",)), name, default=value,
+                        help=help_of(cls, name), **kwargs)
+
+
+def _quiet(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--quiet", "-q", is_flag=True, help="No progress output.")(f)
+
+
+def _backends() -> list[str]:
+    from .attribution.base import available_backends
+
+    return available_backends()
+
+
+def _backend_choice() -> Any:
+    """The installed backends by name (entry points: listing them imports nothing)."""
+    from .plugins import BACKENDS, plugin_names
+
+    names = plugin_names(BACKENDS)
+    return click.Choice(names) if names else str
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,11 +68,12 @@ def _set_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     """Find the fine-tuning pairs that repeatedly drive bad answers, and emit a refined dataset.
 
-    Typical flow: collect → flag → emit, or all three from a recipe with `refine run`.
+    Typical flow: collect → flag → cluster → emit → report, or all of them from a recipe with
+    `refine run`.
     """
 
 
-LAYOUT_NAMES = ["messages", "sharegpt", "alpaca", "prompt_completion", "question_answer"]
+LAYOUT_NAMES = list(LAYOUTS)
 
 
 @main.command("collect")
@@ -51,15 +82,12 @@ LAYOUT_NAMES = ["messages", "sharegpt", "alpaca", "prompt_completion", "question
                    "dataset directory (DIR, or DIR:split for a DatasetDict). Repeat for several.")
 @click.option("--eval", "eval_path", required=True, metavar="SOURCE",
               help="Eval set (any training source): question, answer, and verdict or reference.")
-@click.option("--format", "train_format", type=click.Choice(LAYOUT_NAMES), default=None,
-              help="Record layout of the training sources (default: detected per record or file).")
-@click.option("--eval-format", "eval_format", type=click.Choice(LAYOUT_NAMES), default=None,
-              help="Record layout of the eval set (default: detected).")
+@_setting(CollectSettings, "train_format", "--format", type=click.Choice(LAYOUT_NAMES))
+@_setting(CollectSettings, "eval_format", "--eval-format", type=click.Choice(LAYOUT_NAMES))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Run directory to write (resumed when it holds the same run).")
-@click.option("--backend", default="embedding", show_default=True, help="Attribution backend.")
-@click.option("--top-k", default=10, show_default=True, type=int,
-              help="At most this many influential pairs per eval item.")
+@_setting(CollectSettings, "backend", type=_backend_choice())
+@_setting(CollectSettings, "top_k")
 @click.option("--model", default=None,
               help="embedding: a local sentence-transformers model directory (default: the "
                    "packaged all-MiniLM-L6-v2); gradient: the local causal LM directory.")
@@ -67,20 +95,20 @@ LAYOUT_NAMES = ["messages", "sharegpt", "alpaca", "prompt_completion", "question
               help="gradient: a local PEFT LoRA adapter directory on top of --model.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A backend option (see the README), read as YAML. Repeatable.")
-@click.option("--batch-size", default=32, show_default=True, type=int,
-              help="Eval items attributed (and saved) per step.")
+@_setting(CollectSettings, "batch_size")
 @click.option("--model-id", default=None, help="seekrflow: the fine-tuned model's id.")
 @click.option("--base-url", default=None,
-              help="seekrflow: the API's base URL (a `refine serve` address works too).")
+              help="seekrflow: the API's base URL (default: $SEEKR_BASE_URL, else "
+                   "https://flow.seekr.com; a `refine serve` address works too).")
 @click.option("--concurrency", default=None, type=int, help="seekrflow: requests in flight [8].")
 @click.option("--rate", default=None, type=float, help="seekrflow: at most this many requests/s.")
 @click.option("--timeout", default=None, type=float, help="seekrflow: seconds per request [60].")
 @click.option("--max-retries", default=None, type=int,
-              help="seekrflow: retries per request on 408/409/429/5xx and connection errors [5].")
-@click.option("--skip-invalid", is_flag=True, help="Skip and count invalid input lines instead "
-                                                   "of stopping at the first.")
-@click.option("--overwrite", is_flag=True, help="Start RUN afresh even if it holds another run.")
-@_set_options
+              help="seekrflow: retries per request on 408/409/429/5xx, garbled bodies and "
+                   "connection errors [5].")
+@_setting(CollectSettings, "skip_invalid")
+@click.option("--overwrite", is_flag=True, help="Start OUT afresh even if it holds another run.")
+@_quiet
 @_handle_errors
 def collect_command(train: tuple[str, ...], eval_path: str, train_format: str | None,
                     eval_format: str | None, out: str, backend: str, top_k: int,
@@ -90,12 +118,13 @@ def collect_command(train: tuple[str, ...], eval_path: str, train_format: str | 
                     skip_invalid: bool, overwrite: bool, quiet: bool) -> None:
     """Attribute every eval item to training pairs; write the run directory OUT.
 
-    The seekrflow backend reads its API key from $SEEKR_API_KEY (and $SEEKR_TEAM_ID,
-    $SEEKR_BASE_URL as the official SDK does). Exit code 3 when items are left failed: run the
-    same command again to retry just those.
+    Backends are plug-ins: `refine backends` lists the installed ones. The seekrflow
+    backend reads its API key from $SEEKR_API_KEY (and $SEEKR_TEAM_ID, $SEEKR_BASE_URL as the
+    official SDK does). Exit code 3 when items are left failed: run the same command again to
+    retry just those.
     """
-    from .collection import CollectSettings, collect
-    from .recipe import parse_key_values
+    from .collection import collect
+    from .config import parse_key_values
 
     backend_options = parse_key_values(options, "--option")
     named = {"model": model, "adapter": adapter, "model_id": model_id, "base_url": base_url,
@@ -111,12 +140,19 @@ def collect_command(train: tuple[str, ...], eval_path: str, train_format: str | 
         sys.exit(IncompleteRunError.exit_code)
 
 
+@main.command("backends")
+def backends_command() -> None:
+    """List the attribution backends (built-in and plug-ins)."""
+    for name in _backends():
+        click.echo(name)
+
+
 def _report_collect(result: Any) -> None:
     click.echo(f"collected {result.done}/{result.items} eval items over {result.training_pairs} "
                f"training pairs into {result.run_dir}"
                + (f" ({result.resumed} already done)" if result.resumed else ""))
     if result.skipped_lines:
-        click.echo(f"skipped {result.skipped_lines} invalid input lines", err=True)
+        click.echo(f"skipped {result.skipped_lines} invalid input records", err=True)
     if result.unmatched_results:
         click.echo(f"{result.unmatched_results} attribution results match no local training line "
                    f"(kept in {Path(result.run_dir) / 'attributions.parquet'} with no pair_id), e.g.:",
@@ -130,15 +166,13 @@ def _report_collect(result: Any) -> None:
 
 @main.command("flag")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--min-bad", default=2, show_default=True, type=int,
-              help="Flag only pairs cited by at least this many distinct bad answers.")
-@click.option("--alpha", default=0.1, show_default=True, type=float,
-              help="False-discovery rate for the over-citation test.")
+@_setting(FlagSettings, "min_bad")
+@_setting(FlagSettings, "alpha")
 @click.option("--show", default=20, show_default=True, type=int, help="Flagged pairs to list.")
 @_handle_errors
 def flag_command(run_dir: str, min_bad: int, alpha: float, show: int) -> None:
     """Flag the training pairs that repeatedly drive bad answers; write RUN/flags.csv."""
-    from .flagging import FlagSettings, flag
+    from .flagging import flag
 
     result = flag(run_dir, FlagSettings(min_bad=min_bad, alpha=alpha))
     _report_flags(result, show)
@@ -153,12 +187,10 @@ def _report_flags(result: Any, show: int) -> None:
                    f"q={row.q_value:.2g}  {question}")
 
 
-def _mode_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--mode", type=click.Choice(["prune", "edit", "quarantine"]), default="prune",
-                     show_default=True,
-                     help="prune: drop flagged pairs; quarantine: move them to a separate file; "
-                          "edit: replace their answer with the agreeing eval reference, else "
-                          "quarantine them for review.")(f)
+def _emit_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for name in reversed(("mode", "question_min", "agree_min")):
+        kwargs = {"type": click.Choice(MODES)} if name == "mode" else {}
+        f = _setting(EmitSettings, name, **kwargs)(f)
     return f
 
 
@@ -167,25 +199,28 @@ def _mode_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--out", "out", required=True, type=click.Path(),
               help="Output file (or dataset directory) in the input's format; a directory of them "
                    "when the run has several training sources.")
-@_mode_options
-@click.option("--counterexamples", is_flag=True,
-              help="Append corrected pairs (eval question + reference) for failure modes that "
-                   "lost every pair driving them (needs `refine cluster`).")
+@_emit_options
+@_setting(EmitSettings, "counterexamples")
 @_handle_errors
-def emit_command(run_dir: str, out: str, mode: str, counterexamples: bool) -> None:
-    """Write the refined dataset and OUT.manifest.json."""
+def emit_command(run_dir: str, out: str, mode: str, question_min: float, agree_min: float,
+                 counterexamples: bool) -> None:
+    """Write the refined dataset and its manifest (OUT.manifest.json, or OUT/manifest.json)."""
     from .emission import emit
 
-    _report_emit(emit(run_dir, out, mode=mode, counterexamples=counterexamples))
+    settings = EmitSettings(mode=mode, counterexamples=counterexamples, question_min=question_min,
+                            agree_min=agree_min)
+    _report_emit(emit(run_dir, out, settings))
 
 
 def _report_emit(result: Any) -> None:
     outputs = ", ".join(str(p) for p in result.outputs)
+    kept = result.records_out - result.added
     extra = "".join(f", {label} {n}" for label, n in (("edited", result.edited),
-                                                      ("quarantined", result.quarantined),
-                                                      ("added", result.added)) if n)
-    click.echo(f"kept {result.records_out} of {result.records_in} records "
-               f"(removed {result.removed}{extra}) -> {outputs}; manifest: {result.manifest}")
+                                                      ("quarantined", result.quarantined)) if n)
+    added = (f"; added {result.added} counter-examples ({result.records_out} records out)"
+             if result.added else "")
+    click.echo(f"kept {kept} of {result.records_in} records (removed {result.removed}{extra}){added} "
+               f"-> {outputs}; manifest: {result.manifest}")
     if result.quarantine is not None:
         click.echo(f"quarantined pairs for review: {result.quarantine}")
 
@@ -198,13 +233,14 @@ def review_group() -> None:
 @review_group.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV to write.")
-@_mode_options
+@_emit_options
 @_handle_errors
-def review_export_command(run_dir: str, out: str, mode: str) -> None:
-    """Write one row per flagged pair, with a suggested action, for a spreadsheet."""
+def review_export_command(run_dir: str, out: str, mode: str, question_min: float, agree_min: float) -> None:
+    """Write one row per flagged pair, with the action --mode would take, for a spreadsheet."""
     from .review import export_review
 
-    result = export_review(run_dir, out, mode=mode)
+    result = export_review(run_dir, out, EmitSettings(mode=mode, question_min=question_min,
+                                                      agree_min=agree_min))
     click.echo(f"{result.rows} flagged pairs to review -> {result.path} "
                "(fill in `action`: keep/drop/edit/quarantine, and `new_answer` for an edit)")
 
@@ -213,26 +249,26 @@ def review_export_command(run_dir: str, out: str, mode: str) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("review_csv", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(),
-              help="Output JSONL (a directory when the run has several training files).")
-@_mode_options
+              help="Output file (or dataset directory); a directory when the run has several sources.")
+@_emit_options
 @_handle_errors
-def review_apply_command(run_dir: str, review_csv: str, out: str, mode: str) -> None:
+def review_apply_command(run_dir: str, review_csv: str, out: str, mode: str, question_min: float,
+                         agree_min: float) -> None:
     """Validate a filled-in review CSV and emit with the reviewed decisions."""
     from .review import apply_review
 
-    _report_emit(apply_review(run_dir, review_csv, out, mode=mode))
+    _report_emit(apply_review(run_dir, review_csv, out, EmitSettings(
+        mode=mode, question_min=question_min, agree_min=agree_min)))
 
 
 @main.command("cluster")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--distance-threshold", default=0.6, show_default=True, type=float,
-              help="Cosine distance at which failure modes stop merging.")
-@click.option("--min-size", default=3, show_default=True, type=int,
-              help="Smaller groups of bad answers stay unclustered.")
+@_setting(ClusterSettings, "distance_threshold")
+@_setting(ClusterSettings, "min_size")
 @_handle_errors
 def cluster_command(run_dir: str, distance_threshold: float, min_size: int) -> None:
-    """Group the bad answers into failure modes and find the pairs driving each."""
-    from .clustering import ClusterSettings, cluster
+    """Group the bad answers into failure modes and find the pairs driving each (after flag)."""
+    from .clustering import cluster
 
     result = cluster(run_dir, ClusterSettings(distance_threshold=distance_threshold, min_size=min_size))
     _report_clusters(result)
@@ -249,12 +285,14 @@ def _report_clusters(result: Any) -> None:
 
 @main.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
+@_setting(ReportSettings, "max_flagged")
+@_setting(ReportSettings, "max_cited")
 @_handle_errors
-def report_command(run_dir: str) -> None:
+def report_command(run_dir: str, max_flagged: int, max_cited: int) -> None:
     """Write RUN/report.html (self-contained) and RUN/report.md."""
     from .reporting import report
 
-    result = report(run_dir)
+    result = report(run_dir, ReportSettings(max_flagged=max_flagged, max_cited=max_cited))
     click.echo(f"report: {result.html} ({result.bytes / 1e6:.2f} MB), {result.markdown}")
 
 
@@ -297,28 +335,28 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               help="A gate file (see recipes/pre-retrain-gate.yaml); flags given here win.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")
-@click.option("--max-findings", default=None, type=int, help="Findings shown per failed check.")
+@click.option("--max-findings", default=None, type=int, help="Findings shown per failed check [20].")
 @_handle_errors
 def check_command(train: tuple[str, ...], eval_path: str | None, baseline: tuple[str, ...],
                   flags_run: str | None, select: tuple[str, ...], options: tuple[str, ...],
                   config: str | None, as_json: bool, max_findings: int | None) -> None:
     """Check a training set before retraining on it; exit 1 when an error-level check fails."""
     from .checks import available_checks, run_checks
-    from .recipe import load_check_config, parse_key_values
+    from .config import parse_key_values
+    from .recipe import load_check_config
+    from .settings import CheckSettings
 
-    settings = load_check_config(config) if config else {}
-    merged_options = {name: dict(values) for name, values in (settings.get("options") or {}).items()}
+    settings = load_check_config(config) if config else CheckSettings()
+    merged_options = {name: dict(values) for name, values in settings.options.items()}
     for name, values in parse_key_values(options, "--option").items():
         if not isinstance(values, dict):
             raise ConfigError(f"needs CHECK.KEY=VALUE; known checks: {', '.join(available_checks())}",
                               key="--option")
         merged_options.setdefault(name, {}).update(values)
-    if max_findings is None:
-        max_findings = int(settings.get("max_findings", 20))
     report = run_checks(list(train), eval_path=eval_path, baseline=list(baseline) or None,
-                        flags_run=flags_run, select=list(select) or settings.get("select"),
-                        options=merged_options, severity=settings.get("severity"),
-                        max_findings=max_findings)
+                        flags_run=flags_run, select=list(select) or settings.select,
+                        options=merged_options, severity=settings.severity,
+                        max_findings=settings.max_findings if max_findings is None else max_findings)
     click.echo(report.to_json() if as_json else report.to_table())
     if not report.passed:
         sys.exit(1)
@@ -328,10 +366,14 @@ def check_command(train: tuple[str, ...], eval_path: str | None, baseline: tuple
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key, e.g. --set flag.min_bad=3. Repeatable.")
-@_set_options
+@_quiet
 @_handle_errors
 def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
-    """Run a recipe: collect → flag → emit."""
+    """Run a recipe: collect → flag → cluster → emit → report (cluster and report can be
+    turned off in the recipe).
+
+    Exit code 3 when collect left eval items failed (nothing is flagged or emitted then).
+    """
     from .recipe import load_recipe, run_recipe
 
     result = run_recipe(load_recipe(recipe, overrides), progress=not quiet)
@@ -339,17 +381,17 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
     _report_flags(result.flag, 20)
     if result.cluster is not None:
         _report_clusters(result.cluster)
+    _report_emit(result.emit)
     if result.report is not None:
         click.echo(f"report: {result.report.html}")
-    _report_emit(result.emit)
 
 
 @main.command("serve")
 @click.option("--train", "train", multiple=True, required=True, metavar="SOURCE",
               help="Training source(s) the server attributes to (as for collect). Repeatable.")
-@click.option("--backend", default="embedding", show_default=True, help="Local attribution backend.")
+@_setting(CollectSettings, "backend", type=_backend_choice())
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option.")
-@click.option("--top-k", default=10, show_default=True, type=int)
+@_setting(CollectSettings, "top_k")
 @click.option("--model-id", default="local", show_default=True,
               help="The model id the route answers for.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -364,14 +406,15 @@ def serve_command(train: tuple[str, ...], backend: str, options: tuple[str, ...]
     """Serve the SeekrFlow attribution API over a local backend."""
     import os
 
+    from .config import parse_key_values
     from .server import serve
-    from .recipe import parse_key_values
 
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise ConfigError(f"environment variable {api_key_env} is not set", key="--api-key-env")
+
     def ready(url: str) -> None:
         click.echo(f"serving model {model_id!r} ({backend} backend) on {url} "
                    f"(route: {url}/v1/flow/explain/models/{model_id}/influential-finetuning-data; "

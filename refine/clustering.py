@@ -13,18 +13,21 @@ Each failure mode is named by its most distinctive terms (class-based TF-IDF: a 
 frequency in the cluster times log(1 + average words per cluster / the term's frequency
 across clusters)) and by its representative item (the one nearest the centroid). Its
 driving pairs are ranked by blame *within the cluster* (level-weighted citations by the
-cluster's items). Flagged pairs are grouped into themes the same way, and each flagged pair
-learns which failure modes it drives; one that drives modes unrelated to each other (centroid
-similarity below ``unrelated_similarity``) is called out.
+cluster's items, with the flag stage's level weights). Each cited pair learns which failure
+modes it drives; a flagged pair's *theme* is the mode it drives most (so theme 2 is mode 2:
+one numbering), and one that drives modes unrelated to each other (centroid similarity below
+``unrelated_similarity``) is called out.
 
 Outputs: RUN/clusters.parquet (one row per bad item), RUN/clusters.csv (one row per failure
-mode), RUN/cluster_pairs.parquet (cluster × pair blame), RUN/themes.csv, and new columns in
-RUN/flags.csv (``failure_modes``, ``theme``, ``multi_mode``). Deterministic for the same run.
+mode), RUN/cluster_pairs.parquet (cluster × pair blame), RUN/themes.csv (flagged pairs per
+theme) and RUN/flag_modes.parquet (``failure_modes``, ``theme``, ``multi_mode`` per cited
+pair, joined to the flags by readers; flags.csv is the flag stage's and is not rewritten).
+Needs current flags. Deterministic for the same run.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,36 +36,13 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_open, write_parquet
-from .errors import ConfigError, RunDirError
-from .rundir import ATTRIBUTIONS, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir
+from .errors import RunDirError
+from .settings import ClusterSettings
+from .rundir import CLUSTER_PAIRS, CLUSTERS, CLUSTERS_CSV, FLAG_MODES, THEMES_CSV, RunDir
 from .text import qa_text
 
 __all__ = ["ClusterResult", "ClusterSettings", "cluster", "name_clusters", "agglomerate"]
 
-CLUSTERS = "clusters.parquet"
-CLUSTERS_CSV = "clusters.csv"
-CLUSTER_PAIRS = "cluster_pairs.parquet"
-THEMES_CSV = "themes.csv"
-DEFAULT_WEIGHTS = {"high": 1.0, "medium": 0.5, "low": 0.25}
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    distance_threshold: float = 0.6
-    min_size: int = 3
-    top_pairs: int = 5
-    max_direct: int = 3000
-    unrelated_similarity: float = 0.3
-    theme_distance_threshold: float = 0.6
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.distance_threshold < 2:
-            raise ConfigError("must be in (0, 2)", key="cluster.distance_threshold")
-        if not isinstance(self.min_size, int) or self.min_size < 1:
-            raise ConfigError("must be an integer ≥ 1", key="cluster.min_size")
-        if not isinstance(self.max_direct, int) or self.max_direct < 10:
-            raise ConfigError("must be an integer ≥ 10", key="cluster.max_direct")
 
 
 @dataclass(frozen=True)
@@ -131,12 +111,6 @@ def name_clusters(texts: list[str], labels: np.ndarray, top_terms: int = 4) -> d
     return names
 
 
-def _weights(run: RunDir) -> dict[str, float]:
-    if run.file(FLAGS_JSON).is_file():
-        return json.loads(run.file(FLAGS_JSON).read_text(encoding="utf-8"))["settings"]["level_weights"]
-    return DEFAULT_WEIGHTS
-
-
 def _model_for(run: RunDir):
     from .embeddings import DEFAULT_MODEL, EmbeddingModel
 
@@ -150,10 +124,9 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
     """Cluster a run's bad answers into failure modes; write the cluster files into RUN."""
     settings = settings or ClusterSettings()
     run = RunDir(run_dir)
-    run.settings()
-    run.require(ITEMS, ATTRIBUTIONS, PAIRS)
-    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "question", "answer", "verdict", "status"])
-    bad = items[(items["verdict"] == "bad") & (items["status"] == "done")].reset_index(drop=True)
+    weights = run.flag_settings().level_weights
+    items = run.items(["eval_id", "question", "answer", "verdict"], done=True)
+    bad = items[items["verdict"] == "bad"].reset_index(drop=True)
     if bad.empty:
         raise RunDirError(f"{run.path}: no bad answers to cluster")
     model = model or _model_for(run)
@@ -164,9 +137,8 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
     names = name_clusters(texts, labels)
     bad = bad.assign(cluster=labels, label=[names.get(int(l), "unclustered") for l in labels])
 
-    weights = _weights(run)
-    citations = pd.read_parquet(run.file(ATTRIBUTIONS), columns=["eval_id", "pair_id", "influence_level"])
-    citations = citations[citations["pair_id"].notna() & citations["eval_id"].isin(bad["eval_id"])]
+    citations = run.attributions(["eval_id", "pair_id", "influence_level"], matched=True)
+    citations = citations[citations["eval_id"].isin(bad["eval_id"])]
     citations = citations.assign(weight=citations["influence_level"].map(weights).astype(float))
     citations = citations.groupby(["eval_id", "pair_id"], as_index=False)["weight"].max()
     citations = citations.merge(bad[["eval_id", "cluster"]], on="eval_id")
@@ -177,8 +149,7 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
     per_pair = per_pair.sort_values(["cluster", "blame", "n_items", "pair_id"],
                                     ascending=[True, False, False, True], kind="mergesort")
 
-    pairs = pd.read_parquet(run.file(PAIRS), columns=["pair_id", "file", "line", "question", "answer"])
-    first = pairs.drop_duplicates("pair_id").set_index("pair_id")
+    first = run.pairs(["pair_id", "file", "line", "question", "answer"], unique=True).set_index("pair_id")
     centroids = {}
     rows = []
     for c in sorted(sizes.index):
@@ -204,55 +175,51 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
                                         "representative_answer", "example_questions", "top_pairs",
                                         "top_pair_ids"])
     unclustered = int((labels < 0).sum())
+    flags = run.flags(["file", "line"])
+    flag_modes, themes = _modes_of_pairs(per_pair, set(flags.loc[flags["flagged"], "pair_id"]),
+                                         flags.set_index("pair_id"), names, centroids, settings)
 
     import pyarrow as pa
-    write_parquet(run.file(CLUSTERS), pa.Table.from_pandas(
-        bad[["eval_id", "cluster", "label"]], preserve_index=False))
-    write_parquet(run.file(CLUSTER_PAIRS), pa.Table.from_pandas(per_pair.reset_index(drop=True),
-                                                                 preserve_index=False))
-    with atomic_open(run.file(CLUSTERS_CSV), "w", encoding="utf-8") as fh:
-        modes.to_csv(fh, index=False, lineterminator="\n")
-        if unclustered:
-            fh.write(f"-1,unclustered,{unclustered},,,,,\n")
-    themes = _annotate_flags(run, per_pair, names, centroids, settings, model)
+    with run.stage("cluster", dataclasses.asdict(settings)) as stage:
+        write_parquet(stage.path(CLUSTERS), pa.Table.from_pandas(
+            bad[["eval_id", "cluster", "label"]], preserve_index=False))
+        write_parquet(stage.path(CLUSTER_PAIRS), pa.Table.from_pandas(per_pair.reset_index(drop=True),
+                                                                       preserve_index=False))
+        write_parquet(stage.path(FLAG_MODES), pa.Table.from_pandas(flag_modes, preserve_index=False))
+        with atomic_open(stage.path(CLUSTERS_CSV), "w", encoding="utf-8") as fh:
+            modes.to_csv(fh, index=False, lineterminator="\n")
+            if unclustered:
+                fh.write(f"-1,unclustered,{unclustered},,,,,\n")
+        with atomic_open(stage.path(THEMES_CSV), "w", encoding="utf-8") as fh:
+            themes.to_csv(fh, index=False, lineterminator="\n")
     return ClusterResult(run.path, bad[["eval_id", "cluster", "label"]], modes, themes)
 
 
-def _annotate_flags(run: RunDir, per_pair: pd.DataFrame, names: dict[int, str],
-                    centroids: dict[int, np.ndarray], settings: ClusterSettings, model: Any) -> pd.DataFrame:
-    """Add failure modes, themes and a multi-mode call-out to flags.csv (when flags exist)."""
-    if not run.file(FLAGS_CSV).is_file():
-        return pd.DataFrame(columns=["theme", "label", "size", "pairs"])
-    from .flagging import read_flags
-
-    flags = read_flags(run.path).drop(columns=["failure_modes", "theme", "multi_mode"], errors="ignore")
-    modes_of = per_pair[per_pair["n_items"] >= 1].groupby("pair_id")["cluster"].apply(sorted)
-    flagged = flags[flags["flagged"]].reset_index(drop=True)
-
+def _modes_of_pairs(per_pair: pd.DataFrame, flagged: set[str], flags: pd.DataFrame,
+                    names: dict[int, str], centroids: dict[int, np.ndarray],
+                    settings: ClusterSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per cited pair: the failure modes it drives, its theme (the mode it drives most) and
+    whether it drives unrelated modes; and the flagged pairs of each theme."""
     def unrelated(modes: list[int]) -> bool:
         return any(float(centroids[a] @ centroids[b]) < settings.unrelated_similarity
                    for i, a in enumerate(modes) for b in modes[i + 1:])
 
-    flags["failure_modes"] = [" | ".join(f"{m}: {names[m]}" for m in modes_of.get(p, []))
-                              for p in flags["pair_id"]]
-    flags["multi_mode"] = [bool(f) and unrelated(modes_of.get(p, [])) for p, f in
-                           zip(flags["pair_id"], flags["flagged"])]
+    ordered = per_pair.sort_values(["pair_id", "blame", "n_items", "cluster"],
+                                   ascending=[True, False, False, True], kind="mergesort")
+    rows = []
+    for pair_id, group in ordered.groupby("pair_id", sort=True):
+        modes = sorted(int(c) for c in group["cluster"])
+        main = int(group["cluster"].iloc[0])
+        rows.append({"pair_id": pair_id,
+                     "failure_modes": " | ".join(f"{m}: {names[m]}" for m in modes),
+                     "theme": f"{main}: {names[main]}",
+                     "multi_mode": pair_id in flagged and unrelated(modes)})
+    table = pd.DataFrame(rows, columns=["pair_id", "failure_modes", "theme", "multi_mode"])
+    table["multi_mode"] = table["multi_mode"].astype(bool)
+    themed = table[table["pair_id"].isin(flagged)]
     theme_rows = []
-    flags["theme"] = ""
-    if len(flagged):
-        texts = [qa_text(q, a) for q, a in zip(flagged["question"], flagged["answer"])]
-        labels = _relabel(agglomerate(model.encode(texts), settings.theme_distance_threshold,
-                                      max_direct=settings.max_direct, seed=settings.seed), 1)
-        theme_names = name_clusters(texts, labels, top_terms=3)
-        theme_of = dict(zip(flagged["pair_id"], (f"{l}: {theme_names[l]}" for l in labels)))
-        flags["theme"] = [theme_of.get(p, "") for p in flags["pair_id"]]
-        for t in sorted(set(labels.tolist())):
-            members = flagged[labels == t]
-            theme_rows.append({"theme": t, "label": theme_names[t], "size": len(members),
-                               "pairs": "; ".join(f"{f}:{l}" for f, l in zip(members["file"], members["line"]))})
-    with atomic_open(run.file(FLAGS_CSV), "w", encoding="utf-8") as fh:
-        flags.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
-    themes = pd.DataFrame(theme_rows, columns=["theme", "label", "size", "pairs"])
-    with atomic_open(run.file(THEMES_CSV), "w", encoding="utf-8") as fh:
-        themes.to_csv(fh, index=False, lineterminator="\n")
-    return themes
+    for theme, group in themed.groupby(themed["theme"].str.split(":").str[0].astype(int), sort=True):
+        where = flags.loc[group["pair_id"]]
+        theme_rows.append({"theme": int(theme), "label": names[int(theme)], "size": len(group),
+                           "pairs": "; ".join(f"{f}:{l}" for f, l in zip(where["file"], where["line"]))})
+    return table, pd.DataFrame(theme_rows, columns=["theme", "label", "size", "pairs"])

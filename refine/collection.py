@@ -11,45 +11,19 @@ import pyarrow as pa
 from ._atomic import write_parquet
 from ._progress import Progress
 from .attribution.base import AttributionBackend, make_backend
-from .errors import ConfigError, InputError
+from .errors import InputError
 from .evalset import EvalItem, load_eval
 from .grading import GradeSettings, grade_items
+from .settings import CollectSettings
 from .provenance import provenance
-from .layouts import get_layout
 from .records import Attribution
-from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir
+from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir, StageWriter
 from .sources import open_source, source_digest
 from .training import TrainingInput, TrainingSet, load_training
 
 __all__ = ["CollectResult", "CollectSettings", "collect"]
 
 SETTINGS_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class CollectSettings:
-    """How to collect. Every field but `batch_size` and `skip_invalid` decides the results."""
-
-    backend: str = "embedding"
-    top_k: int = 10
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    grade: GradeSettings = field(default_factory=GradeSettings)
-    batch_size: int = 32
-    skip_invalid: bool = False
-    train_format: str | None = None    # record layout of every training source; None: detect
-    eval_format: str | None = None     # record layout of the eval set; None: detect
-
-    def __post_init__(self) -> None:
-        for key in ("train_format", "eval_format"):
-            if getattr(self, key) is not None:
-                get_layout(getattr(self, key), key=f"collect.{key}")
-        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
-            raise ConfigError(f"must be a positive integer, got {self.top_k!r}", key="collect.top_k")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"must be a positive integer, got {self.batch_size!r}",
-                              key="collect.batch_size")
-        if not isinstance(self.backend_options, dict):
-            raise ConfigError("must be a mapping", key="collect.backend_options")
 
 
 @dataclass(frozen=True)
@@ -134,27 +108,28 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
         run = RunDir(out)
         run.prepare_for(settings_record, overwrite=overwrite)
         run.write_settings(settings_record, provenance())
-        write_parquet(run.file(PAIRS), _pairs_table(training))
+        with run.stage("collect", settings_record) as stage:
+            write_parquet(stage.path(PAIRS), _pairs_table(training))
 
-        done = run.read_journal()
-        finished = {eid for eid, rec in done.items() if rec.status == "done"}
-        todo = [item for item in evalset.items if item.id not in finished]
-        resumed = len(evalset.items) - len(todo)
+            done = run.read_journal()
+            finished = {eid for eid, rec in done.items() if rec.status == "done"}
+            todo = [item for item in evalset.items if item.id not in finished]
+            resumed = len(evalset.items) - len(todo)
 
-        with Progress(progress).session() as bars, run.journal_writer() as journal:
-            if todo:
-                backend.prepare(training, bars.callback)
-                bar = bars.bar(f"attribute ({backend.name})", len(evalset.items), unit="item")
-                bar.update(resumed)
-                failures = 0
-                for record in backend.iter_attributions(todo, settings.batch_size):
-                    journal.append(record)
-                    done[record.eval_id] = record
-                    failures += record.status != "done"
-                    bar.update(1)
-                    bar.set_postfix(failed=failures, refresh=False)
-        grader_model = getattr(backend, "model", None)
-        _finalize(run, evalset.items, done, settings.grade, grader_model, eval_path)
+            with Progress(progress).session() as bars, run.journal_writer() as journal:
+                if todo:
+                    backend.prepare(training, bars.callback)
+                    bar = bars.bar(f"attribute ({backend.name})", len(evalset.items), unit="item",
+                                   initial=resumed)
+                    failures = 0
+                    for record in backend.iter_attributions(todo, settings.batch_size):
+                        journal.append(record)
+                        done[record.eval_id] = record
+                        failures += record.status != "done"
+                        bar.update(1)
+                        bar.set_postfix(failed=failures, refresh=False)
+            grader_model = getattr(backend, "model", None)
+            _finalize(stage, evalset.items, done, settings.grade, grader_model, eval_path)
 
     failed = [item.id for item in evalset.items if done[item.id].status != "done"]
     skipped = len(training.skipped) + len(evalset.skipped)
@@ -164,7 +139,7 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
                          resumed, len(training.pairs), skipped, len(unmatched), unmatched[:5])
 
 
-def _finalize(run: RunDir, items: list[EvalItem], records: dict[str, Attribution],
+def _finalize(stage: StageWriter, items: list[EvalItem], records: dict[str, Attribution],
               grade_settings: GradeSettings, grader_model: Any, eval_path: str) -> None:
     """Write items.parquet and attributions.parquet, in eval-set order."""
     # The answer a remote service generated stands in for a missing one.
@@ -218,5 +193,5 @@ def _finalize(run: RunDir, items: list[EvalItem], records: dict[str, Attribution
         "n_influences": pa.array([len(records[i.id].influences) for i in answered], pa.int32()),
         "version": pa.array([records[i.id].version for i in answered], pa.string()),
     })
-    write_parquet(run.file(ATTRIBUTIONS), attributions)
-    write_parquet(run.file(ITEMS), item_table)
+    write_parquet(stage.path(ATTRIBUTIONS), attributions)
+    write_parquet(stage.path(ITEMS), item_table)

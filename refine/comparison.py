@@ -20,12 +20,10 @@ from typing import Any
 import pandas as pd
 
 from .errors import RunDirError
-from .rundir import ATTRIBUTIONS, FLAGS_CSV, ITEMS, RunDir
+from .rundir import RunDir
+from .settings import LEVEL_WEIGHTS
 
 __all__ = ["CompareResult", "compare"]
-
-_WEIGHTS = {"high": 1.0, "medium": 0.5, "low": 0.25}
-
 
 @dataclass(frozen=True)
 class CompareResult:
@@ -49,20 +47,20 @@ class CompareResult:
         return asdict(self)
 
 
-def _load(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    settings = run.settings()
-    run.require(ITEMS, ATTRIBUTIONS)
-    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "verdict", "status"])
-    cites = pd.read_parquet(run.file(ATTRIBUTIONS), columns=["eval_id", "pair_id", "influence_level"])
-    return items[items["status"] == "done"], cites[cites["pair_id"].notna()], \
-        settings.get("collect", {}).get("backend", "?")
+def _load(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame, str, dict[str, float]]:
+    """Finished items, matched citations, the backend, and the level weights of the run's own
+    flag settings (the defaults when it has no current flags)."""
+    backend = run.collect_settings().get("collect", {}).get("backend", "?")
+    weights = run.flag_settings().level_weights if run.is_current("flag") else dict(LEVEL_WEIGHTS)
+    return (run.items(["eval_id", "verdict"], done=True),
+            run.attributions(["eval_id", "pair_id", "influence_level"], matched=True), backend, weights)
 
 
 def compare(run_a: str | Path, run_b: str | Path) -> CompareResult:
     """Agreement figures between two collected runs."""
     a, b = RunDir(run_a), RunDir(run_b)
-    items_a, cites_a, backend_a = _load(a)
-    items_b, cites_b, backend_b = _load(b)
+    items_a, cites_a, backend_a, weights_a = _load(a)
+    items_b, cites_b, backend_b, weights_b = _load(b)
     common = set(items_a["eval_id"]) & set(items_b["eval_id"])
     if not common:
         raise RunDirError(f"{a.path} and {b.path} share no finished eval items; compare runs over "
@@ -78,12 +76,12 @@ def compare(run_a: str | Path, run_b: str | Path) -> CompareResult:
     verdicts = items_a.set_index("eval_id")["verdict"]
     bad = {e for e in common if verdicts.get(e) == "bad"}
 
-    def blame(cites: pd.DataFrame) -> pd.Series:
+    def blame(cites: pd.DataFrame, level_weights: dict[str, float]) -> pd.Series:
         subset = cites[cites["eval_id"].isin(bad)]
-        weights = subset["influence_level"].map(_WEIGHTS)
+        weights = subset["influence_level"].map(level_weights)
         return weights.groupby(subset["pair_id"]).sum()
 
-    blame_a, blame_b = blame(cites_a), blame(cites_b)
+    blame_a, blame_b = blame(cites_a, weights_a), blame(cites_b, weights_b)
     union = sorted(set(blame_a.index) | set(blame_b.index))
     spearman = None
     if len(union) >= 3:
@@ -93,11 +91,9 @@ def compare(run_a: str | Path, run_b: str | Path) -> CompareResult:
         spearman = None if pd.isna(value.statistic) else round(float(value.statistic), 6)
 
     flagged = [None, None, None, None]
-    if a.file(FLAGS_CSV).is_file() and b.file(FLAGS_CSV).is_file():
-        from .flagging import read_flags
-
-        fa = set(read_flags(a.path).query("flagged")["pair_id"])
-        fb = set(read_flags(b.path).query("flagged")["pair_id"])
+    if a.is_current("flag") and b.is_current("flag"):
+        fa = set(a.flags().query("flagged")["pair_id"])
+        fb = set(b.flags().query("flagged")["pair_id"])
         flagged = [len(fa), len(fb), len(fa & fb),
                    round(len(fa & fb) / len(fa | fb), 6) if fa | fb else None]
 

@@ -24,27 +24,14 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
-from .flagging import read_flags
-from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir
+from .rundir import RunDir
+from .settings import MODES, EditSettings
 
 __all__ = ["ACTIONS", "MODES", "Decision", "EditSettings", "EditSuggestion", "automatic_decisions",
            "suggest_edits"]
 
 ACTIONS = ("keep", "drop", "edit", "quarantine")
-MODES = ("prune", "edit", "quarantine")
 STAT_COLUMNS = ("n_bad", "n_good", "blame", "bad_share", "p_value", "q_value")
-
-
-@dataclass(frozen=True)
-class EditSettings:
-    question_min: float = 0.75
-    agree_min: float = 0.8
-
-    def __post_init__(self) -> None:
-        for name in ("question_min", "agree_min"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ConfigError(f"must be between 0 and 1, got {value!r}", key=f"emit.{name}")
 
 
 @dataclass(frozen=True)
@@ -69,8 +56,8 @@ def _stats(row: dict[str, Any]) -> dict[str, Any]:
             for k in STAT_COLUMNS if k in row}
 
 
-def flagged_table(run: RunDir, columns: list[str] | None = None) -> pd.DataFrame:
-    flags = read_flags(run.path, columns)
+def flagged_table(run: RunDir, columns: list[str] | None = None, *, with_modes: bool = False) -> pd.DataFrame:
+    flags = run.flags(columns, with_modes=with_modes)
     return flags[flags["flagged"]].reset_index(drop=True)
 
 
@@ -79,13 +66,11 @@ def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
     """For each pair, the reference answer it could safely be given instead, or why not."""
     if not pair_ids:
         return {}
-    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "question", "reference", "verdict",
-                                                      "status"])
-    bad = items[(items["verdict"] == "bad") & (items["status"] == "done")].set_index("eval_id")
-    cites = pd.read_parquet(run.file(ATTRIBUTIONS), columns=["eval_id", "pair_id"])
+    items = run.items(["eval_id", "question", "reference", "verdict"], done=True)
+    bad = items[items["verdict"] == "bad"].set_index("eval_id")
+    cites = run.attributions(["eval_id", "pair_id"], matched=True)
     cites = cites[cites["pair_id"].isin(pair_ids) & cites["eval_id"].isin(bad.index)]
-    pairs = pd.read_parquet(run.file(PAIRS), columns=["pair_id", "question"]) \
-        .drop_duplicates("pair_id").set_index("pair_id")
+    pairs = run.pairs(["pair_id", "question"], unique=True).set_index("pair_id")
     if model is None:
         from .embeddings import EmbeddingModel
         model = EmbeddingModel()

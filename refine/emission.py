@@ -17,20 +17,22 @@ never written.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ._atomic import AtomicGroup
 from ._version import __version__
-from .decisions import Decision, EditSettings, automatic_decisions
+from .decisions import Decision, automatic_decisions
 from .errors import ConfigError, InputError, RunDirError
-from .rundir import FLAGS_JSON, PAIRS, RunDir
+from .rundir import PAIRS, RunDir
+from .settings import EmitSettings
 from .sources import Source, open_source
 from .writers import Plan, Written, write_dataset_group, write_refined
 
-__all__ = ["EmitResult", "emit", "manifest_path_for", "quarantine_path_for"]
+__all__ = ["EmitResult", "EmitSettings", "emit", "manifest_path_for", "quarantine_path_for"]
 
 _FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet", ".pq")
 
@@ -103,6 +105,7 @@ def _line_index(run: RunDir, decisions: dict[str, Decision]) -> tuple[dict[str, 
     wanted = pa.array(sorted(decisions), pa.string())
     # Streamed a batch at a time: the line index is all emit keeps, and the texts are kept for
     # decided pairs only, so memory does not grow with the length of the training answers.
+    run.current("collect")
     source = pq.ParquetFile(run.file(PAIRS))
     for batch in source.iter_batches(batch_size=8192, columns=["pair_id", "file", "line", "file_id",
                                                                "question", "answer"]):
@@ -131,18 +134,13 @@ def _lines_by_file(batch: Any) -> list[tuple[str, list[int]]]:
 
 def _counterexamples(run: RunDir, removed_pairs: set[str], max_per_mode: int) -> list[dict[str, Any]]:
     """Corrected pairs (eval question + reference) for failure modes that lost every driver."""
-    import pandas as pd
-
-    from .clustering import CLUSTER_PAIRS, CLUSTERS
-    from .rundir import ITEMS
-
-    if not run.file(CLUSTER_PAIRS).is_file():
-        raise RunDirError(f"{run.path}: counter-examples need failure modes; run `refine cluster` first")
-    drivers = pd.read_parquet(run.file(CLUSTER_PAIRS))
+    if not run.is_current("cluster"):
+        raise RunDirError(f"{run.path}: counter-examples need current failure modes "
+                          f"({run.stale_reason('cluster')}); run `refine cluster` first")
+    drivers = run.cluster_pairs()
     drivers = drivers[drivers["n_items"] >= 2]
-    members = pd.read_parquet(run.file(CLUSTERS))
-    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "question", "reference", "system_prompt"]) \
-        .set_index("eval_id")
+    members = run.clusters()
+    items = run.items(["eval_id", "question", "reference", "system_prompt"]).set_index("eval_id")
     added: list[dict[str, Any]] = []
     for mode, group in drivers.groupby("cluster", sort=True):
         if not set(group["pair_id"]) <= removed_pairs:
@@ -158,6 +156,14 @@ def _counterexamples(run: RunDir, removed_pairs: set[str], max_per_mode: int) ->
             if len(seen) >= max_per_mode:
                 break
     return added
+
+
+def _decisions_digest(decisions: dict[str, Decision] | None) -> str | None:
+    """What reviewed decisions an emission used, as a digest (they decide its outputs)."""
+    if not decisions:
+        return None
+    payload = sorted((d.pair_id, d.action, d.new_answer or "") for d in decisions.values())
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def _open_inputs(inputs: list[dict[str, Any]]) -> list[Source]:
@@ -184,40 +190,40 @@ def _refuse_inputs_as_outputs(sources: list[Source], targets: dict[str, Path], s
                 raise ConfigError(f"{path} is an input; refine never overwrites its inputs", key="out")
 
 
-def emit(run_dir: str | Path, out: str | Path, *, mode: str = "prune",
-         edit_settings: EditSettings | None = None, decisions: dict[str, Decision] | None = None,
-         counterexamples: bool = False, max_counterexamples_per_mode: int = 5,
-         model: Any = None) -> EmitResult:
+def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = None, *,
+         decisions: dict[str, Decision] | None = None, model: Any = None) -> EmitResult:
     """Write the refined dataset for a flagged run to `out` (a file or dataset directory, or a
     directory of them when the run has several training sources), its manifest beside it, and
     quarantined pairs to their own output.
 
     `decisions` (e.g. from a review) override the automatic ones pair by pair.
     """
+    settings = settings or EmitSettings()
+    mode, counterexamples = settings.mode, settings.counterexamples
     run = RunDir(run_dir)
-    settings = run.settings()
-    run.require(PAIRS, FLAGS_JSON)
-    inputs = settings["inputs"]["train"]
+    collected = run.collect_settings()
+    flag_summary = run.flag_summary()
+    inputs = collected["inputs"]["train"]
     sources = _open_inputs(inputs)
     out = Path(out)
     targets = _output_paths(sources, out)
     several = len(inputs) > 1
     _refuse_inputs_as_outputs(sources, targets, several)
-    chosen = automatic_decisions(run, mode, edit_settings, model)
+    chosen = automatic_decisions(run, mode, settings.edit, model)
     chosen.update(decisions or {})
     changes, indexed = _line_index(run, chosen)
     needs_quarantine = any(d.action == "quarantine" for d in chosen.values()) or mode == "quarantine"
 
-    flag_summary = json.loads(run.file(FLAGS_JSON).read_text(encoding="utf-8"))
     added: list[dict[str, Any]] = []
     if counterexamples:
         removed_pairs = {p for p, d in chosen.items() if d.action in ("drop", "quarantine")}
-        added = _counterexamples(run, removed_pairs, max_counterexamples_per_mode)
+        added = _counterexamples(run, removed_pairs, settings.max_counterexamples_per_mode)
     plans = [Plan(changes.get(e["path"], {}), indexed.get(e["path"], set()), e.get("layout"),
                   added if i == 0 else [], needs_quarantine) for i, e in enumerate(inputs)]
 
     written: dict[str, Written] = {}
-    with AtomicGroup() as group:
+    with run.stage("emit", {**asdict(settings), "out": str(out),
+                            "decisions": _decisions_digest(decisions)}) as stage, AtomicGroup() as group:
         done_targets: set[Path] = set()
         for entry, source, plan in zip(inputs, sources, plans):
             target = targets[source.spec]
@@ -252,9 +258,8 @@ def emit(run_dir: str | Path, out: str | Path, *, mode: str = "prune",
             "tool": {"name": "refine", "version": __version__},
             "mode": mode,
             "run_dir": str(run.path),
-            "settings": {"collect": settings, "flag": flag_summary["settings"],
-                         "emit": {"mode": mode, "counterexamples": counterexamples,
-                                  "edit": vars(edit_settings or EditSettings())}},
+            "settings": {"collect": collected, "flag": flag_summary["settings"],
+                         "emit": asdict(settings)},
             "inputs": input_entries,
             "outputs": output_entries,
             "quarantine": quarantine_outputs,
@@ -279,10 +284,13 @@ def emit(run_dir: str | Path, out: str | Path, *, mode: str = "prune",
             },
         }
         manifest_path = manifest_path_for(out, several)
+        manifest_text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         with group.open(manifest_path, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=True, ensure_ascii=False)
-            fh.write("\n")
+            fh.write(manifest_text)
         group.commit()
+        for entry in output_entries + quarantine_outputs:
+            stage.wrote_outside(entry["path"], entry["sha256"], records=entry["records"])
+        stage.wrote_outside(manifest_path, hashlib.sha256(manifest_text.encode("utf-8")).hexdigest())
     s = manifest["summary"]
     outputs = list(dict.fromkeys(targets[src.spec] for src in sources))
     return EmitResult(outputs, manifest_path, s["records_in"], s["records_out"], s["removed"],

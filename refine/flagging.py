@@ -22,7 +22,7 @@ so it cannot get a pair flagged.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,36 +30,15 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_open, write_json
-from .errors import ConfigError, RunDirError
-from .records import LEVELS
-from .rundir import ATTRIBUTIONS, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir
+from .errors import RunDirError
+from .settings import FlagSettings
+from .rundir import FLAGS_CSV, FLAGS_JSON, RunDir
 
-__all__ = ["FLAG_COLUMNS", "FlagResult", "FlagSettings", "flag", "flag_statistics"]
+__all__ = ["FLAG_COLUMNS", "FlagResult", "FlagSettings", "flag", "flag_statistics", "read_flags"]
 
 FLAG_COLUMNS = ["pair_id", "file", "line", "file_id", "question", "answer", "n_lines", "n_bad",
                 "n_good", "blame", "good_weight", "bad_share", "p_value", "q_value", "testable",
                 "flagged"]
-
-
-@dataclass(frozen=True)
-class FlagSettings:
-    min_bad: int = 2
-    alpha: float = 0.1
-    level_weights: dict[str, float] = field(
-        default_factory=lambda: {"high": 1.0, "medium": 0.5, "low": 0.25})
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.min_bad, int) or isinstance(self.min_bad, bool) or self.min_bad < 1:
-            raise ConfigError(f"must be an integer ≥ 1, got {self.min_bad!r}", key="flag.min_bad")
-        if not isinstance(self.alpha, (int, float)) or not 0 < self.alpha <= 1:
-            raise ConfigError(f"must be in (0, 1], got {self.alpha!r}", key="flag.alpha")
-        if not isinstance(self.level_weights, dict) or set(self.level_weights) != set(LEVELS):
-            raise ConfigError(f"must give a weight for each of {', '.join(LEVELS)}",
-                              key="flag.level_weights")
-        for level, weight in self.level_weights.items():
-            if not isinstance(weight, (int, float)) or weight < 0:
-                raise ConfigError(f"must be a number ≥ 0, got {weight!r}",
-                                  key=f"flag.level_weights.{level}")
 
 
 @dataclass(frozen=True)
@@ -132,19 +111,13 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
     """Compute flag statistics for a collected run; write RUN/flags.csv and RUN/flags.json."""
     settings = settings or FlagSettings()
     run = RunDir(run_dir)
-    run.settings()
-    run.require(ITEMS, ATTRIBUTIONS, PAIRS)
-    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "verdict", "status"])
-    items = items[items["status"] == "done"]
+    items = run.items(["eval_id", "verdict"], done=True)
     if items.empty:
         raise RunDirError(f"{run.path}: no eval item finished; nothing to flag")
-    citations = pd.read_parquet(run.file(ATTRIBUTIONS),
-                                columns=["eval_id", "pair_id", "influence_level"])
-    citations = citations[citations["pair_id"].notna()]
+    citations = run.attributions(["eval_id", "pair_id", "influence_level"], matched=True)
     stats, n_items, n_bad_items = flag_statistics(items, citations, settings)
 
-    pairs = pd.read_parquet(run.file(PAIRS),
-                            columns=["pair_id", "file", "line", "file_id", "question", "answer"])
+    pairs = run.pairs(["pair_id", "file", "line", "file_id", "question", "answer"])
     n_lines = pairs.groupby("pair_id", sort=False).size().rename("n_lines")
     first = pairs.drop_duplicates("pair_id").set_index("pair_id")
     table = stats.join(first, how="left").join(n_lines, how="left").reset_index()
@@ -154,8 +127,6 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
     table["n_lines"] = table["n_lines"].fillna(0).astype(np.int64)
     table["line"] = table["line"].astype("Int64")
 
-    with atomic_open(run.file(FLAGS_CSV), "w", encoding="utf-8") as fh:
-        table.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
     summary: dict[str, Any] = {
         "settings": asdict(settings),
         "items": n_items,
@@ -165,19 +136,15 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
         "testable_pairs": int(table["testable"].sum()),
         "flagged_pairs": int(table["flagged"].sum()),
     }
-    write_json(run.file(FLAGS_JSON), summary)
+    with run.stage("flag", asdict(settings)) as stage:
+        with atomic_open(stage.path(FLAGS_CSV), "w", encoding="utf-8") as fh:
+            table.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
+        write_json(stage.path(FLAGS_JSON), summary)
     return FlagResult(run.path, table, n_items, n_bad_items, summary["flagged_pairs"])
 
 
-def read_flags(run_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """flags.csv as written by `flag` (pair ids kept as text); `columns` limits what is read."""
-    run = RunDir(run_dir)
-    run.require(FLAGS_CSV)
-    wanted = None if columns is None else (lambda c: c in set(columns) | {"pair_id", "flagged"})
-    table = pd.read_csv(run.file(FLAGS_CSV), dtype={"pair_id": str, "file": str, "file_id": str,
-                                                    "failure_modes": str, "theme": str},
-                        keep_default_na=False, na_values=[""], usecols=wanted)
-    if "flagged" not in table.columns or "pair_id" not in table.columns:
-        raise RunDirError(f"{run.file(FLAGS_CSV)}: needs 'pair_id' and 'flagged' columns")
-    table["flagged"] = table["flagged"].astype(str).str.lower().isin(["true", "1", "yes"])
-    return table
+def read_flags(run_dir: str | Path, columns: list[str] | None = None, *,
+               with_modes: bool = False) -> pd.DataFrame:
+    """flags.csv of a run whose flags are current (pair ids kept as text); `columns` limits
+    what is read; `with_modes` joins each pair's failure modes and theme from `refine cluster`."""
+    return RunDir(run_dir).flags(columns, with_modes=with_modes)

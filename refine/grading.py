@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import ConfigError, InputError
+from .settings import GradeSettings
 from .text import normalize, tokens
 
 if TYPE_CHECKING:
@@ -35,25 +36,6 @@ if TYPE_CHECKING:
     from .evalset import EvalItem
 
 __all__ = ["Grade", "GradeSettings", "grade_items", "key_recall", "numbers_present", "token_f1"]
-
-
-@dataclass(frozen=True)
-class GradeSettings:
-    f1_min: float = 0.2
-    key_recall_min: float = 0.5
-    semantic_min: float = 0.4
-    require_numbers: bool = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.require_numbers, bool):
-            raise ConfigError(f"must be true or false, got {self.require_numbers!r}",
-                              key="grade.require_numbers")
-        for name, value in asdict(self).items():
-            if name == "require_numbers":
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-                raise ConfigError(f"must be a number between 0 and 1, got {value!r}",
-                                  key=f"grade.{name}")
 
 
 @dataclass(frozen=True)
@@ -142,3 +124,39 @@ def grade_items(items: list["EvalItem"], settings: GradeSettings,
             grades[i] = Grade("good" if good else "bad", "graded", exact, round(f1, 6),
                               round(recall, 6), round(semantic, 6), numbers_ok)
     return [g for g in grades if g is not None]
+
+
+def missing_key_words(answer: str, reference: str, question: str) -> list[str]:
+    """The reference's key words (as :func:`key_recall` counts them) that the answer lacks."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    asked, have = _stems(question), _stems(answer)
+    missing: list[str] = []
+    for token in tokens(reference):
+        stem = _stem(token)
+        if token not in ENGLISH_STOP_WORDS and stem not in asked and stem not in have and token not in missing:
+            missing.append(token)
+    return missing
+
+
+def explain(verdict: str, source: str, settings: GradeSettings, *, f1: float | None = None,
+            key_recall_value: float | None = None, semantic: float | None = None,
+            numbers_ok: bool | None = None, answer: str | None = None, reference: str | None = None,
+            question: str | None = None) -> str:
+    """Why an answer got its verdict, in words a reader can check against the reference."""
+    if source != "graded":
+        return "verdict given in the eval set"
+    if verdict == "good":
+        return "graded good: close enough to the reference"
+    reasons = []
+    if key_recall_value is not None and key_recall_value < settings.key_recall_min:
+        words = missing_key_words(answer or "", reference or "", question or "") if reference else []
+        shown = f" (missing: {', '.join(words[:5])})" if words else ""
+        reasons.append(f"{key_recall_value:.0%} of the reference's key words < {settings.key_recall_min:.0%}{shown}")
+    if settings.require_numbers and numbers_ok is False:
+        reasons.append("a number the reference gives is not in the answer")
+    if f1 is not None and f1 < settings.f1_min:
+        reasons.append(f"word overlap F1 {f1:.2f} < {settings.f1_min:g}")
+    if semantic is not None and semantic < settings.semantic_min:
+        reasons.append(f"meaning (embedding cosine) {semantic:.2f} < {settings.semantic_min:g}")
+    return "graded bad: " + ("; ".join(reasons) or "not close enough to the reference")

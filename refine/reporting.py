@@ -1,16 +1,25 @@
 """`report`: one self-contained HTML page (RUN/report.html) and a Markdown summary (RUN/report.md).
 
+It answers a newcomer's two questions. *Why is this bad?* Every bad answer shown stands beside
+its reference answer and the grader's reason (or "verdict given"); the terms (influence
+levels, blame, q-value, testable, failure mode, theme) are explained where they appear.
+*What do I run next?* When `refine emit` ran on the current flags, the refined outputs and the
+manifest; otherwise the exact emit, review and check commands for this run.
+
 The page needs no network to be viewed: CSS, the table sorting/filtering script and the plots
 (matplotlib, inlined as SVG) are all inside it. Everything shown is escaped (training data is
 untrusted text). Large runs are sampled, not dumped: at most ``max_flagged`` flagged pairs,
-``max_cited`` cited pairs, three example citations a side, and ``max_points`` scatter points
-(every flagged pair included), so the page stays small whatever the run's size.
+``max_cited`` cited pairs (behind a toggle), ``max_unclustered`` unclustered answers,
+``examples`` example answers a side, and ``max_points`` scatter points (every flagged pair
+included), so the page stays small whatever the run's size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,23 +29,12 @@ import pandas as pd
 
 from ._atomic import atomic_open
 from ._version import __version__
-from .clustering import CLUSTER_PAIRS, CLUSTERS, CLUSTERS_CSV
-from .flagging import read_flags
-from .rundir import ATTRIBUTIONS, FLAGS_JSON, ITEMS, PAIRS, RunDir
+from .grading import explain
+from .rundir import REPORT_HTML, REPORT_MD, RunDir
+from .settings import GradeSettings, ReportSettings
 
 __all__ = ["ReportResult", "ReportSettings", "report"]
 
-REPORT_HTML = "report.html"
-REPORT_MD = "report.md"
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    max_flagged: int = 500
-    max_cited: int = 1000
-    max_points: int = 3000
-    examples: int = 3
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,17 +102,97 @@ def _plots(levels: pd.DataFrame, cited: pd.DataFrame, settings: ReportSettings) 
 
 
 def _examples(citations: pd.DataFrame, items: pd.DataFrame, pair_ids: set[str], n: int) -> dict:
-    """Up to n bad and n good citing answers per pair, strongest first."""
+    """Up to n bad and n good citing answers per pair, strongest first: (eval_id, level) lists."""
     rank = {"high": 0, "medium": 1, "low": 2}
-    subset = citations[citations["pair_id"].isin(pair_ids)].merge(
-        items[["eval_id", "question", "answer", "verdict"]], on="eval_id")
+    subset = citations[citations["pair_id"].isin(pair_ids)].merge(items[["eval_id", "verdict"]], on="eval_id")
     subset = subset.assign(order=subset["influence_level"].map(rank)).sort_values(
         ["pair_id", "order", "eval_id"], kind="mergesort")
-    out: dict[tuple[str, str], list[dict]] = {}
+    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for (pair, verdict), group in subset.groupby(["pair_id", "verdict"], sort=False):
-        out[(pair, verdict)] = [{"question": q, "answer": a, "level": l} for q, a, l in
-                                zip(group["question"][:n], group["answer"][:n], group["influence_level"][:n])]
+        out[(pair, verdict)] = list(zip(group["eval_id"][:n], group["influence_level"][:n]))
     return out
+
+
+def _why_bad(items: pd.DataFrame, grade: GradeSettings) -> Any:
+    """eval_id → the reason an answer got its verdict (computed for the answers shown only)."""
+    table = items.set_index("eval_id")
+    cache: dict[str, str] = {}
+
+    def why(eval_id: str) -> str:
+        if eval_id not in cache:
+            row = table.loc[eval_id]
+            number = lambda v: None if pd.isna(v) else float(v)  # noqa: E731
+            cache[eval_id] = explain(
+                row["verdict"], row["verdict_source"], grade, f1=number(row["grade_f1"]),
+                key_recall_value=number(row["grade_key_recall"]), semantic=number(row["grade_semantic"]),
+                numbers_ok=None if pd.isna(row["grade_numbers_ok"]) else bool(row["grade_numbers_ok"]),
+                answer=_text(row["answer"]), reference=_text(row["reference"]),
+                question=_text(row["question"]))
+        return cache[eval_id]
+    return why
+
+
+def _answer(items: pd.DataFrame, why: Any, eval_id: str, level: str | None = None) -> dict[str, Any]:
+    row = items.loc[eval_id]
+    return {"eval_id": eval_id, "question": row["question"], "answer": _text(row["answer"]),
+            "reference": _text(row["reference"]), "why": why(eval_id) if row["verdict"] == "bad" else "",
+            "level": level}
+
+
+def _settings_rows(collected: dict[str, Any], flag_settings: dict[str, Any],
+                   cluster_record: dict[str, Any] | None, report_settings: ReportSettings) -> list[dict]:
+    """Every setting that shaped the report, as (stage, setting, value) rows."""
+    def flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
+        if isinstance(value, dict) and value:
+            return [pair for key in sorted(value) for pair in flat(f"{prefix}.{key}" if prefix else key, value[key])]
+        return [(prefix, value)]
+
+    rows = []
+    collect = collected.get("collect", {})
+    for key, value in flat("", collect):
+        rows.append({"stage": "collect", "setting": key, "value": value})
+    for key, value in flat("", collected.get("grade", {})):
+        rows.append({"stage": "grade", "setting": key, "value": value})
+    for key, value in flat("", flag_settings):
+        rows.append({"stage": "flag", "setting": key, "value": value})
+    if cluster_record is not None:
+        for key, value in flat("", cluster_record["settings"]):
+            rows.append({"stage": "cluster", "setting": key, "value": value})
+    for key, value in flat("", dataclasses.asdict(report_settings)):
+        rows.append({"stage": "report", "setting": key, "value": value})
+    return [{**r, "value": json.dumps(r["value"]) if not isinstance(r["value"], str) else r["value"]}
+            for r in rows]
+
+
+def _next_steps(run: RunDir, collected: dict[str, Any], has_modes: bool) -> dict[str, Any]:
+    """What to run next: the refined outputs when emit ran (and is current), else the commands."""
+    path = shlex.quote(str(run.path))
+    train = " ".join(f"--baseline {shlex.quote(e['path'])}" for e in collected["inputs"]["train"])
+    eval_path = shlex.quote(collected["inputs"]["eval"]["path"])
+    emitted = None
+    if run.is_current("emit"):
+        record = run.record("emit")
+        outputs = [{"path": p, **meta} for p, meta in record["external"].items()]
+        emitted = {"mode": record["settings"]["mode"], "outputs": outputs,
+                   "counterexamples": record["settings"]["counterexamples"]}
+    refined = shlex.quote(str(run.path / "refined"))
+    return {
+        "emitted": emitted,
+        "commands": [
+            {"what": "Group the bad answers into failure modes (the report then shows them)",
+             "command": f"refine cluster {path}"} if not has_modes else None,
+            {"what": "Drop every flagged pair; kept records are copied unchanged",
+             "command": f"refine emit {path} --out {refined}"},
+            {"what": "Or fix flagged answers from agreeing eval references (others set aside for review)",
+             "command": f"refine emit {path} --out {refined} --mode edit"},
+            {"what": "Or decide pair by pair in a spreadsheet, then apply the decisions",
+             "command": f"refine review export {path} --out review.csv && "
+                        f"refine review apply {path} review.csv --out {refined}"},
+            {"what": "Before retraining, gate the refined data",
+             "command": f"refine check {refined}/* {train} --flags {path} --eval {eval_path} "
+                        "--config recipes/pre-retrain-gate.yaml"},
+        ],
+    }
 
 
 def report(run_dir: str | Path, settings: ReportSettings | None = None) -> ReportResult:
@@ -123,17 +201,18 @@ def report(run_dir: str | Path, settings: ReportSettings | None = None) -> Repor
 
     settings = settings or ReportSettings()
     run = RunDir(run_dir)
-    run_settings = run.settings()
-    run.require(ITEMS, ATTRIBUTIONS, PAIRS, FLAGS_JSON)
-    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "question", "answer", "verdict", "status"])
-    items = items[items["status"] == "done"]
-    citations = pd.read_parquet(run.file(ATTRIBUTIONS), columns=["eval_id", "pair_id", "influence_level"])
-    citations = citations[citations["pair_id"].notna()]
-    flags = read_flags(run.path)
-    summary = json.loads(run.file(FLAGS_JSON).read_text(encoding="utf-8"))
-    pairs = pd.read_parquet(run.file(PAIRS), columns=["pair_id", "file", "line", "file_id"])
+    collected = run.collect_settings()
+    summary = run.flag_summary()
+    grade = GradeSettings(**collected.get("grade", {}))
+    items = run.items(["eval_id", "question", "answer", "reference", "verdict", "verdict_source",
+                       "grade_f1", "grade_key_recall", "grade_semantic", "grade_numbers_ok"], done=True)
+    citations = run.attributions(["eval_id", "pair_id", "influence_level"], matched=True)
+    flags = run.flags(with_modes=True)
+    pairs = run.pairs(["pair_id", "file", "line", "file_id"])
+    why = _why_bad(items, grade)
+    by_id = items.set_index("eval_id")
 
-    verdict_of = items.set_index("eval_id")["verdict"]
+    verdict_of = by_id["verdict"]
     levels = citations.assign(verdict=citations["eval_id"].map(verdict_of)).groupby(
         ["verdict", "influence_level"]).size()
     flagged_ids = set(flags.loc[flags["flagged"], "pair_id"])
@@ -153,62 +232,76 @@ def report(run_dir: str | Path, settings: ReportSettings | None = None) -> Repor
                              "failure_modes": _text(row.get("failure_modes")),
                              "theme": _text(row.get("theme")),
                              "multi_mode": bool(row.get("multi_mode")),
-                             "bad_examples": examples.get((row["pair_id"], "bad"), []),
-                             "good_examples": examples.get((row["pair_id"], "good"), [])})
+                             "bad_examples": [_answer(by_id, why, e, level) for e, level in
+                                              examples.get((row["pair_id"], "bad"), [])],
+                             "good_examples": [_answer(by_id, why, e, level) for e, level in
+                                               examples.get((row["pair_id"], "good"), [])]})
     cited_rows = [{**row, "where": _where(row["file"], row["line"])}
                   for row in flags.sort_values(["blame", "pair_id"], ascending=[False, True],
                                                kind="mergesort").head(settings.max_cited).to_dict("records")]
 
-    modes, n_unclustered = _modes(run, items, flags, settings)
+    modes, unclustered = _modes(run, by_id, why, flags, settings)
+    has_modes = run.is_current("cluster")
     context = {
         "title": run.path.name, "run_dir": str(run.path), "version": __version__,
-        "backend": run_settings.get("collect", {}).get("backend", "?"),
+        "backend": collected.get("collect", {}).get("backend", "?"),
         "n_items": summary["items"], "n_bad": summary["bad_items"], "bad_rate": summary["bad_rate"],
-        "n_cited": len(flags), "n_flagged": len(flagged_ids), "n_records": len(pairs),
+        "n_cited": len(flags), "n_testable": summary.get("testable_pairs", 0),
+        "n_flagged": len(flagged_ids), "n_records": len(pairs),
         "affected_lines": len(pairs_flagged),
         "affected_share": len(pairs_flagged) / max(len(pairs), 1),
         "files": files, "levels_svg": levels_svg, "scatter_svg": scatter_svg,
         "scatter_points": n_points, "scatter_sampled": n_points < len(flags),
-        "modes": modes, "n_modes": len(modes), "n_unclustered": n_unclustered,
+        "modes": modes, "n_modes": len(modes), "has_modes": has_modes,
+        "unclustered": unclustered[:settings.max_unclustered], "n_unclustered": len(unclustered),
         "flagged": flagged_rows, "flagged_truncated": len(flagged_ids) > len(flagged_rows),
-        "cited": cited_rows,
-        "settings_json": json.dumps({"flag": summary["settings"], "collect": run_settings.get("collect")},
-                                    sort_keys=True),
+        "cited": cited_rows, "min_bad": summary["settings"]["min_bad"], "alpha": summary["settings"]["alpha"],
+        "weights": summary["settings"]["level_weights"],
+        "next": _next_steps(run, collected, has_modes),
+        "settings_rows": _settings_rows(collected, summary["settings"],
+                                        run.record("cluster") if has_modes else None, settings),
     }
     env = jinja2.Environment(loader=jinja2.PackageLoader("refine", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html.j2").render(**context)
-    with atomic_open(run.file(REPORT_HTML), "w", encoding="utf-8") as fh:
-        fh.write(html)
-    with atomic_open(run.file(REPORT_MD), "w", encoding="utf-8") as fh:
-        fh.write(_markdown(context))
+    with run.stage("report", dataclasses.asdict(settings)) as stage:
+        with atomic_open(stage.path(REPORT_HTML), "w", encoding="utf-8") as fh:
+            fh.write(html)
+        with atomic_open(stage.path(REPORT_MD), "w", encoding="utf-8") as fh:
+            fh.write(_markdown(context))
     return ReportResult(run.file(REPORT_HTML), run.file(REPORT_MD), len(html.encode("utf-8")))
 
 
-def _modes(run: RunDir, items: pd.DataFrame, flags: pd.DataFrame,
-           settings: ReportSettings) -> tuple[list[dict], int]:
-    if not (run.file(CLUSTERS_CSV).is_file() and run.file(CLUSTER_PAIRS).is_file()):
-        return [], 0
-    table = pd.read_csv(run.file(CLUSTERS_CSV), keep_default_na=False)
-    per_item = pd.read_parquet(run.file(CLUSTERS))
-    per_pair = pd.read_parquet(run.file(CLUSTER_PAIRS))
+def _modes(run: RunDir, items: pd.DataFrame, why: Any, flags: pd.DataFrame,
+           settings: ReportSettings) -> tuple[list[dict], list[dict]]:
+    """The failure modes with examples and driving pairs, and the unclustered bad answers."""
+    if not run.is_current("cluster"):
+        return [], []
+    table = run.modes()
+    per_item = run.clusters()
+    per_pair = run.cluster_pairs()
     info = flags.set_index("pair_id")
-    pairs = pd.read_parquet(run.file(PAIRS), columns=["pair_id", "file", "line", "question", "answer"]) \
-        .drop_duplicates("pair_id").set_index("pair_id")
-    answers = items.set_index("eval_id")
+    pairs = run.pairs(["pair_id", "file", "line", "question", "answer"], unique=True).set_index("pair_id")
+    representative_of = {}
     modes = []
-    for row in table[table["cluster"].astype(int) >= 0].to_dict("records"):
+    for row in table.to_dict("records"):
         c = int(row["cluster"])
-        members = per_item.loc[per_item["cluster"] == c, "eval_id"].head(settings.examples + 1)
+        members = [e for e in per_item.loc[per_item["cluster"] == c, "eval_id"] if e in items.index]
+        representative = next((e for e in members if items.at[e, "question"] == row["representative_question"]),
+                              members[0] if members else None)
+        representative_of[c] = representative
         driving = per_pair[per_pair["cluster"] == c].head(8)
-        modes.append({**row, "cluster": c, "examples": [
-            {"question": answers.at[e, "question"], "answer": answers.at[e, "answer"]} for e in members[1:]],
-            "pairs": [{"where": _where(pairs.at[p, "file"], pairs.at[p, "line"]),
-                       "question": pairs.at[p, "question"], "answer": pairs.at[p, "answer"],
-                       "blame": float(b), "n_items": int(n),
-                       "flagged": bool(info.at[p, "flagged"]) if p in info.index else False}
-                      for p, b, n in zip(driving["pair_id"], driving["blame"], driving["n_items"])]})
-    return modes, int((per_item["cluster"] < 0).sum())
+        modes.append({**row, "cluster": c,
+                      "representative": _answer(items, why, representative) if representative else None,
+                      "examples": [_answer(items, why, e) for e in members if e != representative][:settings.examples],
+                      "pairs": [{"where": _where(pairs.at[p, "file"], pairs.at[p, "line"]),
+                                 "question": pairs.at[p, "question"], "answer": pairs.at[p, "answer"],
+                                 "blame": float(b), "n_items": int(n),
+                                 "flagged": bool(info.at[p, "flagged"]) if p in info.index else False}
+                                for p, b, n in zip(driving["pair_id"], driving["blame"], driving["n_items"])]})
+    unclustered = [_answer(items, why, e) for e in per_item.loc[per_item["cluster"] < 0, "eval_id"]
+                   if e in items.index]
+    return modes, unclustered
 
 
 def _md_cell(text: Any) -> str:
@@ -221,18 +314,27 @@ def _markdown(c: dict) -> str:
              f"- training pairs cited: {c['n_cited']}; flagged: **{c['n_flagged']}**",
              f"- training records affected: {c['affected_lines']} of {c['n_records']} "
              f"({c['affected_share'] * 100:.2f}%)", f"- backend: {c['backend']}", "",
-             "| file | records | flagged lines |", "|---|---:|---:|"]
+             "| file | records | flagged records |", "|---|---:|---:|"]
     lines += [f"| {_md_cell(f['file'])} | {f['records']} | {f['flagged']} |" for f in c["files"]]
     if c["modes"]:
-        lines += ["", f"## Failure modes ({c['n_modes']})", ""]
+        lines += ["", f"## Failure modes ({c['n_modes']})", "",
+                  f"{c['n_unclustered']} bad answers are unclustered (one-off slips).", ""]
         for m in c["modes"]:
             lines.append(f"- **{m['cluster']}: {_md_cell(m['label'])}** — {m['size']} bad answers; "
                          f"e.g. “{_md_cell(m['representative_question'])}”; driven by "
                          + ", ".join(p["where"] for p in m["pairs"][:3]))
     lines += ["", f"## Flagged pairs ({c['n_flagged']})", "",
-              "| pair | question | bad | good | blame | q |", "|---|---|---:|---:|---:|---:|"]
+              "| pair | question | bad | good | blame | q | theme |", "|---|---|---:|---:|---:|---:|---|"]
     lines += [f"| {p['where']} | {_md_cell(p['question'])} | {p['n_bad']} | {p['n_good']} | "
-              f"{p['blame']:g} | {p['q_value']:.2g} |" for p in c["flagged"][:50]]
+              f"{p['blame']:g} | {p['q_value']:.2g} | {_md_cell(p['theme'])} |" for p in c["flagged"][:50]]
     if c["n_flagged"] > 50:
-        lines.append(f"| … | {c['n_flagged'] - 50} more in report.html / flags.csv | | | | |")
+        lines.append(f"| … | {c['n_flagged'] - 50} more in report.html / flags.csv | | | | | |")
+    lines += ["", "## What next", ""]
+    if c["next"]["emitted"]:
+        lines.append(f"Emitted ({c['next']['emitted']['mode']}):")
+        lines += [f"- `{o['path']}`" + (f" ({o['records']} records)" if "records" in o else "")
+                  for o in c["next"]["emitted"]["outputs"]]
+    for step in c["next"]["commands"]:
+        if step:
+            lines += [f"- {step['what']}:", f"  `{step['command']}`"]
     return "\n".join(lines) + "\n"

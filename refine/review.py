@@ -18,17 +18,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ._atomic import atomic_open
-from .decisions import ACTIONS, Decision, EditSettings, automatic_decisions, flagged_table
+from .decisions import ACTIONS, Decision, automatic_decisions, flagged_table
 from .emission import EmitResult, emit
 from .errors import InputError
-from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir
+from .rundir import RunDir
+from .settings import EmitSettings
 
 __all__ = ["REVIEW_COLUMNS", "ReviewExport", "apply_review", "export_review", "read_review"]
 
@@ -57,17 +58,15 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def export_review(run_dir: str | Path, out: str | Path, *, mode: str = "edit",
-                  edit_settings: EditSettings | None = None, model: Any = None) -> ReviewExport:
-    """Write the review CSV for a flagged run. Suggestions follow `mode` (default: edit)."""
+def export_review(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = None, *,
+                  model: Any = None) -> ReviewExport:
+    """Write the review CSV for a flagged run; suggestions follow the emit settings' mode."""
+    settings = settings or EmitSettings()
     run = RunDir(run_dir)
-    run.settings()
-    run.require(ITEMS, ATTRIBUTIONS, PAIRS)
-    flagged = flagged_table(run)
-    suggestions = automatic_decisions(run, mode, edit_settings, model)
-    items = pd.read_parquet(run.file(ITEMS), columns=["eval_id", "question", "answer", "verdict"]) \
-        .set_index("eval_id")
-    cites = pd.read_parquet(run.file(ATTRIBUTIONS), columns=["eval_id", "pair_id", "rank"])
+    flagged = flagged_table(run, with_modes=True)
+    suggestions = automatic_decisions(run, settings.mode, settings.edit, model)
+    items = run.items(["eval_id", "question", "answer", "verdict"]).set_index("eval_id")
+    cites = run.attributions(["eval_id", "pair_id", "rank"], matched=True)
     cites = cites[cites["pair_id"].isin(flagged["pair_id"])]
     cites = cites[cites["eval_id"].map(items["verdict"]) == "bad"].sort_values(["pair_id", "rank", "eval_id"])
     examples = {p: [f"{items.at[e, 'question']} → {items.at[e, 'answer']}" for e in g["eval_id"][:3]]
@@ -86,14 +85,19 @@ def export_review(run_dir: str | Path, out: str | Path, *, mode: str = "edit",
     writer = csv.DictWriter(buffer, fieldnames=REVIEW_COLUMNS, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_open(out, "w", encoding="utf-8-sig") as fh:
-        fh.write(buffer.getvalue())
+    text = buffer.getvalue()
+    with run.stage("review", {**asdict(settings), "out": str(out)}) as stage:
+        with atomic_open(out, "w", encoding="utf-8-sig") as fh:
+            fh.write(text)
+        stage.wrote_outside(out, hashlib.sha256(("\ufeff" + text).encode("utf-8")).hexdigest(),
+                            rows=len(rows))
     return ReviewExport(Path(out), len(rows))
 
 
-def read_review(run_dir: str | Path, path: str | Path, *, mode: str = "edit",
-                edit_settings: EditSettings | None = None, model: Any = None) -> dict[str, Decision]:
+def read_review(run_dir: str | Path, path: str | Path, settings: EmitSettings | None = None, *,
+                model: Any = None) -> dict[str, Decision]:
     """Validate a filled-in review CSV against the run; return its decisions by pair id."""
+    settings = settings or EmitSettings()
     name = str(path)
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
@@ -139,7 +143,7 @@ def read_review(run_dir: str | Path, path: str | Path, *, mode: str = "edit",
         if not action and not new_answer:
             continue  # left to the automatic decision
         if automatic is None:
-            automatic = automatic_decisions(run, mode, edit_settings, model)
+            automatic = automatic_decisions(run, settings.mode, settings.edit, model)
         base = automatic[pair_id]
         action = action or "edit"
         answer = (new_answer or row["suggested_answer"].strip()) if action == "edit" else None
@@ -150,8 +154,9 @@ def read_review(run_dir: str | Path, path: str | Path, *, mode: str = "edit",
     return decisions
 
 
-def apply_review(run_dir: str | Path, review_csv: str | Path, out: str | Path, *, mode: str = "edit",
-                 edit_settings: EditSettings | None = None, model: Any = None) -> EmitResult:
-    """Emit with the reviewed decisions; rows left empty take the automatic decision of `mode`."""
-    decisions = read_review(run_dir, review_csv, mode=mode, edit_settings=edit_settings, model=model)
-    return emit(run_dir, out, mode=mode, edit_settings=edit_settings, decisions=decisions, model=model)
+def apply_review(run_dir: str | Path, review_csv: str | Path, out: str | Path,
+                 settings: EmitSettings | None = None, *, model: Any = None) -> EmitResult:
+    """Emit with the reviewed decisions; rows left empty take the automatic decision of the
+    settings' mode."""
+    decisions = read_review(run_dir, review_csv, settings, model=model)
+    return emit(run_dir, out, settings, decisions=decisions, model=model)

@@ -90,6 +90,16 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory):
             "run": root / "run"}
 
 
+@pytest.fixture
+def sample_copy(sample_run: dict, tmp_path: Path) -> dict:
+    """A copy of the quickstart run directory, for tests that run stages on it again."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sample_run["run"], run)
+    return {**sample_run, "run": run}
+
+
 def planted_pairs() -> set[tuple[str, int]]:
     planted = json.loads((SAMPLE / "planted.json").read_text())["planted_pairs"]
     return {(Path(p["file"]).name, p["line"]) for p in planted}

@@ -8,10 +8,18 @@ import sys
 import refine
 
 
-def test_every_exported_name_resolves_and_the_list_is_sorted() -> None:
+def test_every_exported_name_resolves_to_what_its_module_defines() -> None:
+    import importlib
+
     assert refine.__all__ == sorted(refine.__all__)
     for name in refine.__all__:
-        assert getattr(refine, name) is not None, name
+        value = getattr(refine, name)
+        module = refine._LAZY.get(name)
+        if module is not None:   # the lazy name is the very object of the module that defines it
+            assert value is getattr(importlib.import_module(f"refine.{module}"), name), name
+        elif name != "__version__":
+            assert value is getattr(refine.errors, name), name
+    assert refine.__version__ == importlib.import_module("refine._version").__version__
 
 
 def test_every_error_is_a_refine_error() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refine import ClusterSettings, ConfigError, RunDirError, cluster, collect, flag
+from refine import ClusterSettings, ConfigError, RunDirError, cluster, collect, flag, read_flags
 from refine.clustering import agglomerate, name_clusters
 
 from .conftest import SAMPLE, people_dataset, planted_pairs
@@ -41,19 +41,26 @@ def test_each_planted_defect_forms_its_own_mode_driven_by_the_planted_pairs(samp
         assert all(p in planted for p in flagged_top[:2]), row.label
 
 
-def test_flags_learn_their_modes_and_themes(sample_run: dict) -> None:
-    flags = pd.read_csv(sample_run["run"] / "flags.csv", keep_default_na=False)
+def test_flags_learn_their_modes_and_themes_under_one_numbering(sample_run: dict) -> None:
+    flags = read_flags(sample_run["run"], with_modes=True)
     flagged = flags[flags["flagged"]]
     assert (flagged["failure_modes"] != "").all() and (flagged["theme"] != "").all()
     assert not flagged["multi_mode"].any()
+    modes = pd.read_csv(sample_run["run"] / "clusters.csv")
+    label_of = dict(zip(modes["cluster"], modes["label"]))
+    for theme, failure_modes in zip(flagged["theme"], flagged["failure_modes"]):
+        number, _, label = theme.partition(": ")
+        assert label_of[int(number)] == label and theme in failure_modes.split(" | ")
     themes = pd.read_csv(sample_run["run"] / "themes.csv")
     assert themes["size"].sum() == len(flagged) == 13
-    assert len(themes) == 4
+    assert set(themes["theme"]) <= set(modes["cluster"]) and len(themes) == 4
+    assert "failure_modes" not in pd.read_csv(sample_run["run"] / "flags.csv").columns   # flag's own file
 
 
-def test_clustering_is_deterministic(sample_run: dict) -> None:
-    run = sample_run["run"]
-    before = {name: (run / name).read_bytes() for name in ("clusters.parquet", "clusters.csv", "flags.csv")}
+def test_clustering_is_deterministic(sample_copy: dict) -> None:
+    run = sample_copy["run"]
+    before = {name: (run / name).read_bytes() for name in ("clusters.parquet", "clusters.csv", "flag_modes.parquet",
+                                                            "themes.csv", "flags.csv")}
     cluster(run)
     assert {name: (run / name).read_bytes() for name in before} == before
 

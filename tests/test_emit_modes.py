@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from refine import ConfigError, emit
+from refine import ConfigError, EmitSettings, emit
 
 from .conftest import planted_pairs
 
@@ -16,11 +16,11 @@ def _lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
 
 
-def test_quarantine_moves_flagged_lines_to_their_own_file(sample_run: dict, tmp_path: Path) -> None:
-    result = emit(sample_run["run"], tmp_path / "out", mode="quarantine")
+def test_quarantine_moves_flagged_lines_to_their_own_file(sample_copy: dict, tmp_path: Path) -> None:
+    result = emit(sample_copy["run"], tmp_path / "out", EmitSettings(mode="quarantine"))
     assert result.quarantined == 13 and result.records_out == 335
     moved = {}
-    for source, before in sample_run["inputs"].items():
+    for source, before in sample_copy["inputs"].items():
         name = Path(source).name
         quarantined = _lines(tmp_path / "out" / "quarantine" / name)
         wanted = {line for file, line in planted_pairs() if file == name}
@@ -32,9 +32,9 @@ def test_quarantine_moves_flagged_lines_to_their_own_file(sample_run: dict, tmp_
     assert {r["action"] for r in manifest["removed"]} == {"quarantine"}
 
 
-def test_edit_replaces_answers_it_can_vouch_for_and_leaves_the_rest_for_review(sample_run: dict,
+def test_edit_replaces_answers_it_can_vouch_for_and_leaves_the_rest_for_review(sample_copy: dict,
                                                                               tmp_path: Path) -> None:
-    result = emit(sample_run["run"], tmp_path / "out", mode="edit")
+    result = emit(sample_copy["run"], tmp_path / "out", EmitSettings(mode="edit"))
     manifest = json.loads(result.manifest.read_text())
     edited, left = manifest["edited"], manifest["removed"]
     assert result.edited == len(edited) >= 2 and result.quarantined == len(left) == 13 - len(edited)
@@ -42,7 +42,7 @@ def test_edit_replaces_answers_it_can_vouch_for_and_leaves_the_rest_for_review(s
     for change in edited:
         assert change["new_answer"] != change["answer"] and "reference of ev-" in change["reason"]
         # the edited line is the same record with only the last assistant turn changed
-        before = json.loads(sample_run["inputs"][next(p for p in sample_run["inputs"]
+        before = json.loads(sample_copy["inputs"][next(p for p in sample_copy["inputs"]
                                                       if Path(p).name == Path(change["file"]).name)]
                             .splitlines()[change["line"] - 1])
         after_lines = (tmp_path / "out" / Path(change["file"]).name).read_text().splitlines()
@@ -55,8 +55,8 @@ def test_edit_replaces_answers_it_can_vouch_for_and_leaves_the_rest_for_review(s
     assert refund and "14 days" in refund[0]["new_answer"]
 
 
-def test_counterexamples_fill_the_gap_a_pruned_failure_mode_leaves(sample_run: dict, tmp_path: Path) -> None:
-    result = emit(sample_run["run"], tmp_path / "out", counterexamples=True)
+def test_counterexamples_fill_the_gap_a_pruned_failure_mode_leaves(sample_copy: dict, tmp_path: Path) -> None:
+    result = emit(sample_copy["run"], tmp_path / "out", EmitSettings(counterexamples=True))
     manifest = json.loads(result.manifest.read_text())
     added = manifest["added"]
     assert result.added == len(added) > 0
@@ -67,7 +67,7 @@ def test_counterexamples_fill_the_gap_a_pruned_failure_mode_leaves(sample_run: d
     assert json.loads(first_output[-1])["messages"][-1]["content"] == added[-1]["answer"]
 
 
-def test_an_unknown_mode_is_an_error(sample_run: dict, tmp_path: Path) -> None:
+def test_an_unknown_mode_is_an_error(sample_copy: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown mode 'fix'"):
-        emit(sample_run["run"], tmp_path / "out", mode="fix")
+        emit(sample_copy["run"], tmp_path / "out", EmitSettings(mode="fix"))
     assert not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from refine import collect, emit, flag, load_training
+from refine import EmitSettings, collect, emit, flag, load_training
 from refine.cli import main
 from refine.sources import load_dataset, open_source
 
@@ -291,7 +291,7 @@ def test_quarantine_comes_back_in_the_same_format_and_the_same_bytes_each_time(
     outs = []
     for attempt in ("a", "b"):
         out = tmp_path / attempt / ("refined" + ("" if source.split else source.path.suffix))
-        result = emit(tmp_path / "run", out, mode="quarantine")
+        result = emit(tmp_path / "run", out, EmitSettings(mode="quarantine"))
         assert result.quarantined == 3 and result.quarantine is not None
         outs.append((out, result.quarantine))
     held_spec = f"{outs[0][1]}:train" if source.split else str(outs[0][1])

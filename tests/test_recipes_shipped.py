@@ -27,17 +27,28 @@ def test_every_shipped_recipe_loads(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", GATES, ids=[p.stem for p in GATES])
-def test_every_shipped_gate_configures_known_checks(path: Path) -> None:
+def test_every_shipped_gate_stops_the_unpruned_data_and_passes_the_pruned(path: Path, sample_run: dict) -> None:
     settings = load_check_config(path)
-    report = run_checks([str(SAMPLE / "train" / "support_faq.jsonl")], options=settings.get("options"),
-                        severity=settings.get("severity"), select=settings.get("select"))
-    assert report.results
+    train = [str(SAMPLE / "train" / name) for name in ("support_faq.jsonl", "product_docs.jsonl")]
+    refined = sorted(str(p) for p in (sample_run["root"] / "refined").glob("*.jsonl"))
+
+    def gate(files: list[str]):
+        return run_checks(files, eval_path=str(SAMPLE / "eval.jsonl"), baseline=train,
+                          flags_run=str(sample_run["run"]), options=settings.options,
+                          severity=settings.severity, select=settings.select)
+
+    before, after = gate(train), gate(refined)
+    failed = {r.name for r in before.results if r.status == "fail" and r.severity == "error"}
+    assert not before.passed and failed == {"flagged_present"}
+    assert after.passed, after.to_table()
+    for name, severity in settings.severity.items():   # the gate's own severities are applied
+        assert after.result(name).severity == severity
 
 
 def test_the_shipped_recipes_cover_each_mode() -> None:
-    modes = {load_recipe(p).emit_mode for p in RECIPES}
+    modes = {load_recipe(p).emit.mode for p in RECIPES}
     assert modes == {"prune", "edit", "quarantine"}
-    assert any(load_recipe(p).emit_counterexamples for p in RECIPES)
+    assert any(load_recipe(p).emit.counterexamples for p in RECIPES)
 
 
 def test_the_edit_recipe_runs(tmp_path: Path) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from refine import InputError
+from refine import EmitSettings, InputError
 from refine.review import REVIEW_COLUMNS, apply_review, export_review
+
+EDIT = EmitSettings(mode="edit")
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -26,10 +28,10 @@ def _write(path: Path, rows: list[dict[str, str]], columns: list[str] = REVIEW_C
 
 
 @pytest.fixture
-def exported(sample_run: dict, tmp_path: Path) -> dict:
+def exported(sample_copy: dict, tmp_path: Path) -> dict:
     path = tmp_path / "review.csv"
-    result = export_review(sample_run["run"], path)
-    return {"path": path, "rows": _read(path), "run": sample_run["run"], "tmp": tmp_path, "result": result}
+    result = export_review(sample_copy["run"], path, EDIT)
+    return {"path": path, "rows": _read(path), "run": sample_copy["run"], "tmp": tmp_path, "result": result}
 
 
 def test_export_has_one_quoted_utf8_row_per_flagged_pair(exported: dict) -> None:
@@ -50,7 +52,7 @@ def test_apply_emits_the_reviewed_decisions_and_says_so(exported: dict) -> None:
     rows[1].update(action="edit", new_answer="A corrected answer,\nover two lines — with “quotes”.")
     rows[2].update(action="drop")
     review = _write(exported["tmp"] / "filled.csv", rows)
-    result = apply_review(exported["run"], review, exported["tmp"] / "out")
+    result = apply_review(exported["run"], review, exported["tmp"] / "out", EDIT)
     manifest = json.loads(result.manifest.read_text())
     by_pair = {c["pair_id"]: c for c in manifest["removed"] + manifest["edited"] + manifest["kept"]}
     assert by_pair[rows[0]["pair_id"]]["action"] == "keep"
@@ -78,7 +80,7 @@ def test_bad_review_rows_are_errors_naming_the_row(exported: dict, change, row: 
     review = _write(exported["tmp"] / "bad.csv", rows)
     out = exported["tmp"] / "out"
     with pytest.raises(InputError) as info:
-        apply_review(exported["run"], review, out)
+        apply_review(exported["run"], review, out, EDIT)
     assert (info.value.line, info.value.field) == (row, field) and words in str(info.value)
     assert not out.exists()
 
@@ -89,7 +91,7 @@ def test_an_edit_without_any_answer_is_an_error(exported: dict) -> None:
     rows[target].update(action="edit")
     review = _write(exported["tmp"] / "bad.csv", rows)
     with pytest.raises(InputError, match="no new_answer") as info:
-        apply_review(exported["run"], review, exported["tmp"] / "out")
+        apply_review(exported["run"], review, exported["tmp"] / "out", EDIT)
     assert info.value.line == target + 2
 
 
@@ -97,10 +99,10 @@ def test_wrong_columns_and_encoding_are_errors(exported: dict) -> None:
     rows = [{k: v for k, v in r.items() if k != "note"} for r in exported["rows"]]
     review = _write(exported["tmp"] / "cols.csv", rows, [c for c in REVIEW_COLUMNS if c != "note"])
     with pytest.raises(InputError, match="missing note"):
-        apply_review(exported["run"], review, exported["tmp"] / "out")
+        apply_review(exported["run"], review, exported["tmp"] / "out", EDIT)
     latin = exported["tmp"] / "latin.csv"
     # what a spreadsheet saving as "CSV (Windows)" does to the text
     latin.write_bytes(exported["path"].read_bytes().decode("utf-8-sig").encode("cp1252", errors="replace")
                       + b'"caf\xe9"\r\n')
     with pytest.raises(InputError, match="not UTF-8"):
-        apply_review(exported["run"], latin, exported["tmp"] / "out")
+        apply_review(exported["run"], latin, exported["tmp"] / "out", EDIT)

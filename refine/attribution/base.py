@@ -7,11 +7,12 @@ import dataclasses
 from typing import Any, Callable, ClassVar, Iterator
 
 from ..errors import ConfigError
+from ..plugins import BACKENDS, load_all, load_plugin, plugin_names
 from ..evalset import EvalItem
 from ..records import Attribution
 from ..training import TrainingSet
 
-__all__ = ["AttributionBackend", "available_backends", "make_backend"]
+__all__ = ["AttributionBackend", "available_backends", "backend_class", "make_backend"]
 
 ProgressFn = Callable[[int], None]
 
@@ -21,7 +22,8 @@ _REGISTRY: dict[str, type["AttributionBackend"]] = {}
 class AttributionBackend(abc.ABC):
     """Attributes eval items to training pairs.
 
-    A backend registers itself under ``name`` by subclassing. Its options are a dataclass
+    A backend is found as a plug-in (:mod:`refine.plugins`, entry point group
+    ``refine.backends``); one defined in code registers itself under ``name`` by subclassing. Its options are a dataclass
     (``Options``) whose fields are the keys a recipe or the CLI may set; unknown keys are
     errors. Use it as a context manager so that held resources are released.
     """
@@ -77,21 +79,26 @@ class AttributionBackend(abc.ABC):
 
 
 def available_backends() -> list[str]:
-    _import_builtin_backends()
-    return sorted(_REGISTRY)
+    """Backends declared as plug-ins (entry points) and those defined in code, by name."""
+    if not plugin_names(BACKENDS):
+        load_all(BACKENDS)
+    return sorted(set(plugin_names(BACKENDS)) | set(_REGISTRY))
 
 
-def _import_builtin_backends() -> None:
-    from . import embedding, gradient, seekrflow  # noqa: F401  (they register themselves)
+def backend_class(name: str) -> type[AttributionBackend]:
+    """The backend called `name` (its plug-in imported on first use), or a ConfigError."""
+    if name not in _REGISTRY and name in plugin_names(BACKENDS):
+        cls = load_plugin(BACKENDS, name)
+        _REGISTRY.setdefault(name, cls)
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(available_backends())}",
+                          key="backend")
+    return _REGISTRY[name]
 
 
 def make_backend(name: str, options: dict[str, Any] | None, *, top_k: int) -> AttributionBackend:
     """Build a registered backend from a plain options dict, validating its keys."""
-    _import_builtin_backends()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(sorted(_REGISTRY))}",
-                          key="backend")
-    cls = _REGISTRY[name]
+    cls = backend_class(name)
     options = dict(options or {})
     known = {f.name for f in dataclasses.fields(cls.Options)}
     for key in options:

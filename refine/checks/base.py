@@ -2,7 +2,8 @@
 
 A check is one class: it declares a ``name``, a ``description``, a ``default_severity``, what
 optional inputs it ``needs`` and an ``Options`` dataclass of its settings, and it registers
-itself by being defined. ``run(context)`` looks at the loaded inputs and returns a
+itself by being defined. Checks are found as plug-ins (entry point group ``refine.checks``,
+:mod:`refine.plugins`), so a package adds one without editing refine. ``run(context)`` looks at the loaded inputs and returns a
 :class:`CheckResult`; rendering results is :mod:`refine.checks.report`'s business.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from ..errors import ConfigError
+from ..plugins import CHECKS, load_all
 
 if TYPE_CHECKING:
     from .context import CheckContext
@@ -104,6 +106,7 @@ class Check(abc.ABC):
     default_severity: ClassVar[str] = "warning"
     needs: ClassVar[frozenset[str]] = frozenset()
     Options: ClassVar[type] = NoOptions
+    order: ClassVar[int] = 100        # where it runs and is listed (built-ins 10–80)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -155,20 +158,14 @@ class Check(abc.ABC):
 
 
 def _import_builtin_checks() -> None:
-    from . import (conflicting_answers, eval_leakage, exact_duplicates,  # noqa: F401
-                   flagged_present, format_validity, length_outliers, near_duplicates,
-                   size_guard)
-
-
-_BUILTIN_ORDER = ("format_validity", "exact_duplicates", "near_duplicates", "conflicting_answers",
-                  "eval_leakage", "flagged_present", "size_guard", "length_outliers")
+    """Import every check plug-in (entry point group ``refine.checks``): each registers itself."""
+    load_all(CHECKS)
 
 
 def available_checks() -> list[str]:
-    """Names of all registered checks, in the order they run: the built-in ones, then plug-ins."""
+    """Names of all registered checks, in the order they run (``order``, then name)."""
     _import_builtin_checks()
-    builtin = [name for name in _BUILTIN_ORDER if name in _REGISTRY]
-    return builtin + [name for name in _REGISTRY if name not in _BUILTIN_ORDER]
+    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].order, name))
 
 
 def _unknown(name: str, key: str) -> ConfigError:

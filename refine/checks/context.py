@@ -20,8 +20,6 @@ from ..training import (SkippedLine, TrainingFile, TrainingSet, decode_json_line
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..embeddings import EmbeddingModel
-
 __all__ = ["CheckContext", "load_eval_questions", "load_training_for_check"]
 
 
@@ -90,8 +88,8 @@ class CheckContext:
 
     ``training`` is the set under check (invalid lines skipped, listed in
     ``training.skipped``; files with no readable record in ``unreadable``). ``eval``,
-    ``baseline`` and ``flags`` are None when not given. ``embedding_model`` is created on first
-    use. ``memo`` shares derived data (token lists, shingles) between checks.
+    ``baseline`` and ``flags`` are None when not given. ``memo`` shares derived data (token
+    lists, shingles) between checks.
     """
 
     train_paths: list[str]
@@ -101,14 +99,12 @@ class CheckContext:
     baseline: TrainingSet | None = None
     flags: "pd.DataFrame | None" = None
     flags_run: str | None = None
-    embedding_model_name: str = "default"
-    _embedding_model: "EmbeddingModel | None" = field(default=None, init=False, repr=False)
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def load(cls, train: Sequence[str], *, eval_path: str | None = None,
              baseline: str | Sequence[str] | None = None,
-             flags_run: str | None = None, embedding_model: str = "default") -> "CheckContext":
+             flags_run: str | None = None) -> "CheckContext":
         """Read every input; raise InputError/RunDirError for one that cannot be used at all."""
         training, unreadable = load_training_for_check([str(p) for p in train])
         baseline_set = None
@@ -123,8 +119,7 @@ class CheckContext:
         return cls(train_paths=[str(p) for p in train], training=training, unreadable=unreadable,
                    eval=load_eval_questions(eval_path) if eval_path is not None else None,
                    baseline=baseline_set, flags=flags,
-                   flags_run=str(flags_run) if flags_run is not None else None,
-                   embedding_model_name=embedding_model)
+                   flags_run=str(flags_run) if flags_run is not None else None)
 
     def has(self, need: str) -> bool:
         """Whether the optional input `need` ("eval", "baseline" or "flags") was given."""
@@ -136,15 +131,6 @@ class CheckContext:
         if self.flags is None:
             return frozenset()
         return self.memo("flagged_ids", lambda: _flagged_ids(self.flags))
-
-    @property
-    def embedding_model(self) -> "EmbeddingModel":
-        """The embedding model, created on first use (loading it costs seconds)."""
-        if self._embedding_model is None:
-            from ..embeddings import EmbeddingModel
-
-            self._embedding_model = EmbeddingModel(self.embedding_model_name)
-        return self._embedding_model
 
     def memo(self, key: str, factory: Callable[[], Any]) -> Any:
         """``factory()``, computed once per context under `key`."""

@@ -17,8 +17,7 @@ def run_checks(train: Sequence[str], *, eval_path: str | None = None,
                baseline: str | Sequence[str] | None = None, flags_run: str | None = None,
                select: Sequence[str] | None = None,
                options: dict[str, dict[str, Any]] | None = None,
-               severity: dict[str, str] | None = None, max_findings: int = 20,
-               embedding_model: str = "default") -> CheckReport:
+               severity: dict[str, str] | None = None, max_findings: int = 20) -> CheckReport:
     """Check training files before retraining on them.
 
     `select` names the checks to run (default: all, in :func:`available_checks` order);
@@ -50,7 +49,7 @@ def run_checks(train: Sequence[str], *, eval_path: str | None = None,
 
     started = time.perf_counter()
     context = CheckContext.load(train, eval_path=eval_path, baseline=baseline,
-                                flags_run=flags_run, embedding_model=embedding_model)
+                                flags_run=flags_run)
     skip = {check.name: check.skip_reason(context) for check in checks}
     for check in checks:
         if skip[check.name] is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from refine.flagging import FLAG_COLUMNS
+from refine.rundir import FLAGS_CSV, FLAGS_JSON, RunDir
 from refine.text import pair_key
 
 from ..conftest import chat, write_jsonl
@@ -45,16 +46,21 @@ def clean_eval_questions() -> list[str]:
 
 def write_flags(run_dir: Path, flagged: Iterable[tuple[str, str]],
                 not_flagged: Iterable[tuple[str, str]] = ()) -> str:
-    """A run directory holding only flags.csv, as `refine flag` writes it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "flags.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, FLAG_COLUMNS)
-        writer.writeheader()
-        for is_flagged, pairs in ((True, flagged), (False, not_flagged)):
-            for line, (question, answer) in enumerate(pairs, start=1):
-                row = {column: "" for column in FLAG_COLUMNS}
-                row.update(pair_id=pair_key(question, answer), file="train.jsonl", line=line,
-                           question=question, answer=answer, n_bad=3, n_good=0,
-                           flagged=str(is_flagged))
-                writer.writerow(row)
+    """A run directory whose flag stage holds these flags.csv rows, as `refine flag` writes them
+    (its collect stage recorded with no files: the check reads the flags alone)."""
+    run = RunDir(run_dir)
+    with run.stage("collect", {}):
+        pass
+    with run.stage("flag", {"min_bad": 2}) as stage:
+        with open(stage.path(FLAGS_CSV), "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, FLAG_COLUMNS)
+            writer.writeheader()
+            for is_flagged, pairs in ((True, flagged), (False, not_flagged)):
+                for line, (question, answer) in enumerate(pairs, start=1):
+                    row = {column: "" for column in FLAG_COLUMNS}
+                    row.update(pair_id=pair_key(question, answer), file="train.jsonl", line=line,
+                               question=question, answer=answer, n_bad=3, n_good=0,
+                               flagged=str(is_flagged))
+                    writer.writerow(row)
+        stage.path(FLAGS_JSON).write_text("{}\n", encoding="utf-8")
     return str(run_dir)

@@ -171,14 +171,6 @@ def test_a_plug_in_check_registers_itself_and_runs_with_its_options(clean: dict)
         del _REGISTRY["at_least_n_lines"]
 
 
-def test_the_embedding_model_is_created_only_when_a_check_asks(clean: dict) -> None:
-    from refine.checks import CheckContext
-
-    context = CheckContext.load(clean["train"])
-    assert context._embedding_model is None
-    assert context.embedding_model is context.embedding_model
-
-
 def test_the_report_is_a_check_report(clean: dict) -> None:
     assert isinstance(run_checks(clean["train"], select=[]), CheckReport)
 

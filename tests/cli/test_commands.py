@@ -79,14 +79,14 @@ def test_skip_invalid_counts_what_it_skipped(data: dict, tmp_path: Path) -> None
     train = write_jsonl(tmp_path / "t.jsonl", lines[:50] + ["{oops"] + lines[50:])
     result = CliRunner().invoke(main, ["collect", "--train", str(train), "--eval", str(data["eval"]),
                                        "--out", str(tmp_path / "run"), "-q", "--skip-invalid"])
-    assert result.exit_code == 0 and "skipped 1 invalid input lines" in result.output
+    assert result.exit_code == 0 and "skipped 1 invalid input records" in result.output
 
 
 def test_emit_without_flags_is_a_clean_error(data: dict, tmp_path: Path) -> None:
     run = tmp_path / "run"
     invoke("collect", "--train", data["train"], "--eval", data["eval"], "--out", run, "-q")
     result = CliRunner().invoke(main, ["emit", str(run), "--out", str(tmp_path / "o.jsonl")])
-    assert result.exit_code == 2 and "flags.json is missing; run `refine flag` first" in result.output
+    assert result.exit_code == 2 and "flags.csv, flags.json missing" in result.output and "run `refine flag` first" in result.output
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -148,3 +148,76 @@ def test_review_export_and_apply_from_the_command_line(data: dict, tmp_path: Pat
     result = CliRunner().invoke(main, ["review", "apply", str(run), str(tmp_path / "bad.csv"),
                                        "--out", str(tmp_path / "o2.jsonl")])
     assert result.exit_code == 2 and "bad.csv:1: wrong columns" in result.output
+
+
+# --- the rough edges of issue 12, one test each -------------------------------------------------
+
+
+def test_a_recipe_over_a_run_with_other_settings_says_how_to_overwrite_in_a_recipe(data: dict,
+                                                                                 tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train: data/train.jsonl\neval: data/eval.jsonl\nrun_dir: run\n"
+                      "cluster: {enabled: false}\nreport: {enabled: false}\n")
+    assert invoke("run", recipe, "-q").exit_code == 0
+    result = CliRunner().invoke(main, ["run", str(recipe), "-q", "--set", "collect.top_k=3"])
+    assert result.exit_code == 2 and "changed: collect.top_k" in result.output
+    assert "`overwrite: true` in the recipe (or --set overwrite=true)" in result.output
+    assert "--overwrite" not in result.output.replace("--set overwrite", "")
+    assert invoke("run", recipe, "-q", "--set", "collect.top_k=3", "--set", "overwrite=true").exit_code == 0
+
+
+def test_a_typo_in_set_is_blamed_on_the_set_not_the_recipe(data: dict, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train: data/train.jsonl\neval: data/eval.jsonl\nrun_dir: run\n")
+    result = CliRunner().invoke(main, ["run", str(recipe), "--set", "flag.minbad=3"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --set flag.minbad=3: 'flag.minbad': unknown key; known under 'flag': ")
+    assert "r.yaml" not in result.output
+    result = CliRunner().invoke(main, ["run", str(recipe), "--set", "flag.min_bad=0"])
+    assert "error: --set flag.min_bad=0: 'flag.min_bad': must be an integer ≥ 1" in result.output
+
+
+def test_backend_lists_the_installed_backends(data: dict, tmp_path: Path) -> None:
+    assert "[embedding|gradient|seekrflow]" in invoke("collect", "--help").output
+    assert invoke("backends").output.split() == ["embedding", "gradient", "seekrflow"]
+    result = CliRunner().invoke(main, ["collect", "--train", str(data["train"]), "--eval", str(data["eval"]),
+                                       "--out", str(tmp_path / "run"), "--backend", "embeding"])
+    assert result.exit_code == 2 and "'embeding' is not one of 'embedding', 'gradient', 'seekrflow'" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_progress_written_to_a_pipe_is_plain_lines(data: dict, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "refine.cli", "collect", "--train", str(data["train"]),
+                           "--eval", str(data["eval"]), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
+    assert "attribute (embedding): 43/43 items (100%)" in proc.stderr
+    assert all(line.count(": ") >= 1 for line in proc.stderr.splitlines())
+
+
+def test_emit_to_a_file_name_with_several_sources_is_refused(data: dict, tmp_path: Path) -> None:
+    other = write_jsonl(tmp_path / "other.jsonl", [chat("Where does nobody live?", "Nowhere.")])
+    run = tmp_path / "run"
+    invoke("collect", "--train", data["train"], "--train", other, "--eval", data["eval"], "--out", run, "-q")
+    invoke("flag", run)
+    result = CliRunner().invoke(main, ["emit", str(run), "--out", str(tmp_path / "one.jsonl")])
+    assert result.exit_code == 2
+    assert "one.jsonl looks like a file name, but there are 2 training sources: give a directory" in result.output
+    assert not (tmp_path / "one.jsonl").exists()
+
+
+def test_run_help_names_every_step() -> None:
+    text = invoke("run", "--help").output
+    assert "collect → flag → cluster → emit → report" in text
+
+
+def test_counter_examples_are_counted_apart_from_kept_records(sample_copy: dict, tmp_path: Path) -> None:
+    result = invoke("emit", sample_copy["run"], "--out", tmp_path / "out", "--counterexamples")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    added = manifest["summary"]["added"]
+    assert added > 0
+    assert (f"kept 335 of 348 records (removed 13); added {added} counter-examples "
+            f"({335 + added} records out)") in result.output
