@@ -7,7 +7,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-import pytest
+# One thread for torch and BLAS, set before either is imported (server and CLI subprocesses
+# inherit it): where the cores are shared, as on CI machines, their thread pools spin-wait for
+# cores other work holds and the gradient tests ran 9× slower under load (2× for the rest);
+# the tiny tensors here gain nothing from a second thread.
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"

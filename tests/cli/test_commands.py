@@ -179,7 +179,7 @@ def test_a_typo_in_set_is_blamed_on_the_set_not_the_recipe(data: dict, tmp_path:
 
 def test_backend_lists_the_installed_backends(data: dict, tmp_path: Path) -> None:
     assert "[embedding|gradient|seekrflow]" in invoke("collect", "--help").output
-    assert invoke("backends").output.split() == ["embedding", "gradient", "seekrflow"]
+    assert {"embedding", "gradient", "seekrflow"} <= set(invoke("backends").output.split())
     result = CliRunner().invoke(main, ["collect", "--train", str(data["train"]), "--eval", str(data["eval"]),
                                        "--out", str(tmp_path / "run"), "--backend", "embeding"])
     assert result.exit_code == 2 and "'embeding' is not one of 'embedding', 'gradient', 'seekrflow'" in result.output
