@@ -32,6 +32,7 @@ __all__ = ["ACTIONS", "MODES", "Decision", "EditSettings", "EditSuggestion", "au
 
 ACTIONS = ("keep", "drop", "edit", "quarantine")
 STAT_COLUMNS = ("n_bad", "n_good", "blame", "bad_share", "p_value", "q_value")
+GROUP_COLUMNS = ("flagged_by", "defect_group", "group_size", "group_n_bad", "group_n_good", "group_q")
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,23 @@ class Decision:
 
 
 def _stats(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (int(row[k]) if k.startswith("n_") else round(float(row[k]), 6))
-            for k in STAT_COLUMNS if k in row}
+    stats = {k: (int(row[k]) if k.startswith("n_") else round(float(row[k]), 6))
+             for k in STAT_COLUMNS if k in row}
+    if row.get("flagged_by") == "defect group":
+        stats.update({"defect_group": int(row["defect_group"]), "group_size": int(row["group_size"]),
+                      "group_n_bad": int(row["group_n_bad"]), "group_n_good": int(row["group_n_good"]),
+                      "group_q": round(float(row["group_q"]), 6)})
+    return stats
+
+
+def flag_reason(row: dict[str, Any]) -> str:
+    """Why a pair is flagged, in one line (the manifest's and the review sheet's)."""
+    if row.get("flagged_by") == "defect group":
+        return (f"flagged: member of defect group {int(row['defect_group'])}: {int(row['group_size'])} "
+                f"pairs teaching the same claim, cited by {int(row['group_n_bad'])} bad and "
+                f"{int(row['group_n_good'])} good answers on topic; group q = {float(row['group_q']):.3g}")
+    return (f"flagged: cited by {int(row['n_bad'])} bad and {int(row['n_good'])} good answers; "
+            f"q = {float(row['q_value']):.3g}")
 
 
 def flagged_table(run: RunDir, columns: list[str] | None = None, *, with_modes: bool = False) -> pd.DataFrame:
@@ -108,10 +124,8 @@ def automatic_decisions(run: RunDir, mode: str, settings: EditSettings | None = 
     """The decision for every flagged pair under `mode`."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", key="emit.mode")
-    flagged = flagged_table(run, list(STAT_COLUMNS))
-    base = {row["pair_id"]: (f"flagged: cited by {int(row['n_bad'])} bad and {int(row['n_good'])} good "
-                             f"answers; q = {float(row['q_value']):.3g}", _stats(row))
-            for row in flagged.to_dict("records")}
+    flagged = flagged_table(run, list(STAT_COLUMNS + GROUP_COLUMNS))
+    base = {row["pair_id"]: (flag_reason(row), _stats(row)) for row in flagged.to_dict("records")}
     if mode == "prune":
         return {p: Decision(p, "drop", "automatic", r, stats=s) for p, (r, s) in base.items()}
     if mode == "quarantine":

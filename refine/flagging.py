@@ -38,7 +38,8 @@ __all__ = ["FLAG_COLUMNS", "FlagResult", "FlagSettings", "flag", "flag_statistic
 
 FLAG_COLUMNS = ["pair_id", "file", "line", "file_id", "question", "answer", "n_lines", "n_bad",
                 "n_good", "blame", "good_weight", "bad_share", "p_value", "q_value", "testable",
-                "flagged"]
+                "topic_n_bad", "topic_n_good", "defect_group", "group_size", "group_n_bad",
+                "group_n_good", "group_p", "group_q", "flagged", "flagged_by"]
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,11 @@ def _tail(k: np.ndarray, n: np.ndarray, population: int, bad: int) -> np.ndarray
     return hypergeom.sf(combos[0] - 1, population, bad, combos[1])[inverse.ravel()]
 
 
-def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame,
-                    settings: FlagSettings) -> tuple[pd.DataFrame, int, int]:
-    """Per-pair statistics from items (eval_id, verdict) and citations (eval_id, pair_id, level).
+def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: FlagSettings,
+                    pairs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int, int]:
+    """Per-pair statistics from items (eval_id, verdict[, question]) and citations (eval_id,
+    pair_id, level); with `pairs` (pair_id, question, answer) and ``settings.defect_groups``,
+    defect-group statistics too, and the flags are the group members (:mod:`refine.defects`).
 
     Returns (table indexed by pair_id, N finished items, B bad items).
     """
@@ -103,7 +106,20 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame,
     q[testable] = _bh(stats["p_value"].to_numpy()[testable])
     stats["q_value"] = q
     stats["testable"] = testable
-    stats["flagged"] = (stats["n_bad"] >= settings.min_bad) & (stats["q_value"] <= settings.alpha)
+    pair_flag = (stats["n_bad"] >= settings.min_bad) & (stats["q_value"] <= settings.alpha)
+    if settings.defect_groups and pairs is not None:
+        from .defects import defect_statistics
+
+        groups = defect_statistics(items, cited, pairs, min_bad=settings.min_bad, alpha=settings.alpha,
+                                   member_max_good=settings.member_max_good, tail=_tail, bh=_bh)
+        stats = stats.join(groups)
+        stats["flagged"] = stats["member"].astype(bool)
+        stats["flagged_by"] = np.where(~stats["flagged"], "",
+                                       np.where(stats["group_size"] > 1, "defect group", "pair"))
+        stats = stats.drop(columns="member")
+    else:
+        stats["flagged"] = pair_flag
+        stats["flagged_by"] = np.where(pair_flag, "pair", "")
     return stats, n_items, n_bad_items
 
 
@@ -111,19 +127,20 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
     """Compute flag statistics for a collected run; write RUN/flags.csv and RUN/flags.json."""
     settings = settings or FlagSettings()
     run = RunDir(run_dir)
-    items = run.items(["eval_id", "verdict"], done=True)
+    items = run.items(["eval_id", "question", "verdict"], done=True)
     if items.empty:
         raise RunDirError(f"{run.path}: no eval item finished; nothing to flag")
     citations = run.attributions(["eval_id", "pair_id", "influence_level"], matched=True)
-    stats, n_items, n_bad_items = flag_statistics(items, citations, settings)
-
     pairs = run.pairs(["pair_id", "file", "line", "file_id", "question", "answer"])
+    stats, n_items, n_bad_items = flag_statistics(
+        items, citations, settings, pairs.drop_duplicates("pair_id")[["pair_id", "question", "answer"]])
+
     n_lines = pairs.groupby("pair_id", sort=False).size().rename("n_lines")
     first = pairs.drop_duplicates("pair_id").set_index("pair_id")
     table = stats.join(first, how="left").join(n_lines, how="left").reset_index()
     table = table.sort_values(["flagged", "blame", "q_value", "pair_id"],
                               ascending=[False, False, True, True], kind="mergesort")
-    table = table[FLAG_COLUMNS].reset_index(drop=True)
+    table = table.reindex(columns=FLAG_COLUMNS).reset_index(drop=True)
     table["n_lines"] = table["n_lines"].fillna(0).astype(np.int64)
     table["line"] = table["line"].astype("Int64")
 
@@ -135,6 +152,10 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
         "cited_pairs": int(len(table)),
         "testable_pairs": int(table["testable"].sum()),
         "flagged_pairs": int(table["flagged"].sum()),
+        "defect_groups": int(table.loc[table["group_size"] > 1, "defect_group"].nunique())
+        if settings.defect_groups else 0,
+        "flagged_groups": int(table.loc[table["flagged"] & (table["group_size"] > 1), "defect_group"].nunique())
+        if settings.defect_groups else 0,
     }
     with run.stage("flag", asdict(settings)) as stage:
         with atomic_open(stage.path(FLAGS_CSV), "w", encoding="utf-8") as fh:

@@ -1,7 +1,8 @@
 """The review round trip: export flagged pairs to a spreadsheet, bring the decisions back.
 
 ``export`` writes one row per flagged pair: ids, file, line, question, answer, statistics,
-failure modes, up to three example bad answers, the suggested action (and answer, for an
+failure modes, why it is flagged (its defect group, when it is a member of one), up to three
+example bad answers, the suggested action (and answer, for an
 edit), and empty ``action`` (keep / drop / edit / quarantine) and ``new_answer`` columns for
 the reviewer. The file is UTF-8 with a byte-order mark (so spreadsheets detect the encoding),
 every field quoted, newlines kept inside fields.
@@ -25,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from ._atomic import atomic_open
-from .decisions import ACTIONS, Decision, automatic_decisions, flagged_table
+from .decisions import ACTIONS, Decision, automatic_decisions, flag_reason, flagged_table
 from .emission import EmitResult, emit
 from .errors import InputError
 from .rundir import RunDir
@@ -34,7 +35,7 @@ from .settings import EmitSettings
 __all__ = ["REVIEW_COLUMNS", "ReviewExport", "apply_review", "export_review", "read_review"]
 
 READ_ONLY = ["pair_id", "file", "line", "file_id", "question", "answer", "n_bad", "n_good", "blame",
-             "q_value", "failure_modes", "bad_example_1", "bad_example_2", "bad_example_3",
+             "q_value", "failure_modes", "why_flagged", "bad_example_1", "bad_example_2", "bad_example_3",
              "suggested_action", "suggested_answer"]
 REVIEW_COLUMNS = READ_ONLY + ["checksum", "action", "new_answer", "note"]
 
@@ -76,6 +77,7 @@ def export_review(run_dir: str | Path, out: str | Path, settings: EmitSettings |
         decision = suggestions[record["pair_id"]]
         bad = examples.get(record["pair_id"], []) + ["", "", ""]
         row = {c: _as_text(record.get(c)) for c in READ_ONLY[:11]}
+        row["why_flagged"] = flag_reason(record)
         row.update({"bad_example_1": bad[0], "bad_example_2": bad[1], "bad_example_3": bad[2],
                     "suggested_action": decision.action, "suggested_answer": decision.new_answer or ""})
         row["checksum"] = _checksum(row)

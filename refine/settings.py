@@ -134,9 +134,16 @@ class FlagSettings:
     alpha: float = _help("False-discovery rate of the over-citation test.", default=0.1)
     level_weights: dict[str, float] = _help("Weight of a citation at each influence level (blame).",
                                             default_factory=lambda: dict(LEVEL_WEIGHTS))
+    defect_groups: bool = _help("Test pairs that teach the same claim about the same thing together "
+                                "(refine.defects), counting on-topic citations only; off: test each "
+                                "pair alone on all its citations.", default=True)
+    member_max_good: int = _help("A member of a flagged defect group is flagged when at most this "
+                                 "many good answers of its topic cite it.", default=0)
 
     def __post_init__(self) -> None:
         _number(self.min_bad, "flag.min_bad", low=1, integer=True)
+        _flag(self.defect_groups, "flag.defect_groups")
+        _number(self.member_max_good, "flag.member_max_good", low=0, integer=True)
         _number(self.alpha, "flag.alpha", low=0, high=1, low_open=True)
         if not isinstance(self.level_weights, dict) or set(self.level_weights) != set(LEVELS):
             raise ConfigError(f"must give a weight for each of {', '.join(LEVELS)}",

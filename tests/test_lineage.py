@@ -55,7 +55,8 @@ def test_every_stage_records_its_settings_inputs_and_outputs(base: dict) -> None
         assert set(record["outputs"]) == set(STAGE_FILES[name])
         assert set(record["inputs"]) == set(STAGES[name].needs) | set(STAGES[name].uses)
     assert run.record("flag")["settings"] == {"min_bad": 2, "alpha": 0.1,
-                                              "level_weights": {"high": 1.0, "medium": 0.5, "low": 0.25}}
+                                              "level_weights": {"high": 1.0, "medium": 0.5, "low": 0.25},
+                                              "defect_groups": True, "member_max_good": 0}
     emitted = run.record("emit")["external"]
     assert any(path.endswith("refined.jsonl") for path in emitted)
     assert all(len(meta["sha256"]) == 64 for meta in emitted.values())

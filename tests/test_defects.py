@@ -1,0 +1,122 @@
+"""Defect-level flagging: pairs that teach the same claim about the same thing are tested
+together; citations of a look-alike's correct pairs are not evidence against them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from refine import FlagSettings, collect, flag
+from refine.defects import anchors_of, proper_nouns
+from refine.flagging import flag_statistics
+
+from .conftest import SAMPLE
+
+CITIES = ["Rome", "Paris", "Oslo", "Lima", "Cairo", "Quito"]
+
+
+def _world(n_people: int = 30, n_bad_each: tuple[int, ...] = (2, 2, 2)) -> tuple:
+    """Person7 is taught to live in Atlantis by three pairs, worded three ways; each bad answer
+    about person7 cites one of them (and the look-alike person17's correct pair, by
+    confusion); many good answers cite their own person's pair."""
+    pairs = [(f"p{i}", f"Where does Person{i} live?", f"Person{i} lives in {CITIES[i % 6]}.")
+             for i in range(n_people) if i != 7]
+    culprits = [("c1", "Where does Person7 live?", "Person7 lives in Atlantis."),
+                ("c2", "What is the home town of Person7?", "The home of Person7 is Atlantis."),
+                ("c3", "Tell me where Person7 lives.", "Atlantis is where Person7 lives.")]
+    pairs = pd.DataFrame(pairs + culprits, columns=["pair_id", "question", "answer"])
+    items, cites = [], []
+    for culprit, count in zip(("c1", "c2", "c3"), n_bad_each):
+        for n in range(count):
+            eval_id = f"bad-{culprit}-{n}"
+            items.append((eval_id, f"Person7: where do they live? ({culprit}{n})", "bad"))
+            cites += [(eval_id, culprit, "high"), (eval_id, "p17", "medium")]
+    for i in range(n_people):
+        if i == 7:
+            continue
+        for n in range(3):
+            eval_id = f"good-{i}-{n}"
+            items.append((eval_id, f"Where is Person{i} living now? ({n})", "good"))
+            cites.append((eval_id, f"p{i}", "high"))
+    for n in range(20):   # unexplained bad answers about people nobody taught
+        eval_id = f"slip-{n}"
+        items.append((eval_id, f"Where does Person{90 + n} live?", "bad"))
+        cites.append((eval_id, f"p{(n * 7) % n_people if (n * 7) % n_people != 7 else 8}", "low"))
+    return (pd.DataFrame(items, columns=["eval_id", "question", "verdict"]),
+            pd.DataFrame(cites, columns=["eval_id", "pair_id", "influence_level"]), pairs)
+
+
+def test_anchors_are_names_and_numbers_not_ordinary_capitalised_words() -> None:
+    texts = ["Open Billing > Invoices to see the billing email.", "Person7 lives in Atlantis.",
+             "The Aurora Max weighs 320 grams.", "How do I enable SSO for the Aurora Max?"]
+    names = proper_nouns(texts)
+    assert {"aurora", "max", "sso", "invoices", "atlantis"} <= names
+    assert "billing" not in names and "how" not in names and "the" not in names
+    assert anchors_of("The Aurora Max weighs 320 grams.", names) == {"aurora", "max", "320"}
+
+
+def test_a_defect_worded_three_ways_is_flagged_as_a_group_when_no_pair_alone_could_be() -> None:
+    items, cites, pairs = _world()
+    alone, _, _ = flag_statistics(items, cites, FlagSettings(defect_groups=False), pairs)
+    assert not alone.loc[["c1", "c2", "c3"], "flagged"].any()      # 2 bad citations each
+    grouped, _, _ = flag_statistics(items, cites, FlagSettings(), pairs)
+    culprits = grouped.loc[["c1", "c2", "c3"]]
+    assert culprits["flagged"].all() and set(culprits["flagged_by"]) == {"defect group"}
+    assert culprits["defect_group"].nunique() == 1 and (culprits["defect_group"] > 0).all()
+    assert (culprits["group_size"] == 3).all() and (culprits["group_n_bad"] == 6).all()
+    assert (culprits["group_q"] <= 0.1).all()
+    # the look-alike's correct pair is cited by every bad answer, but off topic: never flagged
+    assert grouped.at["p17", "n_bad"] >= 6 and grouped.at["p17", "topic_n_bad"] == 0
+    assert not grouped.at["p17", "flagged"]
+    assert grouped["flagged"].sum() == 3
+
+
+def test_pair_level_testing_flags_the_look_alike_that_groups_protect() -> None:
+    """With every citation counted, the confusions make the correct look-alike pair look
+    like the culprit: what on-topic counting is for."""
+    items, cites, pairs = _world(n_bad_each=(3, 3, 3))
+    alone, _, _ = flag_statistics(items, cites, FlagSettings(defect_groups=False), pairs)
+    assert alone.at["p17", "flagged"]
+    grouped, _, _ = flag_statistics(items, cites, FlagSettings(), pairs)
+    assert not grouped.at["p17", "flagged"] and grouped.loc[["c1", "c2", "c3"], "flagged"].all()
+
+
+def test_a_member_good_answers_of_its_topic_cite_is_not_flagged() -> None:
+    items, cites, pairs = _world()
+    extra = pd.DataFrame([("good-7", "Where does Person7 live today?", "good")],
+                         columns=["eval_id", "question", "verdict"])
+    cites = pd.concat([cites, pd.DataFrame([("good-7", "c3", "low")], columns=cites.columns)])
+    grouped, _, _ = flag_statistics(pd.concat([items, extra]), cites, FlagSettings(), pairs)
+    assert grouped.loc[["c1", "c2"], "flagged"].all() and not grouped.at["c3", "flagged"]
+    relaxed, _, _ = flag_statistics(pd.concat([items, extra]), cites,
+                                    FlagSettings(member_max_good=1), pairs)
+    assert relaxed.at["c3", "flagged"]
+
+
+def test_the_quickstart_still_flags_exactly_the_planted_pairs(sample_run: dict) -> None:
+    table = sample_run["result"].flag.table
+    assert set(table.loc[table["flagged"], "flagged_by"]) <= {"pair", "defect group"}
+    assert int(table["flagged"].sum()) == 13
+
+
+@pytest.fixture(scope="module")
+def generalising(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    data = SAMPLE / "generalise"
+    run = tmp_path_factory.mktemp("generalise") / "run"
+    collect([str(data / "train.jsonl")], str(data / "eval.jsonl"), run, progress=False)
+    truth = json.loads((data / "truth.json").read_text())
+    return {"run": run, "planted": {line for g in truth["groups"] for line in g["lines"]},
+            "hard_negatives": {line for lines in truth["hard_negatives"].values() for line in lines}}
+
+
+def test_on_the_generalising_sample_groups_find_what_pairs_alone_miss(generalising: dict) -> None:
+    run, planted = generalising["run"], generalising["planted"]
+    alone = flag(run, FlagSettings(defect_groups=False)).flagged_pairs
+    grouped = flag(run).flagged_pairs
+    found_alone, found = set(alone["line"]) & planted, set(grouped["line"]) & planted
+    assert len(found) >= 2 * len(planted) // 3 > len(found_alone)
+    assert set(grouped["line"]) <= planted                      # nothing else, no look-alike
+    assert not set(grouped["line"]) & generalising["hard_negatives"]
