@@ -5,11 +5,13 @@ Automatic decisions follow the emit mode:
 * ``prune`` — drop every flagged pair;
 * ``quarantine`` — move every flagged pair to a separate file for a person to decide;
 * ``edit`` — replace a flagged pair's answer with the reference answer of the bad eval
-  answers it drove, when that is safe: at least one such eval item has a reference and a
-  question close to the pair's (embedding cosine ≥ ``question_min``), and the references of
-  all such close items agree (cosine ≥ ``agree_min`` with the chosen one). The chosen
-  reference is the one whose question is closest. Otherwise the pair is quarantined — *left
-  for review* — rather than guessed at.
+  answers it drove, when that is safe: at least one such eval item asks about the same thing
+  as the pair — its question is close to the pair's (embedding cosine ≥ ``question_min``) and
+  names nothing the pair's question contradicts (the anchors of :mod:`refine.defects`: a
+  question about the "Aurora Plus" is not about the "Aurora Max", however close the wording)
+  — and has a reference, and the references of all such items agree (cosine ≥ ``agree_min``
+  with the chosen one). The chosen reference is the one whose question is closest. Otherwise
+  the pair is quarantined — *left for review* — rather than guessed at.
 
 A review CSV (:mod:`refine.review`) overrides these per pair; the manifest records which
 decisions were automatic and which reviewed.
@@ -82,11 +84,18 @@ def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
     """For each pair, the reference answer it could safely be given instead, or why not."""
     if not pair_ids:
         return {}
+    from .defects import anchors_of, proper_nouns
+
     items = run.items(["eval_id", "question", "reference", "verdict"], done=True)
     bad = items[items["verdict"] == "bad"].set_index("eval_id")
     cites = run.attributions(["eval_id", "pair_id"], matched=True)
     cites = cites[cites["pair_id"].isin(pair_ids) & cites["eval_id"].isin(bad.index)]
-    pairs = run.pairs(["pair_id", "question"], unique=True).set_index("pair_id")
+    pairs = run.pairs(["pair_id", "question", "answer"], unique=True).set_index("pair_id")
+    names = proper_nouns(list(pairs["question"]) + list(pairs["answer"]))
+
+    def same_thing(pair_id: str, eval_id: str) -> bool:
+        asked, taught = anchors_of(bad.at[eval_id, "question"], names), anchors_of(pairs.at[pair_id, "question"], names)
+        return not (asked - taught and taught - asked)
     if model is None:
         from .embeddings import EmbeddingModel
         model = EmbeddingModel()
@@ -96,6 +105,11 @@ def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
         with_ref = [e for e in eval_ids if isinstance(bad.at[e, "reference"], str)]
         if not with_ref:
             out[pair_id] = EditSuggestion(None, "no bad answer it drove has a reference")
+            continue
+        with_ref = [e for e in with_ref if same_thing(pair_id, e)]
+        if not with_ref:
+            out[pair_id] = EditSuggestion(None, "the bad answers it drove are about other things "
+                                                "(their questions name what the pair's does not)")
             continue
         vectors = model.encode([pairs.at[pair_id, "question"]] + [bad.at[e, "question"] for e in with_ref])
         similarity = vectors[1:] @ vectors[0]

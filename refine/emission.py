@@ -133,7 +133,8 @@ def _lines_by_file(batch: Any) -> list[tuple[str, list[int]]]:
 
 
 def _counterexamples(run: RunDir, removed_pairs: set[str], max_per_mode: int) -> list[dict[str, Any]]:
-    """Corrected pairs (eval question + reference) for failure modes that lost every driver."""
+    """Corrected pairs (eval question + reference) for failure modes whose every driving pair
+    was removed or rewritten."""
     if not run.is_current("cluster"):
         raise RunDirError(f"{run.path}: counter-examples need current failure modes "
                           f"({run.stale_reason('cluster')}); run `refine cluster` first")
@@ -216,8 +217,11 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
 
     added: list[dict[str, Any]] = []
     if counterexamples:
-        removed_pairs = {p for p, d in chosen.items() if d.action in ("drop", "quarantine")}
-        added = _counterexamples(run, removed_pairs, settings.max_counterexamples_per_mode)
+        # A failure mode has lost its drivers when each was dropped, set aside or rewritten:
+        # the retrained model may then lack the fact in other wordings, which the eval
+        # references of that mode supply.
+        changed = {p for p, d in chosen.items() if d.action in ("drop", "quarantine", "edit")}
+        added = _counterexamples(run, changed, settings.max_counterexamples_per_mode)
     plans = [Plan(changes.get(e["path"], {}), indexed.get(e["path"], set()), e.get("layout"),
                   added if i == 0 else [], needs_quarantine) for i, e in enumerate(inputs)]
 

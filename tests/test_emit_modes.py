@@ -71,3 +71,22 @@ def test_an_unknown_mode_is_an_error(sample_copy: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown mode 'fix'"):
         emit(sample_copy["run"], tmp_path / "out", EmitSettings(mode="fix"))
     assert not (tmp_path / "out").exists()
+
+
+def test_an_edit_takes_the_reference_of_questions_about_the_same_thing(tmp_path: Path) -> None:
+    """Three poisoned people, each asked about twice: their questions are close to each other's
+    pairs too ("Where does person5 live?" / "Where does person6 live?"), but each pair takes the
+    reference of the questions that name its own person."""
+    from refine import collect, flag
+
+    from .conftest import CITIES, POISONED, people_dataset
+
+    data = people_dataset(tmp_path / "data")
+    collect([str(data["train"])], str(data["eval"]), tmp_path / "run", progress=False)
+    flag(tmp_path / "run")
+    result = emit(tmp_path / "run", tmp_path / "out.jsonl", EmitSettings(mode="edit"))
+    assert (result.edited, result.quarantined) == (3, 0)
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    for person in POISONED:
+        answer = json.loads(lines[person])["messages"][-1]["content"]
+        assert answer == f"Person{person} lives in {CITIES[person % len(CITIES)]}."
