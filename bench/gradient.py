@@ -59,7 +59,20 @@ from _out import emit_json, stdout_to_stderr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
-SECTIONS = ("quality", "second_seed", "removal", "edit", "speed", "peers", "memory")
+SECTIONS = ("quality", "variants", "second_seed", "removal", "edit", "closed_loop", "speed", "peers",
+            "memory")
+GENERALISE = SAMPLE / "generalise"
+# Gradient scoring variants measured on both samples (issue 13): the default, K-FAC-whitened
+# projection, a TrackStar-style one (diagonal second-moment normalisation + the eval set's
+# autocorrelation mixed into the curvature), contrastive queries, and their combinations.
+VARIANTS = {
+    "default": {},
+    "kfac": {"whiten": "kfac"},
+    "trackstar_style": {"whiten": "diag", "eval_mix": 0.5},
+    "contrast": {"contrast": 1.0},
+    "contrast_cosine": {"contrast": 1.0, "preconditioner": "cosine"},
+    "kfac_contrast_cosine": {"whiten": "kfac", "contrast": 1.0, "preconditioner": "cosine"},
+}
 
 
 def log(msg: str) -> None:
@@ -111,6 +124,39 @@ class World:
         return out
 
 
+class GeneralisingWorld:
+    """sample_data/generalise: the model answers paraphrases, defects live in 3 wordings each."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.model = data / "tiny_lm"
+        self.eval = data / "eval.jsonl"
+        self.truth = json.loads((data / "truth.json").read_text(encoding="utf-8"))
+        self.train = [str(data / "train.jsonl")]
+        self.planted = {("train.jsonl", line) for g in self.truth["groups"] for line in g["lines"]}
+
+    def culprits(self, item_id: str) -> set[tuple[str, int]]:
+        return {("train.jsonl", line) for line in self.truth["items"][item_id]["culprits"]}
+
+    def repeating_items(self) -> list:
+        """The items whose answer says what their fact's planted group taught."""
+        from refine import load_eval
+
+        return [i for i in load_eval(str(self.eval)).items
+                if self.truth["items"][i.id]["kind"] == "planted"]
+
+
+def _generaliser():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_generalising_sample",
+                                                  SAMPLE / "make_generalising_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SAMPLE))
+    spec.loader.exec_module(module)
+    return module
+
+
 def precision_at_10(world: World, items: list, scores, pairs) -> dict:
     import numpy as np
 
@@ -137,6 +183,10 @@ def evaluate(world: World, name: str, options: dict, tmp: Path) -> dict:
     collect_s = time.perf_counter() - started
     from refine.grading import token_f1
 
+    from refine import FlagSettings
+
+    alone = flag(run, FlagSettings(defect_groups=False)).flagged_pairs
+    alone_set = {(Path(r.file).name, r.line) for r in alone.itertuples()}
     table = flag(run).flagged_pairs
     flagged = {(Path(r.file).name, r.line) for r in table.itertuples()}
     hits = len(flagged & world.planted)
@@ -152,14 +202,19 @@ def evaluate(world: World, name: str, options: dict, tmp: Path) -> dict:
     items = world.repeating_items()
     with make_backend(name, options, top_k=10) as ranker:
         ranker.prepare(training, lambda desc, total: (lambda n: None))
+        ranker.prepare_queries(load_eval(str(world.eval)).items, lambda desc, total: (lambda n: None))
         scores = ranker.scores(items)
         pairs = training.unique_pairs()
+    alone_hits = len(alone_set & world.planted)
     return {**precision_at_10(world, items, scores, pairs),
             "flagged": len(flagged), "flag_hits": hits,
             "flagged_not_planted_whose_answer_bad_answers_repeat": repeated,
             "flag_precision": round(hits / len(flagged), 3) if flagged else None,
-            "flag_recall": round(hits / len(world.planted), 3), "collect_s": round(collect_s, 1),
-            "run": str(run)}
+            "flag_recall": round(hits / len(world.planted), 3),
+            "pairs_alone": {"flagged": len(alone_set),
+                            "flag_precision": round(alone_hits / len(alone_set), 3) if alone_set else None,
+                            "flag_recall": round(alone_hits / len(world.planted), 3)},
+            "collect_s": round(collect_s, 1), "run": str(run)}
 
 
 def quality(world: World, tmp: Path, projection_dim: int) -> dict:
@@ -167,6 +222,91 @@ def quality(world: World, tmp: Path, projection_dim: int) -> dict:
                 "cache_dir": str(tmp / "cache")}
     return {"gradient": evaluate(world, "gradient", gradient, tmp),
             "embedding": evaluate(world, "embedding", {"cache_dir": str(tmp / "emb")}, tmp)}
+
+
+def variants(world: World, tmp: Path, projection_dim: int) -> dict:
+    """Each gradient variant's precision@10, top-1 and flags on `world`, one thread each."""
+    from threadpoolctl import threadpool_limits
+
+    import torch
+
+    out = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            for name, extra in VARIANTS.items():
+                options = {"model": str(world.model), "projection_dim": projection_dim,
+                           "cache_dir": str(tmp / f"cache-{name}"), **extra}
+                result = evaluate(world, "gradient", options, tmp / name)
+                result.pop("run")
+                out[name] = {k: result[k] for k in ("precision_at_10", "top1", "flag_precision",
+                                                    "flag_recall", "flagged", "collect_s")}
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def closed_loop(world: GeneralisingWorld, run: Path, tmp: Path, seeds: tuple[int, ...]) -> dict:
+    """Flag → emit (prune, edit, edit + counter-examples; and as many random records removed)
+    → retrain the tiny LM the same way (the given training seeds) → ask the eval set again.
+
+    Per variant and seed: of the items whose answer repeated a planted defect, the share that no
+    longer does (``defect_removed``) and the share now right (``correct``); and the bad rate of
+    the items about clean facts against the original eval set's (``other_bad_rate_change``).
+    ``unmodified`` retrains the original data with the same seeds: the noise of retraining.
+    """
+    from refine import ClusterSettings, EmitSettings, cluster, emit, load_training
+
+    gen = _generaliser()
+    lm = _tiny_lm()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(world.model, local_files_only=True)
+    config = json.loads((world.model / lm.TRAINING_ARGS).read_text())
+    scene = gen.build_world(world.truth["seed"])
+    original = {row["id"]: row for row in map(json.loads, world.eval.read_text().splitlines())}
+    defect_items = [e for e, it in world.truth["items"].items() if it["kind"] == "planted"]
+    clean_items = [e for e, it in world.truth["items"].items() if it["group"] is None]
+    before_bad = sum(original[e]["verdict"] == "bad" for e in clean_items) / len(clean_items)
+
+    cluster(run, ClusterSettings(min_size=2))
+    datasets = {"unmodified": Path(world.train[0])}
+    removed = 0
+    for name, settings in (("prune", EmitSettings()), ("edit", EmitSettings(mode="edit")),
+                           ("edit_counterexamples", EmitSettings(mode="edit", counterexamples=True))):
+        target = tmp / f"{name}.jsonl"
+        result = emit(run, target, settings)
+        datasets[name] = target
+        if name == "prune":
+            removed = result.removed
+    lines = Path(world.train[0]).read_text().splitlines()
+    drop = set(random.Random(0).sample(range(len(lines)), removed))
+    datasets["random_removed"] = tmp / "random.jsonl"
+    datasets["random_removed"].write_text("".join(l + "\n" for i, l in enumerate(lines) if i not in drop))
+
+    out: dict = {"seeds": list(seeds), "defect_items": len(defect_items), "records_removed": removed,
+                 "other_bad_rate_before": round(before_bad, 3)}
+    for name, path in datasets.items():
+        examples = [(p.question, p.answer, p.system_prompt) for p in load_training([str(path)]).unique_pairs()]
+        runs = []
+        for seed in seeds:
+            started = time.perf_counter()
+            model = lm.train_model(tokenizer, examples, **{**config, "seed": seed})
+            rows, items = gen.answer(model, tokenizer, scene)
+            verdict = {r["id"]: (r["verdict"], items[r["id"]]["kind"]) for r in rows}
+            runs.append({"defect_removed": sum(verdict[e][1] != "planted" for e in defect_items) / len(defect_items),
+                         "correct": sum(verdict[e][0] == "good" for e in defect_items) / len(defect_items),
+                         "other_bad_rate": sum(verdict[e][0] == "bad" for e in clean_items) / len(clean_items)})
+            log(f"closed loop {name} seed {seed}: {runs[-1]} ({time.perf_counter() - started:.0f} s)")
+        summary = {}
+        for key in ("defect_removed", "correct", "other_bad_rate"):
+            values = [r[key] for r in runs]
+            summary[key] = {"mean": round(sum(values) / len(values), 3),
+                            "min": round(min(values), 3), "max": round(max(values), 3)}
+        summary["other_bad_rate_change"] = round(summary["other_bad_rate"]["mean"] - before_bad, 3)
+        out[name] = summary
+    return out
 
 
 def make_world(seed: int, tmp: Path) -> World:
@@ -308,7 +448,7 @@ def peers(world: World, tmp: Path, projection_dim: int) -> dict:
     import _peers
     import torch
 
-    from refine import load_training
+    from refine import load_eval, load_training
     from refine.attribution.base import make_backend
 
     training = load_training(world.train)
@@ -316,13 +456,22 @@ def peers(world: World, tmp: Path, projection_dim: int) -> dict:
     items = world.repeating_items()
     train_examples = [(p.question, p.answer, p.system_prompt) for p in pairs]
     queries = [(i.question, i.answer, i.system_prompt) for i in items]
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    out: dict = {"threads": 1, "queries": len(items)}
+    limits = threadpool_limits(1)       # BLAS too: refine's scoring is numpy/scipy
+    out: dict = {"threads": "1 torch + 1 BLAS (threadpoolctl) for every method",
+                 "projection_dim": projection_dim,
+                 "damping_rule": "0.1 x the mean eigenvalue of each curvature block for every method "
+                                 "(Kronfluence's own heuristic); refine's tuned default (1.0) shown too",
+                 "queries": len(items)}
     # Like for like first: the peers differentiate the plain answer loss, with no relative
     # scaling; then refine's defaults (margin, relative) on the same queries.
-    variants = {"refine_loss": {"measurement": "loss", "relative": False}, "refine": {},
-                "refine_trak": {"preconditioner": "trak"}}
+    variants = {"refine_loss": {"measurement": "loss", "relative": False, "damping": 0.1},
+                "refine": {}, "refine_damping_0.1": {"damping": 0.1},
+                "refine_trak": {"preconditioner": "trak", "damping": 0.1},
+                "refine_best_variant": VARIANTS["kfac_contrast_cosine"]}
     try:
         for name, extra in variants.items():
             started, cpu = time.perf_counter(), time.process_time()
@@ -331,36 +480,53 @@ def peers(world: World, tmp: Path, projection_dim: int) -> dict:
                                            "cache_dir": str(tmp / f"peer-cache-{name}"),
                                            **extra}, top_k=10) as ours:
                 ours.prepare(training, lambda desc, total: (lambda n: None))
+                ours.prepare_queries(load_eval(str(world.eval)).items, lambda desc, total: (lambda n: None))
                 scores = ours.scores(items)
             out[name] = {**precision_at_10(world, items, scores, pairs),
                          "total_s": round(time.perf_counter() - started, 1),
                          "cpu_s": round(time.process_time() - cpu, 1)}
     finally:
         torch.set_num_threads(threads)
+        limits.restore_original_limits()
     refine_s = out["refine_loss"]["total_s"]
+    import _bergson
+
     runners = {"kronfluence": lambda: _peers.kronfluence_scores(
                    str(world.model), train_examples, queries, strategy="ekfac",
-                   work_dir=tmp, num_threads=1),
+                   work_dir=tmp, num_threads=1, damping=None),
                # The same, measuring the query's margin as refine's default does.
                "kronfluence_margin": lambda: _peers.kronfluence_scores(
                    str(world.model), train_examples, queries, strategy="ekfac",
-                   work_dir=tmp, num_threads=1, measurement="margin"),
+                   work_dir=tmp, num_threads=1, measurement="margin", damping=None),
                "trak": lambda: _peers.trak_scores(
-                   str(world.model), train_examples, queries, proj_dim=2048, work_dir=tmp,
-                   num_threads=1)}
+                   str(world.model), train_examples, queries, proj_dim=projection_dim, work_dir=tmp,
+                   num_threads=1, damping=0.1)}
     available = _peers.available()
     available["kronfluence_margin"] = available["kronfluence"]
+    bergson_why = _bergson.available()
+    for method in ("trackstar", "ekfac", "shampoo", "cosine"):
+        runners[f"bergson_{method}"] = (lambda m: lambda: _bergson.bergson_scores(
+            str(world.model), train_examples, queries, method=m, projection_dim=projection_dim,
+            work_dir=tmp / f"bergson-{m}", num_threads=1))(method)
+        available[f"bergson_{method}"] = bergson_why
     for name, why in available.items():
         if why:
             out[name] = why
             continue
         log(f"peer {name} ...")
-        peer_scores, timing = runners[name]()
+        try:
+            with threadpool_limits(1):
+                peer_scores, timing = runners[name]()
+        except Exception as exc:  # a peer that cannot run here is reported, not fatal
+            out[name] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            continue
         out[name] = {**precision_at_10(world, items, peer_scores, pairs),
                      **{k: round(v, 1) if k.endswith("_s") else v for k, v in timing.items()},
                      "peer_time_over_refine_loss": round(timing["total_s"] / refine_s, 2),
                      "peer_time_over_refine": round(timing["total_s"] / out["refine"]["total_s"],
-                                                    2)}
+                                                    2),
+                     "peer_time_over_refine_best_variant": round(
+                         timing["total_s"] / out["refine_best_variant"]["total_s"], 2)}
     return out
 
 
@@ -425,6 +591,8 @@ def main() -> None:
     parser.add_argument("--projection-dim", type=int, default=4096)
     parser.add_argument("--second-seed", type=int, default=7)
     parser.add_argument("--memory-pairs", type=int, default=50_000)
+    parser.add_argument("--loop-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds of the closed loop's retrainings")
     parser.add_argument("--skip", action="append", default=[], choices=SECTIONS)
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -440,11 +608,33 @@ def main() -> None:
     with stdout_to_stderr(), tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         run = None
+        general = GeneralisingWorld(GENERALISE) if (GENERALISE / "tiny_lm" / "config.json").is_file() else None
+        if general is None:
+            figures["generalise"] = "run `python sample_data/make_generalising_sample.py` first"
+        general_run = None
         if "quality" not in args.skip:
             log("quality on the sample tiny LM ...")
             figures["sample"] = quality(world, tmp_path / "sample", args.projection_dim)
             run = Path(figures["sample"]["gradient"].pop("run"))
             figures["sample"]["embedding"].pop("run")
+            if general is not None:
+                log("quality on the generalising sample ...")
+                figures["generalise"] = quality(general, tmp_path / "generalise", args.projection_dim)
+                figures["generalise"]["gradient"].pop("run")
+                general_run = Path(figures["generalise"]["embedding"].pop("run"))
+        if "variants" not in args.skip:
+            log("gradient variants on both samples ...")
+            figures["variants"] = {"sample": variants(world, tmp_path / "variants-sample", args.projection_dim)}
+            if general is not None:
+                figures["variants"]["generalise"] = variants(general, tmp_path / "variants-generalise",
+                                                             args.projection_dim)
+        if "closed_loop" not in args.skip and general is not None:
+            log("closed loop on the generalising sample (retrainings) ...")
+            if general_run is None:   # the embedding backend's flags: the best of the two here
+                general_run = Path(evaluate(general, "embedding", {"cache_dir": str(tmp_path / "emb")},
+                                            tmp_path / "loop-run")["run"])
+            figures["closed_loop"] = closed_loop(general, general_run, tmp_path / "loop",
+                                                 tuple(args.loop_seeds))
         prune, edit = "removal" not in args.skip, "edit" not in args.skip
         if (prune or edit) and run is not None:
             log("removal check (retrainings) ...")
@@ -460,7 +650,10 @@ def main() -> None:
             log("throughput ...")
             figures["throughput"] = throughput(world, 128, 16, tmp_path)
         if "peers" not in args.skip:
-            figures["peers"] = peers(world, tmp_path, args.projection_dim)
+            figures["peers"] = peers(world, tmp_path / "peers-sample", args.projection_dim)
+            if general is not None:
+                figures["peers_generalise"] = peers(general, tmp_path / "peers-generalise",
+                                                    args.projection_dim)
         if "memory" not in args.skip:
             log(f"memory at {args.memory_pairs} pairs ...")
             figures["memory"] = memory(world, args.memory_pairs, tmp_path)

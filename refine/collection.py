@@ -119,6 +119,7 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
             with Progress(progress).session() as bars, run.journal_writer() as journal:
                 if todo:
                     backend.prepare(training, bars.callback)
+                    backend.prepare_queries(evalset.items, bars.callback)
                     bar = bars.bar(f"attribute ({backend.name})", len(evalset.items), unit="item",
                                    initial=resumed)
                     failures = 0

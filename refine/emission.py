@@ -133,13 +133,16 @@ def _lines_by_file(batch: Any) -> list[tuple[str, list[int]]]:
 
 
 def _counterexamples(run: RunDir, removed_pairs: set[str], max_per_mode: int) -> list[dict[str, Any]]:
-    """Corrected pairs (eval question + reference) for failure modes whose every driving pair
-    was removed or rewritten."""
+    """Corrected pairs (eval question + reference) for failure modes whose every flagged
+    driving pair was removed or rewritten."""
     if not run.is_current("cluster"):
         raise RunDirError(f"{run.path}: counter-examples need current failure modes "
                           f"({run.stale_reason('cluster')}); run `refine cluster` first")
     drivers = run.cluster_pairs()
-    drivers = drivers[drivers["n_items"] >= 2]
+    # A mode's drivers are its flagged pairs: the others its answers cite (a look-alike topic's
+    # correct pairs, say) are not what taught it.
+    flagged = set(run.flags(["flagged"]).query("flagged")["pair_id"])
+    drivers = drivers[(drivers["n_items"] >= 2) & drivers["pair_id"].isin(flagged)]
     members = run.clusters()
     items = run.items(["eval_id", "question", "reference", "system_prompt"]).set_index("eval_id")
     added: list[dict[str, Any]] = []

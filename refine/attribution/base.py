@@ -54,6 +54,11 @@ class AttributionBackend(abc.ABC):
         `progress(description, total)` returns a callback that advances a progress bar.
         """
 
+    def prepare_queries(self, items: list[EvalItem], progress: Callable[[str, int], ProgressFn]) -> None:
+        """One-off work over the whole eval set before attributing any of it (e.g. a curvature
+        that mixes in the eval set's own statistics). Always given every item, also on a
+        resumed run, so that results do not depend on what was left to do."""
+
     @abc.abstractmethod
     def attribute(self, items: list[EvalItem]) -> list[Attribution]:
         """Attribute a batch of items; one record per item, in order. A failure of one item

@@ -87,6 +87,7 @@ __all__ = ["GradientBackend", "GradientOptions", "encode_example"]
 
 PRECONDITIONERS = ("layerwise", "trak", "identity", "cosine")
 MEASUREMENTS = ("margin", "loss")
+WHITENINGS = ("none", "diag", "kfac")
 FEATURE_FORMAT = 1
 _CHUNK = 64              # training pairs per resumable chunk
 _SCORE_CHUNK = 1024      # training features read at a time: 16 MB of float32 at D ≈ 3,900
@@ -100,13 +101,20 @@ class GradientOptions:
     projection_dim: int = 4096
     seed: int = 0
     damping: float = 1.0
-    preconditioner: str = "layerwise"
+    preconditioner: str = "cosine"
     relative: bool = True
     measurement: str = "margin"
     batch_size: int = field(default=16, metadata={"affects_results": False})
     modules: list[str] | None = None
     chat_template_fallback: str = DEFAULT_FALLBACK
     max_length: int = 512
+    whiten: str = "kfac"
+    whiten_damping: float = 0.1
+    whiten_examples: int = 1024
+    whiten_max_dim: int = 4096
+    eval_mix: float = 0.0
+    contrast: float = 1.0
+    contrast_neighbours: int = 8
     z_low: float = LevelCalibration.z_low
     z_medium: float = LevelCalibration.z_medium
     z_high: float = LevelCalibration.z_high
@@ -135,6 +143,26 @@ class GradientOptions:
         if self.preconditioner not in PRECONDITIONERS:
             raise bad("preconditioner", f"is {self.preconditioner!r}; expected one of "
                       f"{', '.join(PRECONDITIONERS)}")
+        if self.whiten not in WHITENINGS:
+            raise bad("whiten", f"is {self.whiten!r}; expected one of {', '.join(WHITENINGS)}")
+        for key in ("whiten_damping", "eval_mix"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= (
+                    1 if key == "eval_mix" else math.inf) or (key == "whiten_damping" and value == 0):
+                raise bad(key, f"must be {'in [0, 1]' if key == 'eval_mix' else 'a positive number'}, "
+                          f"got {value!r}")
+        for key in ("whiten_examples", "whiten_max_dim"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad(key, f"must be a positive integer, got {value!r}")
+        if not isinstance(self.contrast, (int, float)) or isinstance(self.contrast, bool) \
+                or not 0 <= self.contrast <= 1:
+            raise bad("contrast", f"must be in [0, 1], got {self.contrast!r}")
+        if not isinstance(self.contrast_neighbours, int) or isinstance(self.contrast_neighbours, bool) \
+                or self.contrast_neighbours < 1:
+            raise bad("contrast_neighbours", f"must be a positive integer, got {self.contrast_neighbours!r}")
+        if self.eval_mix > 0 and self.preconditioner not in ("layerwise", "trak"):
+            raise bad("eval_mix", "mixes the eval set into the curvature of `layerwise` or `trak`")
         if self.modules is not None and (not isinstance(self.modules, (list, tuple)) or not all(
                 isinstance(m, str) and m for m in self.modules) or not self.modules):
             raise bad("modules", "must be a non-empty list of module name patterns (fnmatch)")
@@ -260,6 +288,25 @@ class _Projector:
         self._inputs: dict[int, Any] = {}
         self._parts: dict[int, Any] = {}
         self._handles: list[Any] = []
+        self.statistics: list[list[Any]] | None = None   # [A, S, tokens] per layer while collecting
+        self.token_mask: Any = None                        # B×T: 1 for a real token
+
+    def collect_statistics(self, diagonal: bool, max_dim: int) -> None:
+        """From now on, accumulate each layer's input and output-gradient second moments over
+        tokens (K-FAC's A and S) instead of features: their diagonals only when `diagonal`, or
+        for a side wider than `max_dim` (a d² matrix would not fit)."""
+        t = self.torch
+        shape = lambda n: n if diagonal or n > max_dim else (n, n)  # noqa: E731
+        self.statistics = [[t.zeros(shape(n_in), dtype=t.float64), t.zeros(shape(n_out), dtype=t.float64), 0]
+                           for _, _, n_in, n_out, _ in self.layers]
+
+    def whiten(self, factors: list[tuple[Any, Any]]) -> None:
+        """Fold per-layer whitening matrices into the projections: x A^{-1/2} P_in is
+        x (A^{-1/2} P_in), so the hooks stay as they are and no d×k matrix is formed."""
+        self.statistics = None
+        for index, (w_in, w_out) in enumerate(factors):
+            self.p_in[index] = (w_in @ self.p_in[index]) if w_in.dim() == 2 else w_in[:, None] * self.p_in[index]
+            self.p_out[index] = (w_out @ self.p_out[index]) if w_out.dim() == 2 else w_out[:, None] * self.p_out[index]
 
     def __enter__(self) -> "_Projector":
         for index, (_, module, _, _, _) in enumerate(self.layers):
@@ -275,15 +322,30 @@ class _Projector:
         def hook(module: Any, args: tuple, output: Any) -> None:
             if not output.requires_grad:
                 return
-            self._inputs[index] = args[0].detach() @ self.p_in[index]          # B×T×k_in
+            if self.statistics is not None:
+                self._accumulate(index, 0, args[0].detach())
+            else:
+                self._inputs[index] = args[0].detach() @ self.p_in[index]      # B×T×k_in
             output.register_hook(self._backward_hook(index))
         return hook
 
     def _backward_hook(self, index: int) -> Callable:
         def hook(grad: Any) -> None:
+            if self.statistics is not None:
+                self._accumulate(index, 1, grad.detach())
+                self._parts[index] = None
+                return
             g = grad.detach() @ self.p_out[index]                             # B×T×k_out
             self._parts[index] = self.torch.einsum("btk,btl->bkl", g, self._inputs.pop(index))
         return hook
+
+    def _accumulate(self, index: int, side: int, values: Any) -> None:
+        # Padding positions are no tokens of the data: left out of the moments.
+        flat = values[self.token_mask.bool()].double()
+        entry = self.statistics[index]
+        entry[side] += (flat * flat).sum(0) if entry[side].dim() == 1 else flat.T @ flat
+        if side == 0:
+            entry[2] += flat.shape[0]
 
     def features(self, batch: int) -> Any:
         parts = [self._parts.pop(i).reshape(batch, -1) for i in range(len(self.layers))]
@@ -311,6 +373,10 @@ class GradientBackend(AttributionBackend):
         self._train: FeatureFile | None = None
         self._solve: Any = None
         self._scale: np.ndarray | None = None
+        self._whitened = False
+        self._directory: Path | None = None
+        self._query_features: dict[tuple, np.ndarray] = {}
+        self._eval: np.ndarray | None = None
 
     @staticmethod
     def _local_dir(path: Any, key: str) -> Path:
@@ -422,6 +488,7 @@ class GradientBackend(AttributionBackend):
                 ids[row, :n] = torch.tensor(encoded[i][0])
                 labels[row, :n] = torch.tensor(encoded[i][1])
                 mask[row, :n] = 1
+            projector.token_mask = mask
             with projector:
                 inputs = embed(ids).detach().requires_grad_(True)
                 logits = model(inputs_embeds=inputs, attention_mask=mask).logits.float()
@@ -441,6 +508,9 @@ class GradientBackend(AttributionBackend):
                 # Summing per-example means: each example's gradient is that of its own mean.
                 per_example = torch.zeros(len(chunk), dtype=value.dtype).index_add(0, row, value)
                 (per_example / counts).sum().backward()
+                if projector.statistics is not None:
+                    projector._parts.clear()
+                    continue
                 feats = projector.features(len(chunk))
             out[chunk] = feats.numpy()
         return out
@@ -453,8 +523,12 @@ class GradientBackend(AttributionBackend):
         # Scoring settings and paths do not change a feature: the files' content (in the
         # fingerprint) and the exact texts do.
         for key in ("model", "adapter", "cache_dir", "damping", "preconditioner", "relative",
-                    "z_low", "z_medium", "z_high", "batch_size"):
+                    "z_low", "z_medium", "z_high", "batch_size", "eval_mix", "contrast",
+                    "contrast_neighbours"):
             options.pop(key)
+        if options["whiten"] == "none":   # features made before whitening existed stay valid
+            for key in ("whiten", "whiten_damping", "whiten_examples", "whiten_max_dim"):
+                options.pop(key)
         digest.update(json.dumps({"format": FEATURE_FORMAT, "model": self.fingerprint,
                                   "options": options}, sort_keys=True).encode())
         for pair in pairs:
@@ -472,6 +546,9 @@ class GradientBackend(AttributionBackend):
         self._pairs = training.unique_pairs()
         directory = self.cache_path(self._pairs)
         directory.mkdir(parents=True, exist_ok=True)
+        if self.options.whiten != "none" and not self._whitened:
+            projector.whiten(self._whitening(directory, progress))
+            self._whitened = True
         path, state = directory / "features.npy", directory / "done.json"
         shape = (len(self._pairs), projector.dim)
         done, feats = 0, None
@@ -499,7 +576,99 @@ class GradientBackend(AttributionBackend):
             os.replace(tmp, state)
             advance(len(chunk))
         self._train = feats
+        self._directory = directory
         self._solve = self._preconditioner(directory)
+
+    def _whitening(self, directory: Path, progress) -> list[tuple[Any, Any]]:
+        """Per-layer (input, output-gradient) whitening: (A + λ_A I)^{-1/2} and (S + λ_S I)^{-1/2}
+        of K-FAC's token second moments (``kfac``), or their diagonals (``diag``: a factored,
+        Adafactor-style second-moment normalisation of every parameter, as TrackStar applies
+        Adam's), λ = whiten_damping × the mean eigenvalue. Computed over the first
+        ``whiten_examples`` training pairs and cached beside the features."""
+        import torch
+
+        kind = self.options.whiten
+        path = directory / f"whiten-{kind}.npz"
+        _, _, projector = self._load()
+        factors = None
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as saved:
+                    arrays = [saved[f"arr_{i}"] for i in range(2 * len(projector.layers))]
+                factors = [(torch.from_numpy(arrays[2 * i]).float(), torch.from_numpy(arrays[2 * i + 1]).float())
+                           for i in range(len(projector.layers))]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                factors = None   # torn: recomputed, never trusted
+        if factors is not None:
+            return factors
+        sample = self._pairs[:self.options.whiten_examples]
+        advance = progress("curvature factors for whitening", len(sample))
+        projector.collect_statistics(diagonal=kind == "diag", max_dim=self.options.whiten_max_dim)
+        try:
+            for start in range(0, len(sample), _CHUNK):
+                chunk = sample[start:start + _CHUNK]
+                self.features([(p.question, p.answer, p.system_prompt) for p in chunk])
+                advance(len(chunk))
+            statistics = projector.statistics
+        finally:
+            projector.statistics = None
+
+        def inverse_root(moment: Any, tokens: int) -> Any:
+            moment = moment / max(tokens, 1)
+            if moment.dim() == 1:
+                return (moment + self.options.whiten_damping * moment.mean()).rsqrt()
+            values, vectors = torch.linalg.eigh(moment)
+            values = values.clamp(min=0) + self.options.whiten_damping * values.clamp(min=0).mean()
+            return (vectors * values.rsqrt()) @ vectors.T
+
+        factors = [(inverse_root(a, n).float(), inverse_root(s, n).float()) for a, s, n in statistics]
+        with atomic_open(path) as fh:
+            np.savez(fh, *[t.numpy() for pair in factors for t in pair])
+        return factors
+
+    def prepare_queries(self, items: list[EvalItem], progress) -> None:
+        """With ``eval_mix`` > 0, the curvature becomes (1 − μ)·ΦᵀΦ/N + μ·Φ_evalᵀΦ_eval/M over
+        the whole eval set: the directions every eval answer shares (the answer template, the
+        formatting) are damped, as TrackStar mixes the eval autocorrelation in."""
+        if (self.options.eval_mix <= 0 and self.options.contrast <= 0) or self._train is None:
+            return
+        answered = [i for i in items if i.answer is not None]
+        examples = [(i.question, i.answer, i.system_prompt) for i in answered]
+        advance = progress("gradients of eval answers (curvature)", len(examples))
+        rows = []
+        for start in range(0, len(examples), _CHUNK):
+            chunk = examples[start:start + _CHUNK]
+            feats = self.features(chunk)
+            rows.append(feats)
+            for example, row in zip(chunk, feats):
+                self._query_features[example] = row
+            advance(len(chunk))
+        self._eval = np.concatenate(rows) if rows else None
+        if self.options.contrast > 0 and self._eval is not None:
+            self._contrast_against(answered)
+        if self.options.eval_mix > 0:
+            self._solve = self._preconditioner(self._directory)
+
+    def _contrast_against(self, answered: list[EvalItem]) -> None:
+        """Contrastive queries (as IF-Guide contrasts harmful with benign behaviour): each
+        query's gradient less ``contrast`` × the mean gradient of the ``contrast_neighbours``
+        good eval answers nearest to it (cosine of gradients). What a bad answer shares with
+        good answers worded alike — the answer's template, the topic's vocabulary — cancels;
+        what is left is what makes it differ. Needs verdicts given in the eval set."""
+        good = np.array([i.verdict == "good" for i in answered])
+        if not good.any():
+            return
+        feats = self._eval.astype(np.float64)
+        unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-30)
+        pool = np.flatnonzero(good)
+        k = min(self.options.contrast_neighbours, len(pool))
+        for row, item in enumerate(answered):
+            similar = unit[pool] @ unit[row]
+            similar[pool == row] = -np.inf          # never an answer's own gradient
+            nearest = pool[np.argsort(-similar, kind="stable")[:k]]
+            example = (item.question, item.answer, item.system_prompt)
+            self._query_features[example] = (feats[row] - self.options.contrast
+                                              * feats[nearest].mean(axis=0)).astype(np.float32)
 
     def _preconditioner(self, directory: Path) -> Callable[[np.ndarray], np.ndarray]:
         """A function mapping query features (B×D) to what is dotted with training features;
@@ -532,6 +701,15 @@ class GradientBackend(AttributionBackend):
                                          trans=1, lower=1, overwrite_c=1)
             with atomic_open(gram_path) as fh:
                 np.savez(fh, *grams)
+        mix = self.options.eval_mix
+        evals = self._eval
+        if mix > 0 and evals is not None and len(evals):
+            # (1 − μ)·G_train/N + μ·G_eval/M, rescaled by N so that damping keeps its meaning.
+            block = evals.astype(np.float64)
+            for index, (lo, hi) in enumerate(spans):
+                grams[index] *= (1 - mix)
+                grams[index] = dsyrk(mix * len(self._train) / len(block), block[:, lo:hi], beta=1.0,
+                                     c=grams[index], trans=1, lower=1, overwrite_c=1)
         factors = []
         while grams:
             gram = grams.pop(0)
@@ -599,8 +777,11 @@ class GradientBackend(AttributionBackend):
         """Raw scores, items × unique training pairs."""
         if self._train is None:
             raise RuntimeError("prepare() must run before attribute()")
-        query = self._solve(self.features(
-            [(i.question, i.answer or "", i.system_prompt) for i in items]).astype(np.float64))
+        examples = [(i.question, i.answer or "", i.system_prompt) for i in items]
+        missing = [e for e in examples if e not in self._query_features]
+        computed = dict(zip(missing, self.features(missing))) if missing else {}
+        query = self._solve(np.stack([self._query_features.get(e, computed.get(e)) for e in examples])
+                            .astype(np.float64))
         out = np.empty((len(items), len(self._train)), dtype=np.float64)
         for start, block in self._train.blocks():
             out[:, start:start + len(block)] = query @ block.astype(np.float64).T

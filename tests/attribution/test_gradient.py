@@ -217,7 +217,7 @@ def test_an_interrupted_preparation_resumes_where_it_stopped(world: dict, tmp_pa
 
     monkeypatch.setattr(gradient, "_CHUNK", 16)
     training = load_training(world["train"])
-    broken = _backend(world, tmp_path / "cache")
+    broken = _backend(world, tmp_path / "cache", whiten="none")   # only the feature pass here
     real, calls = broken.features, []
 
     def crash_on_second_chunk(examples):
@@ -230,14 +230,14 @@ def test_an_interrupted_preparation_resumes_where_it_stopped(world: dict, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         broken.prepare(training, lambda desc, total: (lambda n: None))
 
-    resumed = _backend(world, tmp_path / "cache")
+    resumed = _backend(world, tmp_path / "cache", whiten="none")
     done: list[int] = []
     seen = resumed.features
     monkeypatch.setattr(resumed, "features",
                         lambda examples: done.append(len(examples)) or seen(examples))
     resumed.prepare(training, lambda desc, total: (lambda n: None))
     assert sum(done) == len(training.unique_pairs()) - 16
-    fresh = _prepared(world, tmp_path / "fresh")
+    fresh = _prepared(world, tmp_path / "fresh", whiten="none")
     np.testing.assert_allclose(np.load(resumed._train.path), np.load(fresh._train.path),
                                rtol=1e-5, atol=1e-7)
 
@@ -362,21 +362,21 @@ def test_a_damaged_feature_cache_is_recomputed_not_trusted(world: dict, tmp_path
 
 def test_a_damaged_curvature_cache_is_recomputed_not_trusted(world: dict, tmp_path: Path) -> None:
     items = load_eval(str(world["eval"])).items[:4]
-    reference = _prepared(world, tmp_path).scores(items)
+    reference = _prepared(world, tmp_path, preconditioner="layerwise").scores(items)
     (gram,) = (tmp_path / "gradients").glob("*/gram-layerwise.npz")
     gram.write_bytes(gram.read_bytes()[:100])                # a torn file
-    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+    np.testing.assert_array_equal(_prepared(world, tmp_path, preconditioner="layerwise").scores(items), reference)
     with np.load(gram) as saved:                             # the right shapes, wrong numbers
         shapes = [saved[name].shape for name in saved.files]
     with open(gram, "wb") as fh:
         np.savez(fh, *[np.full(shape, np.nan) for shape in shapes])
-    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+    np.testing.assert_array_equal(_prepared(world, tmp_path, preconditioner="layerwise").scores(items), reference)
     with open(gram, "wb") as fh:                             # one block short
         np.savez(fh, *[np.eye(shape[0]) for shape in shapes[1:]])
-    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+    np.testing.assert_array_equal(_prepared(world, tmp_path, preconditioner="layerwise").scores(items), reference)
     np.save(gram.with_suffix(".npy"), np.eye(3))             # not an archive at all
     gram.with_suffix(".npy").replace(gram)
-    np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+    np.testing.assert_array_equal(_prepared(world, tmp_path, preconditioner="layerwise").scores(items), reference)
 
 
 def test_the_curvature_is_computed_once_and_then_read_from_the_cache(
@@ -390,3 +390,87 @@ def test_the_curvature_is_computed_once_and_then_read_from_the_cache(
         raise AssertionError("the Gram blocks were accumulated again")
     monkeypatch.setattr(scipy.linalg.blas, "dsyrk", no_accumulation)
     np.testing.assert_array_equal(_prepared(world, tmp_path).scores(items), reference)
+
+
+# --- stronger scores: whitened projections, the eval set in the curvature, contrastive queries ---
+
+
+@pytest.mark.parametrize("options", [{"whiten": "kfac"}, {"whiten": "diag", "eval_mix": 0.5,
+                                                       "preconditioner": "layerwise"},
+                                     {"contrast": 1.0, "preconditioner": "cosine"},
+                                     {"whiten": "kfac", "contrast": 1.0, "preconditioner": "cosine"}],
+                         ids=["kfac", "trackstar-style", "contrast", "kfac-contrast"])
+def test_every_scoring_variant_still_cites_each_culprit_first(world: dict, tmp_path: Path,
+                                                              options: dict) -> None:
+    backend = _prepared(world, tmp_path, **options)
+    evalset = load_eval(str(world["eval"])).items
+    backend.prepare_queries(evalset, lambda desc, total: (lambda n: None))
+    items = [i for i in evalset if i.verdict == "bad" and world["says"][i.question] == i.answer]
+    for record, item in zip(backend.attribute(items), items):
+        person = item.id.split("-")[0][1:]
+        assert record.influences[0].messages == \
+            f"Q: Where does person{person} live?\nA: Person{person} lives in Atlantis."
+
+
+def test_kfac_whitening_is_the_inverse_root_of_the_token_second_moments(world: dict, tmp_path: Path) -> None:
+    """The whitening folded into a layer's input projection is (A + λ mean(eig) I)^{-1/2} for A
+    the mean outer product of that layer's inputs over every real token of the training pairs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from refine.attribution.gradient import encode_example
+
+    plain = _backend(world, tmp_path / "plain")
+    whitened = _prepared(world, tmp_path / "kfac", whiten="kfac", whiten_damping=0.1)
+    name, _, n_in, _, _ = whitened._load()[2].layers[0]
+    tokenizer = AutoTokenizer.from_pretrained(world["model"])
+    model = AutoModelForCausalLM.from_pretrained(world["model"]).eval()
+    module = dict(model.named_modules())[name]
+    seen = []
+    handle = module.register_forward_hook(lambda m, args, out: seen.append(args[0][0].detach().double()))
+    with torch.no_grad():
+        for pair in load_training(world["train"]).unique_pairs():
+            ids, _ = encode_example(tokenizer, pair.question, pair.answer, pair.system_prompt)
+            model(input_ids=torch.tensor([ids]))
+    handle.remove()
+    tokens = torch.cat(seen)
+    moment = tokens.T @ tokens / len(tokens)
+    values, vectors = torch.linalg.eigh(moment)
+    values = values.clamp(min=0)
+    root = (vectors * (values + 0.1 * values.mean()).rsqrt()) @ vectors.T
+    p_plain, p_white = plain._load()[2].p_in[0].double(), whitened._load()[2].p_in[0].double()
+    np.testing.assert_allclose((root @ p_plain).numpy(), p_white.numpy(), rtol=2e-3, atol=2e-4)
+
+
+def test_a_contrastive_query_is_less_the_mean_of_its_nearest_good_answers(world: dict, tmp_path: Path) -> None:
+    backend = _prepared(world, tmp_path, contrast=1.0, contrast_neighbours=3)
+    items = [i for i in load_eval(str(world["eval"])).items if i.answer]
+    backend.prepare_queries(items, lambda desc, total: (lambda n: None))
+    raw = backend.features([(i.question, i.answer, i.system_prompt) for i in items]).astype(np.float64)
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    good = np.array([i.verdict == "good" for i in items])
+    for row in (0, len(items) // 2, len(items) - 1):
+        similarity = np.where(good, unit @ unit[row], -np.inf)
+        similarity[row] = -np.inf
+        nearest = np.argsort(-similarity, kind="stable")[:3]
+        expected = raw[row] - raw[nearest].mean(axis=0)
+        item = items[row]
+        got = backend._query_features[(item.question, item.answer, item.system_prompt)]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_whitening_factors_are_cached_and_a_torn_file_is_recomputed(world: dict, tmp_path: Path) -> None:
+    first = _prepared(world, tmp_path, whiten="diag")
+    path = next(tmp_path.rglob("whiten-diag.npz"))
+    again = _prepared(world, tmp_path, whiten="diag")
+    np.testing.assert_array_equal(first._load()[2].p_in[0].numpy(), again._load()[2].p_in[0].numpy())
+    path.write_bytes(path.read_bytes()[:40])
+    healed = _prepared(world, tmp_path, whiten="diag")
+    np.testing.assert_allclose(first._load()[2].p_in[0].numpy(), healed._load()[2].p_in[0].numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("options,words", [({"whiten": "svd"}, "whiten"), ({"eval_mix": 1.5}, "eval_mix"),
+                                           ({"contrast": -1}, "contrast"),
+                                           ({"eval_mix": 0.5, "preconditioner": "cosine"}, "eval_mix")])
+def test_bad_scoring_options_are_config_errors(world: dict, tmp_path: Path, options: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        _backend(world, tmp_path, **options)
