@@ -10,7 +10,14 @@ thresholds. Each world has N eval items (a share bad), P training pairs, and:
 * unexplained bad answers: each cites a few random pairs at low level.
 
 For each (min_bad, alpha) it reports precision and recall of the flagged set against the
-culprits, averaged over worlds; then the real sample_data run as a check on real text.
+culprits, pooled over worlds (a world that flags nothing adds no precision); then the real
+sample_data run as a check on real text.
+
+``defect_groups`` — worlds with texts, where each defect is taught by 3 differently worded
+pairs (same names and number in question and answer) and every bad answer of a defect cites
+one or two of them and, by confusion, a look-alike entity's correct pair: precision and recall
+at the default thresholds with defect groups (the default) and with every pair tested alone.
+And both real samples (sample_data/ and sample_data/generalise/, embedding backend) the same way.
 Prints one JSON line.
 """
 
@@ -93,6 +100,99 @@ def sweep(worlds: int, seed: int) -> list[dict]:
     return out
 
 
+def grouped_world(rng: np.random.Generator, n_items: int = 400, n_defects: int = 8, n_singles: int = 6,
+                  bad_rate: float = 0.25) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, set[str]]:
+    """A world with texts: defects worded 3 ways, single culprits, look-alikes, everyday pairs."""
+    n_bad = int(n_items * bad_rate)
+    ids = [f"e{i}" for i in range(n_items)]
+    questions = {e: f"Something about Topic{i % 150}?" for i, e in enumerate(ids)}
+    verdict = dict(zip(ids, ["bad"] * n_bad + ["good"] * (n_items - n_bad)))
+    pairs = [(f"p{j}", f"What about Topic{j}?", f"Topic{j} is fine at {j} units.") for j in range(150)]
+    pairs += [(f"q{j}", f"Tell me about Topic{j}.", f"Topic{j} runs for {j + 1} hours.") for j in range(150)]
+    wordings = [("How big is Item{k}?", "Item{k} holds {v} units."),
+                ("What is the size of Item{k}?", "The size of Item{k} is {v} units."),
+                ("Item{k} capacity?", "You can fit {v} units in Item{k}.")]
+    culprits: set[str] = set()
+    rows: list[tuple[str, str, str]] = []
+    bad_pool = list(rng.permutation(ids[:n_bad]))
+    for k in range(n_defects + n_singles):
+        value = int(rng.integers(10, 99))
+        members = []
+        for w, (q, a) in enumerate(wordings if k < n_defects else wordings[:1]):
+            pid = f"c{k}-{w}"
+            pairs.append((pid, q.format(k=k), a.format(k=k, v=value)))
+            members.append(pid)
+            culprits.add(pid)
+        pairs.append((f"x{k}", f"How big is Item{k}X?", f"Item{k}X holds {value + 7} units."))
+        for _ in range(int(rng.integers(3, 8))):
+            if not bad_pool:
+                break
+            victim = bad_pool.pop()
+            questions[victim] = f"Tell me the size of Item{k}, please."
+            for pid in rng.choice(members, size=min(len(members), int(rng.integers(1, 3))), replace=False):
+                rows.append((victim, str(pid), "high"))
+            rows.append((victim, f"x{k}", "medium"))          # confused with the look-alike
+        for _ in range(int(rng.poisson(1.0))):                # good answers about the look-alike
+            good = str(rng.choice(ids[n_bad:]))
+            questions[good] = f"How big is Item{k}X, please?"
+            rows.append((good, f"x{k}", "high"))
+    for item in ids:                                          # everyday citations, verdict-blind
+        for j in rng.integers(0, 300, size=int(rng.poisson(3))):
+            rows.append((item, f"p{int(j)}" if j < 150 else f"q{int(j) - 150}", "low"))
+    items = pd.DataFrame({"eval_id": ids, "question": [questions[e] for e in ids],
+                          "verdict": [verdict[e] for e in ids]})
+    return (items, pd.DataFrame(rows, columns=["eval_id", "pair_id", "influence_level"]),
+            pd.DataFrame(pairs, columns=["pair_id", "question", "answer"]), culprits)
+
+
+def grouped(worlds: int, seed: int) -> dict:
+    """Precision/recall at the default thresholds, with and without defect groups."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    generated = [grouped_world(rng) for _ in range(worlds)]
+    for name, settings in (("defect_groups", FlagSettings()), ("pairs_alone", FlagSettings(defect_groups=False))):
+        hits = flagged_total = culprits_total = look_alikes = 0
+        for items, cites, pairs, culprits in generated:
+            stats, _, _ = flag_statistics(items, cites, settings, pairs)
+            flagged = set(stats.index[stats["flagged"]])
+            hits += len(flagged & culprits)
+            flagged_total += len(flagged)
+            culprits_total += len(culprits)
+            look_alikes += sum(p.startswith("x") for p in flagged)
+        out[name] = {"precision": round(hits / flagged_total, 3) if flagged_total else None,
+                     "recall": round(hits / culprits_total, 3), "look_alikes_flagged": look_alikes}
+    return out
+
+
+def samples_check() -> dict:
+    """Both real samples through the embedding backend, with and without defect groups."""
+    from refine import collect, flag
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, train, eval_path, planted in (
+                ("sample_data", sorted(str(p) for p in (ROOT / "sample_data" / "train").glob("*.jsonl")),
+                 ROOT / "sample_data" / "eval.jsonl",
+                 {(Path(p["file"]).name, p["line"]) for p in
+                  json.loads((ROOT / "sample_data" / "planted.json").read_text())["planted_pairs"]}),
+                ("generalise", [str(ROOT / "sample_data" / "generalise" / "train.jsonl")],
+                 ROOT / "sample_data" / "generalise" / "eval.jsonl",
+                 {("train.jsonl", line) for g in json.loads(
+                     (ROOT / "sample_data" / "generalise" / "truth.json").read_text())["groups"]
+                  for line in g["lines"]})):
+            run = Path(tmp) / name
+            collect(train, str(eval_path), run, progress=False)
+            out[name] = {"planted": len(planted)}
+            for label, settings in (("defect_groups", FlagSettings()),
+                                    ("pairs_alone", FlagSettings(defect_groups=False))):
+                flagged = {(Path(r.file).name, r.line) for r in flag(run, settings).flagged_pairs.itertuples()}
+                hits = len(flagged & planted)
+                out[name][label] = {"flagged": len(flagged), "hits": hits,
+                                    "precision": round(hits / len(flagged), 3) if flagged else None,
+                                    "recall": round(hits / len(planted), 3)}
+    return out
+
+
 def sample_check() -> dict:
     from refine import load_recipe, run_recipe
 
@@ -115,9 +215,11 @@ def main() -> None:
     grid = sweep(5 if args.small else args.worlds, args.seed)
     default = next(g for g in grid if g["min_bad"] == 2 and g["alpha"] == 0.1)
     result = {"bench": "flag_quality", "worlds": 5 if args.small else args.worlds,
-              "default": default, "grid": grid}
+              "default": default, "grid": grid,
+              "defect_groups": grouped(5 if args.small else args.worlds, args.seed)}
     if not args.small:
         result["sample_data"] = sample_check()
+        result["samples"] = samples_check()
     print(json.dumps(result), flush=True)
 
 

@@ -18,7 +18,6 @@ then judges the answer against the reference.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import InputError
 from .layouts import Layout, Located, detect_layout, get_layout

@@ -30,7 +30,7 @@ from .records import LEVELS
 
 __all__ = ["LEVEL_WEIGHTS", "MODES", "CheckSettings", "ClusterSettings", "CollectSettings",
            "EditSettings", "EmitSettings", "FlagSettings", "GradeSettings", "ReportSettings",
-           "default", "help_of", "setting_names"]
+           "default", "help_of", "number_problem", "setting_names"]
 
 #: How much a citation at each influence level counts, unless a run's flag settings say otherwise.
 LEVEL_WEIGHTS: dict[str, float] = {"high": 1.0, "medium": 0.5, "low": 0.25}
@@ -41,8 +41,9 @@ def _help(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
-def _number(value: Any, key: str, *, low: float | None = None, high: float | None = None,
-            integer: bool = False, low_open: bool = False, high_open: bool = False) -> None:
+def number_problem(value: Any, *, low: float | None = None, high: float | None = None,
+                   integer: bool = False, low_open: bool = False, high_open: bool = False) -> str | None:
+    """None when `value` is such a number, else what was expected ("an integer ≥ 1")."""
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     ok = ok and not isinstance(value, bool) and math.isfinite(value)
     if ok and low is not None:
@@ -50,15 +51,19 @@ def _number(value: Any, key: str, *, low: float | None = None, high: float | Non
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if ok:
-        return
+        return None
     bounds = []
     if low is not None:
         bounds.append(f"{'>' if low_open else '≥'} {low:g}")
     if high is not None:
         bounds.append(f"{'<' if high_open else '≤'} {high:g}")
-    kind = "an integer" if integer else "a number"
-    raise ConfigError(f"must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}",
-                      key=key)
+    return ("an integer" if integer else "a number") + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _number(value: Any, key: str, **bounds: Any) -> None:
+    expected = number_problem(value, **bounds)
+    if expected is not None:
+        raise ConfigError(f"must be {expected}, got {value!r}", key=key)
 
 
 def _flag(value: Any, key: str) -> None:

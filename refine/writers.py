@@ -96,6 +96,20 @@ def _log_for(plan: Plan, position: int, source: Source) -> dict[str, Any] | None
     return None
 
 
+def _route(plan: Plan, position: int, source: Source, raw: bytes, out: _Sink, quarantine: _Sink | None,
+           log: list[dict[str, Any]], ending: bytes = b"\n") -> str:
+    """Log a line-based record's change and copy it where a keep or a quarantine puts it, byte
+    for byte; return its action (an edit is the caller's: only it knows the format)."""
+    action = plan.action(position)
+    if (entry := _log_for(plan, position, source)) is not None:
+        log.append(entry)
+    if action == "keep":
+        out.write(raw)
+    elif action == "quarantine" and quarantine is not None:
+        quarantine.write(raw if raw.endswith((b"\n", b"\r")) else raw + ending)
+    return action
+
+
 def _check_digest(actual: str, entry: dict[str, Any]) -> None:
     if actual != entry["sha256"]:
         raise RunDirError(f"{entry['path']}: changed since it was collected (sha256 differs); "
@@ -132,14 +146,8 @@ def _write_jsonl(entry: dict, source: Source, plan: Plan, target: Path, quaranti
                         out.write(raw, record=False)
                         continue
                     records_in += 1
-                    action = plan.action(number)
-                    if (entry_log := _log_for(plan, number, source)) is not None:
-                        log.append(entry_log)
-                    if action == "keep":
-                        out.write(raw)
-                    elif action == "quarantine" and q is not None:
-                        q.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                    elif action == "edit":
+                    action = _route(plan, number, source, raw, out, q, log)
+                    if action == "edit":
                         ending = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""
                         record = json.loads(raw)
                         layout = _layout_for(plan, record, Located(source.spec, line=number))
@@ -212,14 +220,7 @@ def _write_csv(entry: dict, source: Source, plan: Plan, target: Path, quarantine
                         q.write(raw, record=False)
                     continue
                 rows = row
-                action = plan.action(row)
-                if (entry_log := _log_for(plan, row, source)) is not None:
-                    log.append(entry_log)
-                if action == "keep":
-                    out.write(raw)
-                elif action == "quarantine" and q is not None:
-                    q.write(raw if raw.endswith((b"\n", b"\r")) else raw + ending)
-                elif action == "edit":
+                if _route(plan, row, source, raw, out, q, log, ending) == "edit":
                     cells = next(csv.reader(io.StringIO(raw.decode("utf-8"), newline=""), delimiter=delimiter))
                     record = layout.edit(dict(zip(columns, cells)), plan.changes[row]["new_answer"])
                     line_end = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""

@@ -43,8 +43,12 @@ class EmbeddingOptions:
     z_high: float = LevelCalibration.z_high
     min_score: float = LevelCalibration.min_score
     cache_dir: str | None = field(default=None, metadata={"affects_results": False})
+    device: str = field(default="cpu", metadata={"affects_results": False})
 
     def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"is {self.device!r}; expected auto, cpu, cuda (or cuda:N) or mps",
+                              key="backend_options.device")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"must be a positive integer, got {self.batch_size!r}",
                               key="backend_options.batch_size")
@@ -64,8 +68,12 @@ class EmbeddingBackend(AttributionBackend):
     def __init__(self, options: EmbeddingOptions, *, top_k: int,
                  model: EmbeddingModel | None = None) -> None:
         super().__init__(options, top_k=top_k)
-        self.model = model or EmbeddingModel(options.model, cache_dir=options.cache_dir,
-                                             batch_size=options.batch_size)
+        if model is None:
+            from ..devices import resolve_device
+
+            model = EmbeddingModel(options.model, cache_dir=options.cache_dir, batch_size=options.batch_size,
+                                   device=resolve_device(options.device, "float32"))
+        self.model = model
         # A server attributes one question at a time: saving each to the disk cache would cost
         # more than encoding it, and the questions rarely repeat.
         self.persist_queries = True

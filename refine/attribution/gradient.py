@@ -75,6 +75,7 @@ import numpy as np
 
 from .._atomic import atomic_open
 from ..calibration import LevelCalibration, assign_levels
+from ..devices import resolve_device
 from ..embeddings import _fingerprint, default_cache_dir
 from ..errors import BackendError, ConfigError
 from ..evalset import EvalItem
@@ -88,6 +89,8 @@ __all__ = ["GradientBackend", "GradientOptions", "encode_example"]
 PRECONDITIONERS = ("layerwise", "trak", "identity", "cosine")
 MEASUREMENTS = ("margin", "loss")
 WHITENINGS = ("none", "diag", "kfac")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("float32", "bfloat16", "float16")
 FEATURE_FORMAT = 1
 _CHUNK = 64              # training pairs per resumable chunk
 _SCORE_CHUNK = 1024      # training features read at a time: 16 MB of float32 at D ≈ 3,900
@@ -104,7 +107,9 @@ class GradientOptions:
     preconditioner: str = "cosine"
     relative: bool = True
     measurement: str = "margin"
-    batch_size: int = field(default=16, metadata={"affects_results": False})
+    batch_size: int | str = field(default=16, metadata={"affects_results": False})
+    device: str = field(default="auto", metadata={"affects_results": False})
+    dtype: str = "float32"
     modules: list[str] | None = None
     chat_template_fallback: str = DEFAULT_FALLBACK
     max_length: int = 512
@@ -128,8 +133,15 @@ class GradientOptions:
             raise bad("model", "is required: the path of a local causal LM directory")
         for key in ("projection_dim", "batch_size", "max_length"):
             value = getattr(self, key)
+            if key == "batch_size" and value == "auto":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(key, f"must be a positive integer, got {value!r}")
+                raise bad(key, f"must be a positive integer{' or auto' if key == 'batch_size' else ''}, "
+                          f"got {value!r}")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise bad("device", f"is {self.device!r}; expected one of {', '.join(DEVICES)} (or cuda:N)")
+        if self.dtype not in DTYPES:
+            raise bad("dtype", f"is {self.dtype!r}; expected one of {', '.join(DTYPES)}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise bad("seed", f"must be an integer, got {self.seed!r}")
         if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) \
@@ -268,9 +280,10 @@ class _Projector:
     """Hooks on the chosen layers that turn one backward pass into projected per-example grads."""
 
     def __init__(self, torch: Any, layers: list[tuple[str, Any, int, int, bool]],
-                 projection_dim: int, seed: int) -> None:
+                 projection_dim: int, seed: int, device: Any = "cpu") -> None:
         self.torch = torch
         self.layers = layers
+        self.device = device
         budget = max(1, projection_dim // len(layers))
         self.shapes: list[tuple[int, int]] = []
         self.p_in: list[Any] = []
@@ -280,9 +293,10 @@ class _Projector:
             # and the other side gets the rest of the budget.
             k_in = max(1, min(n_in, max(round(math.sqrt(budget)), budget // n_out)))
             k_out = max(1, min(n_out, budget // k_in))
+            # Drawn on the CPU (the same numbers on every device), then moved; always float32.
             gen = torch.Generator().manual_seed(seed * 100_003 + index)
-            self.p_in.append(torch.randn(n_in, k_in, generator=gen) / math.sqrt(k_in))
-            self.p_out.append(torch.randn(n_out, k_out, generator=gen) / math.sqrt(k_out))
+            self.p_in.append((torch.randn(n_in, k_in, generator=gen) / math.sqrt(k_in)).to(device))
+            self.p_out.append((torch.randn(n_out, k_out, generator=gen) / math.sqrt(k_out)).to(device))
             self.shapes.append((k_out, k_in))
         self.dim = sum(a * b for a, b in self.shapes)
         self._inputs: dict[int, Any] = {}
@@ -305,6 +319,7 @@ class _Projector:
         x (A^{-1/2} P_in), so the hooks stay as they are and no d×k matrix is formed."""
         self.statistics = None
         for index, (w_in, w_out) in enumerate(factors):
+            w_in, w_out = w_in.to(self.device), w_out.to(self.device)
             self.p_in[index] = (w_in @ self.p_in[index]) if w_in.dim() == 2 else w_in[:, None] * self.p_in[index]
             self.p_out[index] = (w_out @ self.p_out[index]) if w_out.dim() == 2 else w_out[:, None] * self.p_out[index]
 
@@ -324,8 +339,8 @@ class _Projector:
                 return
             if self.statistics is not None:
                 self._accumulate(index, 0, args[0].detach())
-            else:
-                self._inputs[index] = args[0].detach() @ self.p_in[index]      # B×T×k_in
+            else:   # projected in float32 whatever the model's dtype
+                self._inputs[index] = args[0].detach().float() @ self.p_in[index]   # B×T×k_in
             output.register_hook(self._backward_hook(index))
         return hook
 
@@ -335,13 +350,13 @@ class _Projector:
                 self._accumulate(index, 1, grad.detach())
                 self._parts[index] = None
                 return
-            g = grad.detach() @ self.p_out[index]                             # B×T×k_out
+            g = grad.detach().float() @ self.p_out[index]                     # B×T×k_out
             self._parts[index] = self.torch.einsum("btk,btl->bkl", g, self._inputs.pop(index))
         return hook
 
     def _accumulate(self, index: int, side: int, values: Any) -> None:
         # Padding positions are no tokens of the data: left out of the moments.
-        flat = values[self.token_mask.bool()].double()
+        flat = values[self.token_mask.bool()].double().cpu()
         entry = self.statistics[index]
         entry[side] += (flat * flat).sum(0) if entry[side].dim() == 1 else flat.T @ flat
         if side == 0:
@@ -359,6 +374,9 @@ class GradientBackend(AttributionBackend):
     def __init__(self, options: GradientOptions, *, top_k: int) -> None:
         super().__init__(options, top_k=top_k)
         self._model_path = self._local_dir(options.model, "model")
+        self.device = resolve_device(options.device, options.dtype)
+        # `auto`: start large on a GPU and halve on running out of memory; 16 on the CPU.
+        self._batch = (64 if self.device != "cpu" else 16) if options.batch_size == "auto" else options.batch_size
         self._adapter_path = self._local_dir(options.adapter, "adapter") if options.adapter else None
         if options.adapter:
             try:
@@ -419,7 +437,7 @@ class GradientBackend(AttributionBackend):
         try:
             tokenizer = AutoTokenizer.from_pretrained(self._model_path, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(self._model_path, local_files_only=True,
-                                                         dtype=torch.float32)
+                                                         dtype=getattr(torch, self.options.dtype))
             if self._adapter_path is not None:
                 from peft import PeftModel
 
@@ -432,7 +450,7 @@ class GradientBackend(AttributionBackend):
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
-        model.eval()
+        model.to(self.device).eval()
         for param in model.parameters():
             # Only activation gradients are needed: the hooks build the weight gradients' projections.
             param.requires_grad_(False)
@@ -450,7 +468,7 @@ class GradientBackend(AttributionBackend):
             raise ConfigError("no Linear or Conv1D layer of the model matches "
                               f"{self.options.modules or 'the transformer blocks'}",
                               key="backend_options.modules")
-        projector = _Projector(torch, layers, self.options.projection_dim, self.options.seed)
+        projector = _Projector(torch, layers, self.options.projection_dim, self.options.seed, self.device)
         self._loaded = (tokenizer, model, projector)
         return self._loaded
 
@@ -465,8 +483,6 @@ class GradientBackend(AttributionBackend):
 
     def features(self, examples: Sequence[tuple[str, str, str | None]]) -> np.ndarray:
         """Projected loss gradients of (question, answer, system) examples: examples × D."""
-        import torch
-
         tokenizer, model, projector = self._load()
         positions = getattr(model.config, "n_positions", None) or \
             getattr(model.config, "max_position_embeddings", None)
@@ -475,45 +491,72 @@ class GradientBackend(AttributionBackend):
                                   max_length=max_length) for q, a, s in examples]
         out = np.zeros((len(encoded), projector.dim), dtype=np.float32)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        start = 0
+        while start < len(order):
+            chunk = order[start:start + self._batch]
+            try:
+                feats = self._batch_features(chunk, encoded, tokenizer, model, projector)
+            except Exception as exc:   # torch raises OutOfMemoryError (CUDA) or RuntimeError
+                if "out of memory" not in str(exc).lower() or self.options.batch_size != "auto" \
+                        or self._batch == 1:
+                    if "out of memory" in str(exc).lower():
+                        raise BackendError(f"out of {self.device} memory at batch_size {self._batch}: "
+                                           "use a smaller batch_size or max_length, or batch_size=auto") from None
+                    raise
+                self._batch //= 2            # `auto`: halve and try the same examples again
+                self._empty_cache()
+                continue
+            if feats is not None:
+                out[chunk] = feats
+            start += len(chunk)
+        return out
+
+    def _batch_features(self, chunk: list[int], encoded: list, tokenizer: Any, model: Any,
+                        projector: _Projector) -> np.ndarray | None:
+        import torch
+
         embed = model.get_input_embeddings()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        for start in range(0, len(order), self.options.batch_size):
-            chunk = order[start:start + self.options.batch_size]
-            width = max(len(encoded[i][0]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):   # right padding: causal attention never sees it
-                n = len(encoded[i][0])
-                ids[row, :n] = torch.tensor(encoded[i][0])
-                labels[row, :n] = torch.tensor(encoded[i][1])
-                mask[row, :n] = 1
-            projector.token_mask = mask
-            with projector:
-                inputs = embed(ids).detach().requires_grad_(True)
-                logits = model(inputs_embeds=inputs, attention_mask=mask).logits.float()
-                shifted, targets = logits[:, :-1], labels[:, 1:]
-                keep = targets != -100
-                scored, wanted = shifted[keep], targets[keep]                 # answer tokens
-                row = torch.arange(len(chunk)).unsqueeze(1).expand_as(targets)[keep]
-                chosen = scored.gather(1, wanted.unsqueeze(1)).squeeze(1)
-                if self.options.measurement == "margin":
-                    # −(logit_c − logsumexp_{j≠c} logit_j) = −log(p/(1−p)), exact in float32
-                    # even where p rounds to 1 (its gradient is the loss's divided by 1−p).
-                    others = scored.scatter(1, wanted.unsqueeze(1), float("-inf"))
-                    value = torch.logsumexp(others, dim=1) - chosen
-                else:
-                    value = torch.logsumexp(scored, dim=1) - chosen            # −log p
-                counts = keep.sum(dim=1).clamp(min=1)
-                # Summing per-example means: each example's gradient is that of its own mean.
-                per_example = torch.zeros(len(chunk), dtype=value.dtype).index_add(0, row, value)
-                (per_example / counts).sum().backward()
-                if projector.statistics is not None:
-                    projector._parts.clear()
-                    continue
-                feats = projector.features(len(chunk))
-            out[chunk] = feats.numpy()
-        return out
+        width = max(len(encoded[i][0]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):   # right padding: causal attention never sees it
+            n = len(encoded[i][0])
+            ids[row, :n] = torch.tensor(encoded[i][0])
+            labels[row, :n] = torch.tensor(encoded[i][1])
+            mask[row, :n] = 1
+        ids, labels, mask = ids.to(self.device), labels.to(self.device), mask.to(self.device)
+        projector.token_mask = mask
+        with projector:
+            inputs = embed(ids).detach().requires_grad_(True)
+            logits = model(inputs_embeds=inputs, attention_mask=mask).logits.float()
+            shifted, targets = logits[:, :-1], labels[:, 1:]
+            keep = targets != -100
+            scored, wanted = shifted[keep], targets[keep]                 # answer tokens
+            row = torch.arange(len(chunk), device=self.device).unsqueeze(1).expand_as(targets)[keep]
+            chosen = scored.gather(1, wanted.unsqueeze(1)).squeeze(1)
+            if self.options.measurement == "margin":
+                # −(logit_c − logsumexp_{j≠c} logit_j) = −log(p/(1−p)), exact in float32
+                # even where p rounds to 1 (its gradient is the loss's divided by 1−p).
+                others = scored.scatter(1, wanted.unsqueeze(1), float("-inf"))
+                value = torch.logsumexp(others, dim=1) - chosen
+            else:
+                value = torch.logsumexp(scored, dim=1) - chosen            # −log p
+            counts = keep.sum(dim=1).clamp(min=1)
+            # Summing per-example means: each example's gradient is that of its own mean.
+            per_example = torch.zeros(len(chunk), dtype=value.dtype, device=self.device).index_add(0, row, value)
+            (per_example / counts).sum().backward()
+            if projector.statistics is not None:
+                projector._parts.clear()
+                return None
+            return projector.features(len(chunk)).cpu().numpy()
+
+    def _empty_cache(self) -> None:
+        import torch
+
+        if str(self.device).startswith("cuda"):
+            torch.cuda.empty_cache()
 
     # -- training features -----------------------------------------------------------------
 
@@ -523,7 +566,7 @@ class GradientBackend(AttributionBackend):
         # Scoring settings and paths do not change a feature: the files' content (in the
         # fingerprint) and the exact texts do.
         for key in ("model", "adapter", "cache_dir", "damping", "preconditioner", "relative",
-                    "z_low", "z_medium", "z_high", "batch_size", "eval_mix", "contrast",
+                    "z_low", "z_medium", "z_high", "batch_size", "device", "eval_mix", "contrast",
                     "contrast_neighbours"):
             options.pop(key)
         if options["whiten"] == "none":   # features made before whitening existed stay valid

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from ..errors import ConfigError
 from ..plugins import CHECKS, load_all
+from ..settings import number_problem
 
 if TYPE_CHECKING:
     from .context import CheckContext
@@ -208,21 +208,10 @@ def validate_number(check: str, option: str, value: Any, *, minimum: float | Non
     """Raise ConfigError (key ``checks.<check>.<option>``) unless `value` is such a number."""
     if value is None and optional:
         return
-    kind = "an integer" if integer else "a number"
-    ok = (isinstance(value, int) if integer else isinstance(value, (int, float)))
-    ok = ok and not isinstance(value, bool) and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if exclusive_minimum else value >= minimum
-    if ok and maximum is not None:
-        ok = value <= maximum
-    if ok:
+    expected = number_problem(value, low=minimum, high=maximum, integer=integer,
+                              low_open=exclusive_minimum)
+    if expected is None:
         return
-    bounds = []
-    if minimum is not None:
-        bounds.append(f"{'>' if exclusive_minimum else '≥'} {minimum}")
-    if maximum is not None:
-        bounds.append(f"≤ {maximum}")
-    expected = kind + (" " + " and ".join(bounds) if bounds else "")
     if optional:
         expected += " or null"
     raise ConfigError(f"is {value!r}; expected {expected}", key=f"checks.{check}.{option}")

@@ -474,3 +474,55 @@ def test_whitening_factors_are_cached_and_a_torn_file_is_recomputed(world: dict,
 def test_bad_scoring_options_are_config_errors(world: dict, tmp_path: Path, options: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         _backend(world, tmp_path, **options)
+
+
+# --- devices and precision ---------------------------------------------------------------------
+
+
+def test_bfloat16_weights_rank_as_float32_does(world: dict, tmp_path: Path) -> None:
+    """The model in bfloat16, projections and features in float32: the same best pair for
+    every answer, and (measured) ≥ 80% of the top 5 in common."""
+    items = [i for i in load_eval(str(world["eval"])).items if i.answer]
+    scores = {}
+    for dtype in ("float32", "bfloat16"):
+        backend = _prepared(world, tmp_path / dtype, dtype=dtype)
+        backend.prepare_queries(items, lambda desc, total: (lambda n: None))
+        scores[dtype] = backend.scores(items)
+    full, half = scores["float32"], scores["bfloat16"]
+    assert (full.argmax(axis=1) == half.argmax(axis=1)).all()
+    overlap = [len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5])) / 5 for a, b in zip(full, half)]
+    assert np.mean(overlap) >= 0.8
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")
+@pytest.mark.parametrize("options,words", [({"device": "cuda"}, "no CUDA GPU is visible"),
+                                           ({"device": "cuda:1"}, "no CUDA GPU is visible"),
+                                           ({"device": "cpu", "dtype": "float16"}, "float16 needs a GPU"),
+                                           ({"device": "tpu"}, "expected one of auto, cpu, cuda, mps"),
+                                           ({"dtype": "int8"}, "expected one of float32, bfloat16")])
+def test_a_device_or_dtype_that_cannot_be_had_is_a_clear_error(world: dict, tmp_path: Path,
+                                                                options: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        _backend(world, tmp_path, **options)
+
+
+def test_auto_picks_the_cpu_here_and_a_batch_size_for_it(world: dict, tmp_path: Path) -> None:
+    backend = _backend(world, tmp_path, device="auto", batch_size="auto")
+    assert backend.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert backend._batch == (64 if torch.cuda.is_available() else 16)
+    assert "device" not in backend.settings()["options"] and backend.settings()["options"]["dtype"] == "float32"
+
+
+def test_collect_on_a_gpu_this_machine_lacks_writes_nothing(world: dict, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from refine.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible here")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["collect", "--backend", "gradient", "--model", world["model"],
+                                       "--option", "device=cuda", "--train", world["train"][0],
+                                       "--eval", str(world["eval"]), "--out", str(run), "-q"])
+    assert result.exit_code == 2 and "'backend_options.device': is 'cuda', but no CUDA GPU" in result.output
+    assert not run.exists()
