@@ -50,7 +50,7 @@ class PlainBar:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if now - self._last_line >= self.interval:
+        if now - self._last_line >= self.interval and self.n < self.total:   # close() says the end
             self._last_line = now
             print(self.line(), file=self.file, flush=True)
 

@@ -107,6 +107,14 @@ LAYOUT_NAMES = list(LAYOUTS)
               help="seekrflow: retries per request on 408/409/429/5xx, garbled bodies and "
                    "connection errors [5].")
 @_setting(CollectSettings, "skip_invalid")
+@click.option("--executor", "executor_kind", default=None, metavar="NAME",
+              help="Where the heavy work runs: inprocess (default) or ray (pip install 'refine[ray]').")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="ray: auto (the cluster this machine is in), ray://HOST:PORT, or none for a new "
+                   "local cluster.")
+@click.option("--workers", default=None, type=int, help="ray: worker actors, each with a model [2].")
+@click.option("--worker-resources", default=None, metavar="NAME=N,...",
+              help="ray: what one worker holds, e.g. GPU=1,CPU=4 [CPU=1].")
 @click.option("--overwrite", is_flag=True, help="Start OUT afresh even if it holds another run.")
 @_quiet
 @_handle_errors
@@ -115,7 +123,9 @@ def collect_command(train: tuple[str, ...], eval_path: str, train_format: str | 
                     model: str | None, adapter: str | None, options: tuple[str, ...],
                     batch_size: int, model_id: str | None, base_url: str | None, concurrency: int | None,
                     rate: float | None, timeout: float | None, max_retries: int | None,
-                    skip_invalid: bool, overwrite: bool, quiet: bool) -> None:
+                    skip_invalid: bool, executor_kind: str | None, ray_address: str | None,
+                    workers: int | None, worker_resources: str | None, overwrite: bool,
+                    quiet: bool) -> None:
     """Attribute every eval item to training pairs; write the run directory OUT.
 
     Backends are plug-ins: `refine backends` lists the installed ones. The seekrflow
@@ -133,11 +143,39 @@ def collect_command(train: tuple[str, ...], eval_path: str, train_format: str | 
     backend_options.update({k: v for k, v in named.items() if v is not None})
     settings = CollectSettings(backend=backend, top_k=top_k, backend_options=backend_options,
                                batch_size=batch_size, skip_invalid=skip_invalid,
-                               train_format=train_format, eval_format=eval_format)
+                               train_format=train_format, eval_format=eval_format,
+                               executor=_executor_config(executor_kind, ray_address, workers,
+                                                         worker_resources))
     result = collect(list(train), eval_path, out, settings, overwrite=overwrite, progress=not quiet)
     _report_collect(result)
     if result.failed:
         sys.exit(IncompleteRunError.exit_code)
+
+
+def _executor_config(kind: str | None, address: str | None, workers: int | None,
+                     resources: str | None) -> dict[str, Any] | None:
+    """The ``collect.executor`` mapping the --executor flags describe."""
+    given = {"address": address, "workers": workers}
+    if resources is not None:
+        parsed: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in resources.split(","))):
+            name, sep, amount = part.partition("=")
+            try:
+                parsed[name.strip()] = float(amount) if sep and name.strip() else float("nan")
+            except ValueError:
+                parsed[name.strip()] = float("nan")
+            if not parsed[name.strip()] >= 0:
+                raise ConfigError(f"expected NAME=AMOUNT,... (e.g. GPU=1,CPU=4), got {part!r}",
+                                  key="--worker-resources")
+        given["resources"] = parsed
+    given = {k: v for k, v in given.items() if v is not None}
+    if kind is None and not given:
+        return None
+    if (kind or "inprocess") == "inprocess" and given:
+        flags = {"address": "--ray-address", "workers": "--workers", "resources": "--worker-resources"}
+        raise ConfigError(f"{', '.join(flags[k] for k in given)} only apply to --executor ray",
+                          key="--executor")
+    return {"kind": kind or "inprocess", **given}
 
 
 @main.command("backends")

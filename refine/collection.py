@@ -13,6 +13,7 @@ from ._progress import Progress
 from .attribution.base import AttributionBackend, make_backend
 from .errors import InputError
 from .evalset import EvalItem, load_eval
+from .executors import make_executor
 from .grading import GradeSettings, grade_items
 from .settings import CollectSettings
 from .provenance import provenance
@@ -93,7 +94,8 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
     :class:`TrainingInput` names one source's record layout. Inputs are fully validated before
     anything is written. Re-running with the same inputs and settings resumes: finished items
     are not attributed again. `backend` overrides the one the settings name (for backends
-    built in code).
+    built in code). ``settings.executor`` says where the backend's heavy work runs (in this
+    process, or on a Ray cluster: :mod:`refine.executors`); it never changes what is written.
     """
     settings = settings or CollectSettings()
     training = load_training(list(train), skip_invalid=settings.skip_invalid,
@@ -101,7 +103,10 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
     evalset = load_eval(eval_path, skip_invalid=settings.skip_invalid, format=settings.eval_format)
     backend = backend or make_backend(settings.backend, settings.backend_options,
                                       top_k=settings.top_k)
-    with backend:
+    # Built (a cluster reached, its resources checked) before anything is written.
+    executor = make_executor(settings.executor)
+    with executor, backend:
+        backend.use_executor(executor)
         _check_answers(evalset.items, backend, eval_path)
 
         settings_record = _settings_record(training, str(eval_path), backend, settings)

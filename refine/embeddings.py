@@ -17,7 +17,7 @@ import hashlib
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -86,6 +86,20 @@ def _load_sentence_transformer(path: str, device: str):
 
     hf_logging.disable_progress_bar()
     return SentenceTransformer(path, device=device)
+
+
+def _encode_with(model: Any, batch_size: int, texts: Sequence[str]) -> np.ndarray:
+    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+
+def text_encoder(path: str, batch_size: int, device: str) -> Callable[[Sequence[str]], np.ndarray]:
+    """A worker (:mod:`refine.executors`): the model loaded once (`device` resolved where the
+    worker runs), then texts → embeddings."""
+    from .devices import resolve_device
+
+    model = _load_sentence_transformer(path, resolve_device(device, "float32"))
+    return functools.partial(_encode_with, model, batch_size)
 
 
 def _text_key(text: str) -> bytes:
@@ -168,24 +182,39 @@ class EmbeddingModel:
         self._cache: _ShardCache | None = None
         self._model = None
 
+    def resolved_device(self) -> str:
+        """The torch device `device` stands for in this process (a ConfigError if none)."""
+        from .devices import resolve_device
+
+        return resolve_device(self.device, "float32")
+
     def _st_model(self):
         if self._model is None:
-            self._model = _load_sentence_transformer(str(self.path), self.device)
+            self._model = _load_sentence_transformer(str(self.path), self.resolved_device())
         return self._model
 
     def encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
         """Encode with the model directly (L2-normalised float32)."""
-        return self._st_model().encode(list(texts), batch_size=self.batch_size,
-                                       normalize_embeddings=True, convert_to_numpy=True,
-                                       show_progress_bar=False).astype(np.float32)
+        return _encode_with(self._st_model(), self.batch_size, texts)
+
+    def worker_spec(self) -> Any:
+        """How an executor builds an encoder of this model where it runs (and, here, this one)."""
+        from .executors import WorkerSpec
+
+        return WorkerSpec(functools.partial(text_encoder, str(self.path), self.batch_size, self.device),
+                          key=f"encode:{self.fingerprint}:{self.batch_size}:{self.device}",
+                          gpus=1.0 if str(self.device).startswith("cuda") else 0.0,
+                          local=self.encode_uncached)
 
     def encode(self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None,
-               persist: bool = True) -> np.ndarray:
+               persist: bool = True, executor: Any = None) -> np.ndarray:
         """Embeddings of `texts` in order, encoding only those not already cached.
 
         `progress` is called with the number of texts finished after each chunk. With
         `persist=False` what is missing is encoded but not added to the cache (a server's
-        one-off questions).
+        one-off questions). With an `executor` (:mod:`refine.executors`), the missing chunks
+        are encoded by its workers and each is added to the cache as it arrives, so a
+        crashed run encodes only what was never saved.
         """
         if self._cache is None:
             self._cache = _ShardCache(self.cache_path)
@@ -206,11 +235,15 @@ class EmbeddingModel:
             # Length-sorted chunks pad little, so chunking costs nothing against one big
             # encode call, and each finished chunk is saved before the next starts.
             todo = sorted(missing.items(), key=lambda kv: len(kv[1]))
-            for start in range(0, len(todo), _CHUNK):
-                chunk = todo[start:start + _CHUNK]
-                cache.add([k for k, _ in chunk], self.encode_uncached([t for _, t in chunk]))
+            chunks = [todo[start:start + _CHUNK] for start in range(0, len(todo), _CHUNK)]
+            if executor is None:
+                from .executors.inprocess import InProcessExecutor
+
+                executor = InProcessExecutor()
+            for index, vectors in executor.map(self.worker_spec(), [[t for _, t in c] for c in chunks]):
+                cache.add([k for k, _ in chunks[index]], vectors)
                 if progress is not None:
-                    progress(sum(occurrences[k] for k, _ in chunk))
+                    progress(sum(occurrences[k] for k, _ in chunks[index]))
             cache.compact()
             found = cache.lookup(keys)
         if not found:

@@ -8,6 +8,9 @@ A package adds one by declaring it in its own ``pyproject.toml``, refine untouch
     [project.entry-points."refine.checks"]
     my_check = "my_package.checks:MyCheck"                # a Check subclass
 
+    [project.entry-points."refine.executors"]
+    my_executor = "my_package.executors:MyExecutor"       # an Executor subclass
+
 refine declares its own built-ins the same way. Names are listed without importing anything
 (so ``refine --help`` stays fast); a plug-in's module is imported when it is first used. When
 refine runs from a source tree that was never installed (no entry points at all), the
@@ -24,11 +27,12 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["BACKENDS", "CHECKS", "load_plugin", "plugin_names"]
+__all__ = ["BACKENDS", "CHECKS", "EXECUTORS", "load_plugin", "plugin_names"]
 
 BACKENDS = "refine.backends"
 CHECKS = "refine.checks"
-_BUILTIN_PACKAGES = {BACKENDS: "refine.attribution", CHECKS: "refine.checks"}
+EXECUTORS = "refine.executors"
+_BUILTIN_PACKAGES = {BACKENDS: "refine.attribution", CHECKS: "refine.checks", EXECUTORS: "refine.executors"}
 _NOT_PLUGINS = {"base", "context", "report", "runner"}
 
 

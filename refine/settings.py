@@ -103,7 +103,7 @@ class GradeSettings:
 
 @dataclass(frozen=True)
 class CollectSettings:
-    """How to collect. Every field but `batch_size` and `skip_invalid` decides the results."""
+    """How to collect. Every field but `batch_size`, `skip_invalid` and `executor` decides the results."""
 
     backend: str = _help("Attribution backend.", default="embedding")
     top_k: int = _help("At most this many influential pairs per eval item.", default=10)
@@ -115,8 +115,15 @@ class CollectSettings:
     train_format: str | None = _help("Record layout of every training source (default: detected).",
                                      default=None)
     eval_format: str | None = _help("Record layout of the eval set (default: detected).", default=None)
+    executor: dict[str, Any] | None = _help(
+        "Where the backend's heavy work runs: none (this process) or {kind: ray, address, workers, "
+        "resources}. Never changes results.", default=None)
 
     def __post_init__(self) -> None:
+        if self.executor is not None and (not isinstance(self.executor, dict)
+                                          or not isinstance(self.executor.get("kind", "inprocess"), str)):
+            raise ConfigError("must be a mapping with a `kind` (inprocess or ray), e.g. {kind: ray, address: auto}",
+                              key="collect.executor")
         if not isinstance(self.backend, str) or not self.backend:
             raise ConfigError(f"must be a backend name, got {self.backend!r}", key="collect.backend")
         _number(self.top_k, "collect.top_k", low=1, integer=True)

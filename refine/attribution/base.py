@@ -43,6 +43,21 @@ class AttributionBackend(abc.ABC):
     def __init__(self, options: Any, *, top_k: int) -> None:
         self.options = options
         self.top_k = top_k
+        self.executor: Any = None
+
+    def use_executor(self, executor: Any) -> None:
+        """Run the shardable work on `executor` (:mod:`refine.executors`). `collect` calls this
+        before anything is written, so a backend checks here what it needs of the executor
+        (a device this machine lacks, when the work stays in this process) and raises a
+        ConfigError if that cannot be had. Backends without shardable work ignore it."""
+        self.executor = executor
+
+    def _executor(self) -> Any:
+        if self.executor is None:
+            from ..executors.inprocess import InProcessExecutor
+
+            self.executor = InProcessExecutor()
+        return self.executor
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides this backend's results: saved with the run."""

@@ -18,10 +18,11 @@ cannot tell which of them the model learned it from (that is the gradient backen
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Iterator
 
 import numpy as np
 
-from ..calibration import LevelCalibration, assign_levels
+from ..calibration import LevelCalibration, levels_of_blocks
 from ..embeddings import DEFAULT_MODEL, EmbeddingModel
 from ..errors import ConfigError
 from ..evalset import EvalItem
@@ -31,6 +32,8 @@ from ..training import TrainingPair, TrainingSet
 from .base import AttributionBackend
 
 __all__ = ["EmbeddingBackend", "EmbeddingOptions"]
+
+_SCORE_BLOCK = 65_536     # pairs scored at a time: 8 MB per 32 items
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,9 @@ class EmbeddingBackend(AttributionBackend):
                  model: EmbeddingModel | None = None) -> None:
         super().__init__(options, top_k=top_k)
         if model is None:
-            from ..devices import resolve_device
-
+            # The device is resolved where the model is loaded: here, or on each Ray worker.
             model = EmbeddingModel(options.model, cache_dir=options.cache_dir, batch_size=options.batch_size,
-                                   device=resolve_device(options.device, "float32"))
+                                   device=options.device)
         self.model = model
         # A server attributes one question at a time: saving each to the disk cache would cost
         # more than encoding it, and the questions rarely repeat.
@@ -80,6 +82,13 @@ class EmbeddingBackend(AttributionBackend):
         self._pairs: list[TrainingPair] = []
         self._qa: np.ndarray | None = None
         self._answers: np.ndarray | None = None
+
+    def use_executor(self, executor) -> None:
+        super().use_executor(executor)
+        if executor.remote:
+            executor.prepare(self.model.worker_spec())
+        else:
+            self.model.resolved_device()   # a device this machine lacks: an error now
 
     def settings(self) -> dict:
         options = {f.name: getattr(self.options, f.name) for f in fields(self.options)
@@ -95,24 +104,34 @@ class EmbeddingBackend(AttributionBackend):
     def prepare(self, training: TrainingSet, progress) -> None:
         self._pairs = training.unique_pairs()
         texts = self._texts([(p.question, p.answer) for p in self._pairs])
-        vectors = self.model.encode(texts, progress=progress("encode training pairs", len(texts)))
+        vectors = self.model.encode(texts, progress=progress("encode training pairs", len(texts)),
+                                    executor=self.executor)
         self._qa, self._answers = vectors[:len(self._pairs)], vectors[len(self._pairs):]
 
-    def scores(self, items: list[EvalItem]) -> np.ndarray:
-        """Raw scores, items × unique training pairs."""
+    def _score_blocks(self, items: list[EvalItem]) -> Iterator[tuple[int, np.ndarray]]:
+        """(first pair, items × block scores), `_SCORE_BLOCK` pairs at a time: memory stays at
+        one block however many pairs there are."""
         if self._qa is None:
             raise RuntimeError("prepare() must run before attribute()")
         texts = self._texts([(i.question, i.answer or "") for i in items])
-        vectors = self.model.encode(texts, persist=self.persist_queries)
+        vectors = self.model.encode(texts, persist=self.persist_queries,
+                                    executor=self.executor if self.persist_queries else None)
         weight = self.options.answer_weight
-        scores = vectors[:len(items)] @ self._qa.T
-        if weight > 0:
-            scores = (1 - weight) * scores + weight * (vectors[len(items):] @ self._answers.T)
-        return scores
+        for start in range(0, len(self._pairs), _SCORE_BLOCK):
+            stop = start + _SCORE_BLOCK
+            block = vectors[:len(items)] @ self._qa[start:stop].T
+            if weight > 0:
+                block = (1 - weight) * block + weight * (vectors[len(items):] @ self._answers[start:stop].T)
+            yield start, block
+
+    def scores(self, items: list[EvalItem]) -> np.ndarray:
+        """Raw scores, items × unique training pairs."""
+        blocks = [block for _, block in self._score_blocks(items)]
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(items), 0), np.float32)
 
     def attribute(self, items: list[EvalItem]) -> list[Attribution]:
-        scores = self.scores(items)
-        ranked = assign_levels(scores, self.top_k, self.options.calibration())
+        ranked = levels_of_blocks(self._score_blocks(items), len(items), len(self._pairs), self.top_k,
+                                  self.options.calibration())
         records = []
         for item, row in zip(items, ranked):
             influences = [

@@ -57,10 +57,17 @@ Training features are cached as a float32 ``.npy`` under ``<cache>/gradients/<ke
 key hashing the model files, the pairs' content and every setting that changes a feature; they
 are written in chunks, so an interrupted run resumes, and read back a block at a time, so memory
 holds one block, never the N×D matrix.
+
+Features and the whitening statistics are computed by workers (:mod:`refine.executors`): in
+this process by default, or by Ray actors that each hold a model replica on their own device.
+Each task is one chunk of 64 examples; its features are written at the chunk's rows as they
+arrive (in any order), and the statistics are summed in chunk order, so where the work ran never
+changes the bytes, beyond what a different BLAS thread count changes in the last float bits.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -74,7 +81,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .._atomic import atomic_open
-from ..calibration import LevelCalibration, assign_levels
+from ..calibration import LevelCalibration, levels_of_blocks
 from ..devices import resolve_device
 from ..embeddings import _fingerprint, default_cache_dir
 from ..errors import BackendError, ConfigError
@@ -367,6 +374,39 @@ class _Projector:
         return self.torch.cat(parts, dim=1)
 
 
+def _ranges(chunks: set[int]) -> list[list[int]]:
+    """Sorted chunk numbers as [start, stop) runs: a short resume record however many."""
+    runs: list[list[int]] = []
+    for c in sorted(chunks):
+        if runs and runs[-1][1] == c:
+            runs[-1][1] = c + 1
+        else:
+            runs.append([c, c + 1])
+    return runs
+
+
+def _finished_chunks(state: dict, n_chunks: int) -> set[int]:
+    """The chunks a resume record says are written (refine 0.x recorded a prefix, ``done``)."""
+    if "finished" in state:
+        if state.get("chunk") != _CHUNK:
+            return set()
+        return {c for lo, hi in state["finished"] for c in range(int(lo), min(int(hi), n_chunks))}
+    return set(range(min(-(-int(state["done"]) // _CHUNK), n_chunks)))
+
+
+def gradient_worker(options: "GradientOptions", factors: list[tuple[np.ndarray, np.ndarray]] | None,
+                    ) -> Callable[[tuple[str, Any]], Any]:
+    """A worker (:mod:`refine.executors`): the model loaded once where the worker runs (its
+    device resolved there), whitened with `factors`; then task → features or statistics."""
+    import torch
+
+    backend = GradientBackend(options, top_k=1)
+    _, _, projector = backend._load()
+    if factors is not None:
+        projector.whiten([(torch.from_numpy(a), torch.from_numpy(b)) for a, b in factors])
+    return backend._run_task
+
+
 class GradientBackend(AttributionBackend):
     name = "gradient"
     Options = GradientOptions
@@ -374,9 +414,9 @@ class GradientBackend(AttributionBackend):
     def __init__(self, options: GradientOptions, *, top_k: int) -> None:
         super().__init__(options, top_k=top_k)
         self._model_path = self._local_dir(options.model, "model")
-        self.device = resolve_device(options.device, options.dtype)
-        # `auto`: start large on a GPU and halve on running out of memory; 16 on the CPU.
-        self._batch = (64 if self.device != "cpu" else 16) if options.batch_size == "auto" else options.batch_size
+        # Resolved where the model is loaded: in this process, or on each Ray worker.
+        self._device: str | None = None
+        self._batch_now: int | None = None
         self._adapter_path = self._local_dir(options.adapter, "adapter") if options.adapter else None
         if options.adapter:
             try:
@@ -395,6 +435,97 @@ class GradientBackend(AttributionBackend):
         self._directory: Path | None = None
         self._query_features: dict[tuple, np.ndarray] = {}
         self._eval: np.ndarray | None = None
+        self._factors: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._layout_info: tuple[int, list[tuple[int, int]], int] | None = None
+        self._specs: dict[str, tuple[Any, Any]] = {}
+
+    @property
+    def device(self) -> str:
+        """The torch device of this process's model (a ConfigError if it cannot be had here)."""
+        if self._device is None:
+            self._device = resolve_device(self.options.device, self.options.dtype)
+        return self._device
+
+    @property
+    def _batch(self) -> int:
+        if self._batch_now is None:
+            # `auto`: start large on a GPU and halve on running out of memory; 16 on the CPU.
+            self._batch_now = (64 if self.device != "cpu" else 16) if self.options.batch_size == "auto" \
+                else self.options.batch_size
+        return self._batch_now
+
+    @_batch.setter
+    def _batch(self, value: int) -> None:
+        self._batch_now = value
+
+    def use_executor(self, executor: Any) -> None:
+        super().use_executor(executor)
+        if executor.remote:
+            executor.prepare(self._spec("statistics"))
+        else:
+            _ = self.device   # a device this machine lacks: an error before anything is written
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _spec(self, kind: str) -> Any:
+        """The worker spec for `kind` of task: statistics run on an un-whitened model, features
+        on one whitened with this run's factors (so the two are different pools of workers)."""
+        from ..executors import WorkerSpec
+
+        factors = None if kind == "statistics" else self._factors
+        cached = self._specs.get(kind)
+        if cached is not None and cached[0] is factors:
+            return cached[1]
+        digest = hashlib.sha256(json.dumps(asdict(self.options), sort_keys=True).encode())
+        for a, b in factors or ():
+            digest.update(a.tobytes() + b.tobytes())
+        gpus = 1.0 if str(self.options.device).startswith("cuda") else 0.0
+        spec = WorkerSpec(functools.partial(gradient_worker, self.options, factors),
+                          key=f"gradient:{self.fingerprint}:{digest.hexdigest()[:16]}", gpus=gpus,
+                          local=self._run_task)
+        self._specs[kind] = (factors, spec)
+        return spec
+
+    def _run_task(self, task: tuple[str, Any]) -> Any:
+        """What one worker does with one task: ("features" | "statistics", examples) or
+        ("layout", None)."""
+        kind, examples = task
+        if kind == "layout":
+            _, _, projector = self._load()
+            return projector.dim, list(projector.shapes), len(projector.layers)
+        if kind == "features":
+            return self.features(examples)
+        _, _, projector = self._load()
+        projector.collect_statistics(diagonal=self.options.whiten == "diag",
+                                     max_dim=self.options.whiten_max_dim)
+        try:
+            self.features(examples)
+            return [(a.numpy(), b.numpy(), int(n)) for a, b, n in projector.statistics]
+        finally:
+            projector.statistics = None
+
+    def _map(self, kind: str, chunks: Sequence[Any]) -> Any:
+        """(index, result) of each chunk's task, as workers finish them."""
+        return self._executor().map(self._spec(kind), [(kind, chunk) for chunk in chunks])
+
+    def _layout(self) -> tuple[int, list[tuple[int, int]], int]:
+        """(feature dimension, per-layer (k_out, k_in), layers): from a worker when the model is
+        loaded elsewhere, so this process never needs it."""
+        if self._layout_info is None:
+            (_, layout), = list(self._map("layout", [None]))
+            self._layout_info = (int(layout[0]), [tuple(shape) for shape in layout[1]], int(layout[2]))
+        return self._layout_info
+
+    def _features_of(self, examples: Sequence[tuple[str, str, str | None]],
+                     advance: Callable[[int], None] | None = None) -> np.ndarray:
+        """Features of examples in chunks of `_CHUNK`, computed by the executor's workers."""
+        out = np.zeros((len(examples), self._layout()[0]), dtype=np.float32)
+        chunks = [list(examples[start:start + _CHUNK]) for start in range(0, len(examples), _CHUNK)]
+        for index, feats in self._map("features", chunks):
+            out[index * _CHUNK:index * _CHUNK + len(feats)] = feats
+            if advance is not None:
+                advance(len(feats))
+        return out
 
     @staticmethod
     def _local_dir(path: Any, key: str) -> Path:
@@ -585,44 +716,51 @@ class GradientBackend(AttributionBackend):
         return root / "gradients" / self._cache_key(pairs)
 
     def prepare(self, training: TrainingSet, progress) -> None:
-        _, _, projector = self._load()
         self._pairs = training.unique_pairs()
         directory = self.cache_path(self._pairs)
         directory.mkdir(parents=True, exist_ok=True)
         if self.options.whiten != "none" and not self._whitened:
-            projector.whiten(self._whitening(directory, progress))
+            self._factors = self._whitening(directory, progress)
+            if not self._executor().remote:
+                import torch
+
+                self._load()[2].whiten([(torch.from_numpy(a), torch.from_numpy(b)) for a, b in self._factors])
             self._whitened = True
         path, state = directory / "features.npy", directory / "done.json"
-        shape = (len(self._pairs), projector.dim)
-        done, feats = 0, None
+        shape = (len(self._pairs), self._layout()[0])
+        n_chunks = -(-len(self._pairs) // _CHUNK)
+        finished, feats = set(), None
         if path.is_file() and state.is_file():
             try:
                 feats = FeatureFile(path)
-                done = json.loads(state.read_text())["done"] if feats.shape == shape else 0
-            except (ValueError, OSError, KeyError, json.JSONDecodeError):
-                done = 0   # a torn cache is recomputed, never trusted
-        if done == 0:
+                finished = _finished_chunks(json.loads(state.read_text()), n_chunks) \
+                    if feats.shape == shape else set()
+            except (ValueError, OSError, KeyError, TypeError, json.JSONDecodeError):
+                finished = set()   # a torn cache is recomputed, never trusted
+        if not finished:
             state.unlink(missing_ok=True)
             # Curvature of the old features; gram.npy is the name refine 0.x used for trak's.
             for stale in [directory / "gram.npy", *directory.glob("gram-*.npz")]:
                 stale.unlink(missing_ok=True)
             feats = FeatureFile.create(path, shape)
         advance = progress("gradients of training pairs", len(self._pairs))
-        advance(done)
-        while done < len(self._pairs):
-            chunk = self._pairs[done:done + _CHUNK]
-            feats.write(done, self.features(
-                [(p.question, p.answer, p.system_prompt) for p in chunk]))
-            done += len(chunk)
+        advance(sum(min(_CHUNK, len(self._pairs) - c * _CHUNK) for c in finished))
+        todo = [c for c in range(n_chunks) if c not in finished]
+        chunks = [[(p.question, p.answer, p.system_prompt) for p in self._pairs[c * _CHUNK:(c + 1) * _CHUNK]]
+                  for c in todo]
+        for index, rows in self._map("features", chunks):
+            # Written where the chunk belongs, then recorded: chunks finish in any order.
+            feats.write(todo[index] * _CHUNK, rows)
+            finished.add(todo[index])
             tmp = state.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"done": done}))
+            tmp.write_text(json.dumps({"chunk": _CHUNK, "finished": _ranges(finished)}))
             os.replace(tmp, state)
-            advance(len(chunk))
+            advance(len(rows))
         self._train = feats
         self._directory = directory
         self._solve = self._preconditioner(directory)
 
-    def _whitening(self, directory: Path, progress) -> list[tuple[Any, Any]]:
+    def _whitening(self, directory: Path, progress) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per-layer (input, output-gradient) whitening: (A + λ_A I)^{-1/2} and (S + λ_S I)^{-1/2}
         of K-FAC's token second moments (``kfac``), or their diagonals (``diag``: a factored,
         Adafactor-style second-moment normalisation of every parameter, as TrackStar applies
@@ -632,29 +770,27 @@ class GradientBackend(AttributionBackend):
 
         kind = self.options.whiten
         path = directory / f"whiten-{kind}.npz"
-        _, _, projector = self._load()
-        factors = None
+        n_layers = self._layout()[2]
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as saved:
-                    arrays = [saved[f"arr_{i}"] for i in range(2 * len(projector.layers))]
-                factors = [(torch.from_numpy(arrays[2 * i]).float(), torch.from_numpy(arrays[2 * i + 1]).float())
-                           for i in range(len(projector.layers))]
+                    arrays = [saved[f"arr_{i}"] for i in range(2 * n_layers)]
+                return [(arrays[2 * i].astype(np.float32), arrays[2 * i + 1].astype(np.float32))
+                        for i in range(n_layers)]
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                factors = None   # torn: recomputed, never trusted
-        if factors is not None:
-            return factors
+                pass   # torn: recomputed, never trusted
         sample = self._pairs[:self.options.whiten_examples]
         advance = progress("curvature factors for whitening", len(sample))
-        projector.collect_statistics(diagonal=kind == "diag", max_dim=self.options.whiten_max_dim)
-        try:
-            for start in range(0, len(sample), _CHUNK):
-                chunk = sample[start:start + _CHUNK]
-                self.features([(p.question, p.answer, p.system_prompt) for p in chunk])
-                advance(len(chunk))
-            statistics = projector.statistics
-        finally:
-            projector.statistics = None
+        chunks = [[(p.question, p.answer, p.system_prompt) for p in sample[start:start + _CHUNK]]
+                  for start in range(0, len(sample), _CHUNK)]
+        parts: dict[int, list] = {}
+        for index, part in self._map("statistics", chunks):
+            parts[index] = part
+            advance(len(chunks[index]))
+        # Summed in chunk order: the same float64 sums wherever and in whatever order they ran.
+        statistics = [[torch.from_numpy(np.sum([parts[i][layer][side] for i in range(len(chunks))], axis=0))
+                       for side in (0, 1)] + [sum(parts[i][layer][2] for i in range(len(chunks)))]
+                      for layer in range(n_layers)]
 
         def inverse_root(moment: Any, tokens: int) -> Any:
             moment = moment / max(tokens, 1)
@@ -664,9 +800,10 @@ class GradientBackend(AttributionBackend):
             values = values.clamp(min=0) + self.options.whiten_damping * values.clamp(min=0).mean()
             return (vectors * values.rsqrt()) @ vectors.T
 
-        factors = [(inverse_root(a, n).float(), inverse_root(s, n).float()) for a, s, n in statistics]
+        factors = [(inverse_root(a, n).float().numpy(), inverse_root(s, n).float().numpy())
+                   for a, s, n in statistics]
         with atomic_open(path) as fh:
-            np.savez(fh, *[t.numpy() for pair in factors for t in pair])
+            np.savez(fh, *[t for pair in factors for t in pair])
         return factors
 
     def prepare_queries(self, items: list[EvalItem], progress) -> None:
@@ -677,16 +814,10 @@ class GradientBackend(AttributionBackend):
             return
         answered = [i for i in items if i.answer is not None]
         examples = [(i.question, i.answer, i.system_prompt) for i in answered]
-        advance = progress("gradients of eval answers (curvature)", len(examples))
-        rows = []
-        for start in range(0, len(examples), _CHUNK):
-            chunk = examples[start:start + _CHUNK]
-            feats = self.features(chunk)
-            rows.append(feats)
-            for example, row in zip(chunk, feats):
-                self._query_features[example] = row
-            advance(len(chunk))
-        self._eval = np.concatenate(rows) if rows else None
+        feats = self._features_of(examples, progress("gradients of eval answers", len(examples)))
+        for example, row in zip(examples, feats):
+            self._query_features[example] = row
+        self._eval = feats if len(feats) else None
         if self.options.contrast > 0 and self._eval is not None:
             self._contrast_against(answered)
         if self.options.eval_mix > 0:
@@ -787,7 +918,7 @@ class GradientBackend(AttributionBackend):
 
     def _layer_spans(self) -> list[tuple[int, int]]:
         """The feature columns of each layer, in the order the projector concatenates them."""
-        edges = np.cumsum([0] + [k_out * k_in for k_out, k_in in self._load()[2].shapes])
+        edges = np.cumsum([0] + [k_out * k_in for k_out, k_in in self._layout()[1]])
         return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
 
     @staticmethod
@@ -816,27 +947,34 @@ class GradientBackend(AttributionBackend):
 
     # -- scoring ----------------------------------------------------------------------------
 
-    def scores(self, items: list[EvalItem]) -> np.ndarray:
-        """Raw scores, items × unique training pairs."""
+    def _score_blocks(self, items: list[EvalItem]) -> Any:
+        """(first pair, items × block scores), a block of training features at a time."""
         if self._train is None:
             raise RuntimeError("prepare() must run before attribute()")
         examples = [(i.question, i.answer or "", i.system_prompt) for i in items]
-        missing = [e for e in examples if e not in self._query_features]
-        computed = dict(zip(missing, self.features(missing))) if missing else {}
+        missing = list(dict.fromkeys(e for e in examples if e not in self._query_features))
+        computed = dict(zip(missing, self._features_of(missing))) if missing else {}
         query = self._solve(np.stack([self._query_features.get(e, computed.get(e)) for e in examples])
                             .astype(np.float64))
-        out = np.empty((len(items), len(self._train)), dtype=np.float64)
         for start, block in self._train.blocks():
-            out[:, start:start + len(block)] = query @ block.astype(np.float64).T
-        if self._scale is not None:
-            out *= self._scale
+            scores = query @ block.astype(np.float64).T
+            if self._scale is not None:
+                scores *= self._scale[start:start + len(block)]
+            yield start, scores
+
+    def scores(self, items: list[EvalItem]) -> np.ndarray:
+        """Raw scores, items × unique training pairs."""
+        out = np.empty((len(items), len(self._train) if self._train is not None else 0), dtype=np.float64)
+        for start, block in self._score_blocks(items):
+            out[:, start:start + block.shape[1]] = block
         return out
 
     def attribute(self, items: list[EvalItem]) -> list[Attribution]:
         records = []
         answered = [i for i in items if i.answer is not None]
-        ranked = dict(zip((i.id for i in answered), assign_levels(
-            self.scores(answered), self.top_k, self.options.calibration()))) if answered else {}
+        ranked = dict(zip((i.id for i in answered), levels_of_blocks(
+            self._score_blocks(answered), len(answered), len(self._train), self.top_k,
+            self.options.calibration()))) if answered else {}
         for item in items:
             if item.id not in ranked:
                 records.append(Attribution(item.id, status="failed",

@@ -101,3 +101,20 @@ def test_encode_without_persisting_reads_the_cache_but_adds_nothing(tmp_path: Pa
     both = model.encode(["known text", "one-off question"], persist=False)
     np.testing.assert_array_equal(both[0], known[0])
     assert sorted(model.cache_path.glob("shard-*.npz")) == shards
+
+
+@pytest.mark.parametrize("device, words", [("cuda", "cuda"), ("mps", "mps"), ("gpu", "expected auto, cpu")])
+def test_a_device_this_machine_lacks_is_an_error_before_anything_is_written(
+        tmp_path: Path, device: str, words: str) -> None:
+    import torch
+
+    from refine import CollectSettings, collect
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    data = people_dataset(tmp_path / "data")
+    settings = CollectSettings(backend_options={"device": device, "cache_dir": str(tmp_path / "cache")})
+    with pytest.raises(ConfigError, match=words) as caught:
+        collect([str(data["train"])], str(data["eval"]), tmp_path / "run", settings, progress=False)
+    assert caught.value.key == "backend_options.device"
+    assert not (tmp_path / "run").exists()

@@ -472,8 +472,12 @@ def test_whitening_factors_are_cached_and_a_torn_file_is_recomputed(world: dict,
                                            ({"contrast": -1}, "contrast"),
                                            ({"eval_mix": 0.5, "preconditioner": "cosine"}, "eval_mix")])
 def test_bad_scoring_options_are_config_errors(world: dict, tmp_path: Path, options: dict, words: str) -> None:
+    from refine.executors.inprocess import InProcessExecutor
+
+    # Options are checked when built; the device where the model is loaded: in this process,
+    # once collect hands the backend its (in-process) executor, before anything is written.
     with pytest.raises(ConfigError, match=words):
-        _backend(world, tmp_path, **options)
+        _backend(world, tmp_path, **options).use_executor(InProcessExecutor())
 
 
 # --- devices and precision ---------------------------------------------------------------------
@@ -502,8 +506,12 @@ def test_bfloat16_weights_rank_as_float32_does(world: dict, tmp_path: Path) -> N
                                            ({"dtype": "int8"}, "expected one of float32, bfloat16")])
 def test_a_device_or_dtype_that_cannot_be_had_is_a_clear_error(world: dict, tmp_path: Path,
                                                                 options: dict, words: str) -> None:
+    from refine.executors.inprocess import InProcessExecutor
+
+    # Options are checked when built; the device where the model is loaded: in this process,
+    # once collect hands the backend its (in-process) executor, before anything is written.
     with pytest.raises(ConfigError, match=words):
-        _backend(world, tmp_path, **options)
+        _backend(world, tmp_path, **options).use_executor(InProcessExecutor())
 
 
 def test_auto_picks_the_cpu_here_and_a_batch_size_for_it(world: dict, tmp_path: Path) -> None:

@@ -1,0 +1,257 @@
+"""Executors: on Ray the same run directory, the same bytes, whatever workers die on the way.
+
+One simulated two-node Ray cluster (``ray.cluster_utils.Cluster``: a head and a second node, one
+CPU each) is shared by the module; the CLI case starts its own local cluster in a subprocess.
+Embedding and gradient runs on Ray are compared with in-process runs of the same inputs:
+``items.parquet``, ``attributions.parquet`` and ``pairs.parquet`` (and flags and the emitted
+dataset made from them) are byte-identical, not merely close. That holds because no sum is
+reordered: each worker computes whole chunks in the same float32 arithmetic as in-process, and
+every reduction (curvature statistics, top-k, the level statistics) runs in the driver in chunk
+order, however the chunks arrived.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from refine import (CollectSettings, ConfigError, EmitSettings, FlagSettings, collect, emit, flag,
+                    load_training)
+from refine.executors import make_executor
+
+from .conftest import ROOT, SAMPLE, people_dataset
+
+ray = pytest.importorskip("ray")
+
+COMPARED = ("items.parquet", "attributions.parquet", "pairs.parquet")
+GRADIENT = {"model": str(SAMPLE / "tiny_lm"), "projection_dim": 512}
+CHUNK = 16      # training pairs per gradient task: the 120 pairs are 8 tasks, with work to lose
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """Two Ray nodes on this machine, one CPU each: one worker per node at CPU=1."""
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR", configure_logging=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return people_dataset(tmp_path_factory.mktemp("executors") / "data", unexplained=2)
+
+
+def _collect(data: dict, out: Path, backend: str, cache: Path, executor: Any = None, **options) -> Any:
+    settings = CollectSettings(backend=backend, top_k=5, executor=executor,
+                               backend_options={**options, "cache_dir": str(cache)})
+    return collect([str(data["train"])], str(data["eval"]), out, settings, progress=False)
+
+
+def _same_bytes(a: Path, b: Path, names: tuple[str, ...] = COMPARED) -> None:
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def in_process(data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Reference runs of both backends in this process, each with its own fresh cache."""
+    from refine.attribution import gradient
+
+    root = tmp_path_factory.mktemp("in-process")
+    _collect(data, root / "embedding", "embedding", root / "cache-e")
+    with pytest.MonkeyPatch.context() as patch:
+        # The chunk size is part of the arithmetic (curvature statistics are summed per chunk,
+        # then over chunks): the Ray runs below use the same small chunks.
+        patch.setattr(gradient, "_CHUNK", CHUNK)
+        _collect(data, root / "gradient", "gradient", root / "cache-g", **GRADIENT)
+    return {"embedding": root / "embedding", "gradient": root / "gradient"}
+
+
+class Watched:
+    """Wraps an executor's map: counts the examples each kind of task carried, and can kill a
+    worker, or the whole run, after the n-th result."""
+
+    def __init__(self, executor: Any, *, kill_after: int | None = None, stop_after: int | None = None,
+                 kill: Any = None) -> None:
+        self.executor, self.kill_after, self.stop_after, self.kill = executor, kill_after, stop_after, kill
+        self.examples: dict[str, int] = {}
+        self.results = 0
+        original = executor.map
+
+        def watched_map(spec: Any, tasks: list) -> Iterator[tuple[int, Any]]:
+            for kind, chunk in (t if isinstance(t, tuple) else ("encode", t) for t in tasks):
+                self.examples[kind] = self.examples.get(kind, 0) + len(chunk or ())
+            for index, result in original(spec, tasks):
+                self.results += 1
+                if self.results == self.kill_after:
+                    self.kill(executor)
+                if self.results == self.stop_after:
+                    raise KeyboardInterrupt("the driver stops here, as if killed")
+                yield index, result
+
+        executor.map = watched_map
+
+
+def _run_with(data: dict, out: Path, backend: str, cache: Path, watched: Watched,
+              monkeypatch: pytest.MonkeyPatch, **options) -> Any:
+    """Collect with a watched Ray executor in place of the one the settings would build."""
+    from refine import collection
+
+    monkeypatch.setattr(collection, "make_executor", lambda config: watched.executor)
+    try:
+        return _collect(data, out, backend, cache, **options)
+    finally:
+        monkeypatch.undo()
+
+
+def test_an_embedding_run_on_ray_writes_the_same_bytes_and_so_the_same_flags_and_dataset(
+        cluster: Any, data: dict, in_process: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    watched = Watched(make_executor({"kind": "ray", "workers": 2}))
+    _run_with(data, tmp_path / "run", "embedding", tmp_path / "cache", watched, monkeypatch)
+    assert watched.examples["encode"] > 0          # the encoding really ran on the workers
+    _same_bytes(in_process["embedding"], tmp_path / "run")
+    outputs = []
+    for run in (in_process["embedding"], tmp_path / "run"):
+        result = flag(run, FlagSettings())
+        emitted = emit(run, tmp_path / f"refined-{len(outputs)}.jsonl", EmitSettings())
+        outputs.append((result.flagged_pairs.to_csv(index=False), Path(emitted.outputs[0]).read_bytes()))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][1] != Path(data["train"]).read_bytes()     # something was flagged and removed
+
+
+def _kill_a_worker(executor: Any) -> None:
+    os.kill(executor.worker_pids()[-1], signal.SIGKILL)
+
+
+def _finished_pairs(cache: Path, n_pairs: int, chunk: int) -> int:
+    """Training pairs whose feature chunks the cache's resume record lists as written."""
+    import json
+
+    state = json.loads(next(cache.rglob("done.json")).read_text())
+    assert state["chunk"] == chunk
+    return sum(min(hi * chunk, n_pairs) - lo * chunk for lo, hi in state["finished"])
+
+
+def test_a_gradient_run_survives_a_killed_worker_and_a_killed_driver_and_resumes_exactly(
+        cluster: Any, data: dict, in_process: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from refine.attribution import gradient
+
+    chunk = CHUNK
+    n_train = len(load_training([str(data["train"])]).unique_pairs())
+    n_chunks = -(-n_train // chunk)
+
+    def run(out: str, watched: Watched | None = None) -> Watched:
+        watched = watched or Watched(make_executor({"kind": "ray", "workers": 2}))
+        with monkeypatch.context() as patch:
+            patch.setattr(gradient, "_CHUNK", chunk)
+            _run_with(data, tmp_path / out, "gradient", tmp_path / "cache", watched, patch, **GRADIENT)
+        return watched
+
+    # Results come in this order: the feature layout (1), the curvature statistics (n_chunks),
+    # then the training features. A worker is killed after the first; the driver dies while
+    # the training features are half done.
+    killed = Watched(make_executor({"kind": "ray", "workers": 2}), kill_after=1, kill=_kill_a_worker,
+                     stop_after=1 + n_chunks + 3)
+    with pytest.raises(KeyboardInterrupt):
+        run("run", killed)
+    assert killed.executor.retried >= 1           # the killed worker's tasks ran again elsewhere
+    finished = _finished_pairs(tmp_path / "cache", n_train, chunk)
+    assert 0 < finished < n_train
+
+    resumed = run("run")
+    _same_bytes(in_process["gradient"], tmp_path / "run")
+    again = run("again")     # another run directory, the same cache: no training pair redone
+    _same_bytes(in_process["gradient"], tmp_path / "again")
+
+    assert "statistics" not in resumed.examples and "statistics" not in again.examples
+    queries = again.examples["features"]         # only the eval answers, featured on every run
+    assert 0 < queries < n_train
+    assert resumed.examples["features"] == (n_train - finished) + queries
+
+
+def test_a_removed_node_loses_only_its_unfinished_work(cluster: Any, data: dict, in_process: dict,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from refine.attribution import gradient
+
+    def remove_a_node_with_a_worker(executor: Any) -> None:
+        nodes = set(executor.worker_nodes())
+        victim = next(n for n in cluster.worker_nodes if n.node_id in nodes)    # never the head
+        cluster.remove_node(victim, allow_graceful=False)
+        # A replacement node joins, as an autoscaler would bring one; until then the
+        # surviving worker carries on alone.
+        cluster.add_node(num_cpus=1)
+
+    watched = Watched(make_executor({"kind": "ray", "workers": 2}), kill_after=1,
+                      kill=remove_a_node_with_a_worker)
+    with monkeypatch.context() as patch:
+        patch.setattr(gradient, "_CHUNK", CHUNK)
+        _run_with(data, tmp_path / "run", "gradient", tmp_path / "cache", watched, patch, **GRADIENT)
+    assert watched.executor.retried >= 1
+    _same_bytes(in_process["gradient"], tmp_path / "run")
+
+
+def test_resources_no_node_has_are_an_error_before_anything_is_written(cluster: Any, data: dict,
+                                                                        tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no node of the Ray cluster has CPU=1, GPU=1 for one worker \(its nodes: CPU 1") as caught:
+        _collect(data, tmp_path / "run", "embedding", tmp_path / "cache",
+                 executor={"kind": "ray", "resources": {"CPU": 1, "GPU": 1}})
+    assert caught.value.key == "collect.executor.resources"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("config, key, words", [
+    ({"kind": "dask"}, "collect.executor.kind", "unknown executor 'dask'; available: inprocess, ray"),
+    ({"kind": "ray", "workers": 0}, "collect.executor.workers", "must be an integer ≥ 1"),
+    ({"kind": "ray", "resources": {"GPU": -1}}, "collect.executor.resources", "amounts ≥ 0"),
+    ({"kind": "ray", "spot": True}, "collect.executor.spot", "unknown option of executor 'ray'"),
+    ({"kind": "ray", "address": "nowhere"}, "collect.executor.address", "must be auto, ray://host:port"),
+])
+def test_bad_executor_settings_are_config_errors_naming_the_key(config: dict, key: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as caught:
+        make_executor(config)
+    assert caught.value.key == key
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "refine.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--executor", "dask"], "unknown executor 'dask'"),
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"],
+     "cannot reach the Ray cluster at 127.0.0.1:1"),
+    (["--workers", "3"], "--workers only apply to --executor ray"),
+    (["--executor", "ray", "--worker-resources", "GPU"], "expected NAME=AMOUNT"),
+])
+def test_the_cli_refuses_bad_executor_flags_with_exit_2_and_writes_nothing(
+        data: dict, tmp_path: Path, flags: list[str], words: str) -> None:
+    done = _cli("collect", "--train", str(data["train"]), "--eval", str(data["eval"]),
+                "--out", str(tmp_path / "run"), *flags)
+    assert done.returncode == 2, done.stderr
+    assert words in done.stderr and done.stderr.count("\n") <= 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_starts_a_local_ray_cluster_and_writes_what_in_process_writes(
+        data: dict, in_process: dict, tmp_path: Path) -> None:
+    done = _cli("collect", "--train", str(data["train"]), "--eval", str(data["eval"]), "--top-k", "5",
+                "--out", str(tmp_path / "run"), "--executor", "ray", "--workers", "2", "--quiet",
+                env={"REFINE_CACHE_DIR": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr
+    _same_bytes(in_process["embedding"], tmp_path / "run")
+    assert any((tmp_path / "cache" / "embeddings").rglob("*.npz"))   # encoded there, not read
