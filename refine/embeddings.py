@@ -93,11 +93,24 @@ def _encode_with(model: Any, batch_size: int, texts: Sequence[str]) -> np.ndarra
                         convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
 
-def text_encoder(path: str, batch_size: int, device: str) -> Callable[[Sequence[str]], np.ndarray]:
+def check_same_model(path: str | Path, fingerprint: str, key: str) -> None:
+    """In a worker on another machine: a ConfigError unless the model files at `path` are the
+    ones the driver fingerprinted (every node must see the same files at the same path)."""
+    import socket
+
+    if _fingerprint(Path(path)) != fingerprint:
+        raise ConfigError(f"the model files at {path} on {socket.gethostname()} differ from the ones "
+                          "the run was started with; every node must see the same files", key=key)
+
+
+def text_encoder(path: str, batch_size: int, device: str,
+                 fingerprint: str | None = None) -> Callable[[Sequence[str]], np.ndarray]:
     """A worker (:mod:`refine.executors`): the model loaded once (`device` resolved where the
     worker runs), then texts → embeddings."""
     from .devices import resolve_device
 
+    if fingerprint is not None:
+        check_same_model(path, fingerprint, "backend_options.model")
     model = _load_sentence_transformer(path, resolve_device(device, "float32"))
     return functools.partial(_encode_with, model, batch_size)
 
@@ -201,7 +214,8 @@ class EmbeddingModel:
         """How an executor builds an encoder of this model where it runs (and, here, this one)."""
         from .executors import WorkerSpec
 
-        return WorkerSpec(functools.partial(text_encoder, str(self.path), self.batch_size, self.device),
+        return WorkerSpec(functools.partial(text_encoder, str(Path(self.path).resolve()), self.batch_size,
+                                            self.device, self.fingerprint),
                           key=f"encode:{self.fingerprint}:{self.batch_size}:{self.device}",
                           gpus=1.0 if str(self.device).startswith("cuda") else 0.0,
                           local=self.encode_uncached)

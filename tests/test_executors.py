@@ -5,8 +5,10 @@ CPU each) is shared by the module; the CLI case starts its own local cluster in 
 Embedding and gradient runs on Ray are compared with in-process runs of the same inputs:
 ``items.parquet``, ``attributions.parquet`` and ``pairs.parquet`` (and flags and the emitted
 dataset made from them) are byte-identical, not merely close. That holds because no sum is
-reordered: each worker computes whole chunks in the same float32 arithmetic as in-process, and
-every reduction (curvature statistics, top-k, the level statistics) runs in the driver in chunk
+reordered: each worker computes whole chunks in the same float32 arithmetic as in-process (the
+suite runs torch with one thread everywhere; another thread count sums a matrix product in
+another order, and bench/scale.py measures how far apart that leaves the features), and every
+reduction (curvature statistics, top-k, the level statistics) runs in the driver in chunk
 order, however the chunks arrived.
 """
 
@@ -22,7 +24,7 @@ from typing import Any, Iterator
 import pytest
 
 from refine import (CollectSettings, ConfigError, EmitSettings, FlagSettings, collect, emit, flag,
-                    load_training)
+                    load_eval, load_training)
 from refine.executors import make_executor
 
 from .conftest import ROOT, SAMPLE, people_dataset
@@ -69,16 +71,21 @@ def _same_bytes(a: Path, b: Path, names: tuple[str, ...] = COMPARED) -> None:
 @pytest.fixture(scope="module")
 def in_process(data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Reference runs of both backends in this process, each with its own fresh cache."""
+    from refine import embeddings
     from refine.attribution import gradient
 
     root = tmp_path_factory.mktemp("in-process")
     _collect(data, root / "embedding", "embedding", root / "cache-e")
     with pytest.MonkeyPatch.context() as patch:
-        # The chunk size is part of the arithmetic (curvature statistics are summed per chunk,
-        # then over chunks): the Ray runs below use the same small chunks.
+        # The chunk size is part of the arithmetic — texts are batched within a chunk, curvature
+        # statistics summed per chunk, then over chunks — so the Ray runs below that use small
+        # chunks (to have several tasks) are compared with in-process runs of the same chunks.
+        patch.setattr(embeddings, "_CHUNK", 64)
+        _collect(data, root / "embedding-64", "embedding", root / "cache-e64")
         patch.setattr(gradient, "_CHUNK", CHUNK)
         _collect(data, root / "gradient", "gradient", root / "cache-g", **GRADIENT)
-    return {"embedding": root / "embedding", "gradient": root / "gradient"}
+    return {"embedding": root / "embedding", "embedding-64": root / "embedding-64",
+            "gradient": root / "gradient"}
 
 
 class Watched:
@@ -89,12 +96,14 @@ class Watched:
                  kill: Any = None) -> None:
         self.executor, self.kill_after, self.stop_after, self.kill = executor, kill_after, stop_after, kill
         self.examples: dict[str, int] = {}
+        self.tasks: dict[str, int] = {}
         self.results = 0
         original = executor.map
 
         def watched_map(spec: Any, tasks: list) -> Iterator[tuple[int, Any]]:
             for kind, chunk in (t if isinstance(t, tuple) else ("encode", t) for t in tasks):
                 self.examples[kind] = self.examples.get(kind, 0) + len(chunk or ())
+                self.tasks[kind] = self.tasks.get(kind, 0) + 1
             for index, result in original(spec, tasks):
                 self.results += 1
                 if self.results == self.kill_after:
@@ -120,12 +129,15 @@ def _run_with(data: dict, out: Path, backend: str, cache: Path, watched: Watched
 
 def test_an_embedding_run_on_ray_writes_the_same_bytes_and_so_the_same_flags_and_dataset(
         cluster: Any, data: dict, in_process: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from refine import embeddings
+
+    monkeypatch.setattr(embeddings, "_CHUNK", 64)     # several tasks, for both workers
     watched = Watched(make_executor({"kind": "ray", "workers": 2}))
     _run_with(data, tmp_path / "run", "embedding", tmp_path / "cache", watched, monkeypatch)
-    assert watched.examples["encode"] > 0          # the encoding really ran on the workers
-    _same_bytes(in_process["embedding"], tmp_path / "run")
+    assert watched.tasks["encode"] >= 3 and watched.results == watched.tasks["encode"]
+    _same_bytes(in_process["embedding-64"], tmp_path / "run")
     outputs = []
-    for run in (in_process["embedding"], tmp_path / "run"):
+    for run in (in_process["embedding-64"], tmp_path / "run"):
         result = flag(run, FlagSettings())
         emitted = emit(run, tmp_path / f"refined-{len(outputs)}.jsonl", EmitSettings())
         outputs.append((result.flagged_pairs.to_csv(index=False), Path(emitted.outputs[0]).read_bytes()))
@@ -168,40 +180,38 @@ def test_a_gradient_run_survives_a_killed_worker_and_a_killed_driver_and_resumes
                      stop_after=1 + n_chunks + 3)
     with pytest.raises(KeyboardInterrupt):
         run("run", killed)
-    assert killed.executor.retried >= 1           # the killed worker's tasks ran again elsewhere
+    assert killed.executor.replaced >= 1          # the killed worker was replaced, its tasks redone
     finished = _finished_pairs(tmp_path / "cache", n_train, chunk)
     assert 0 < finished < n_train
 
     resumed = run("run")
     _same_bytes(in_process["gradient"], tmp_path / "run")
-    again = run("again")     # another run directory, the same cache: no training pair redone
-    _same_bytes(in_process["gradient"], tmp_path / "again")
-
-    assert "statistics" not in resumed.examples and "statistics" not in again.examples
-    queries = again.examples["features"]         # only the eval answers, featured on every run
-    assert 0 < queries < n_train
-    assert resumed.examples["features"] == (n_train - finished) + queries
+    # Nothing saved is computed again: not the curvature statistics (all done before the driver
+    # died), not the training features' finished chunks; the eval answers are featurised on
+    # every run (they are not cached).
+    n_eval = len(load_eval(str(data["eval"])).items)
+    assert "statistics" not in resumed.examples
+    assert resumed.examples["features"] == (n_train - finished) + n_eval
 
 
 def test_a_removed_node_loses_only_its_unfinished_work(cluster: Any, data: dict, in_process: dict,
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from refine.attribution import gradient
+    from refine import embeddings
 
     def remove_a_node_with_a_worker(executor: Any) -> None:
-        nodes = set(executor.worker_nodes())
-        victim = next(n for n in cluster.worker_nodes if n.node_id in nodes)    # never the head
+        # One worker per node (each takes the node's one CPU); the head node stays.
+        nodes = {node for _, node in executor.worker_locations()}
+        victim = next(n for n in cluster.worker_nodes if n.node_id in nodes)
         cluster.remove_node(victim, allow_graceful=False)
-        # A replacement node joins, as an autoscaler would bring one; until then the
-        # surviving worker carries on alone.
-        cluster.add_node(num_cpus=1)
+        # No node replaces it: the replacement worker waits for room that never comes, and
+        # the surviving worker does the rest of the work alone.
 
+    monkeypatch.setattr(embeddings, "_CHUNK", 64)     # several tasks, some left when the node goes
     watched = Watched(make_executor({"kind": "ray", "workers": 2}), kill_after=1,
                       kill=remove_a_node_with_a_worker)
-    with monkeypatch.context() as patch:
-        patch.setattr(gradient, "_CHUNK", CHUNK)
-        _run_with(data, tmp_path / "run", "gradient", tmp_path / "cache", watched, patch, **GRADIENT)
-    assert watched.executor.retried >= 1
-    _same_bytes(in_process["gradient"], tmp_path / "run")
+    _run_with(data, tmp_path / "run", "embedding", tmp_path / "cache", watched, monkeypatch)
+    assert watched.executor.replaced >= 1
+    _same_bytes(in_process["embedding-64"], tmp_path / "run")
 
 
 def test_resources_no_node_has_are_an_error_before_anything_is_written(cluster: Any, data: dict,
@@ -224,6 +234,22 @@ def test_bad_executor_settings_are_config_errors_naming_the_key(config: dict, ke
     with pytest.raises(ConfigError, match=words) as caught:
         make_executor(config)
     assert caught.value.key == key
+
+
+def test_a_worker_that_sees_other_model_files_refuses_to_work(tmp_path: Path) -> None:
+    import shutil
+
+    from refine.attribution.gradient import GradientOptions, gradient_worker
+    from refine.embeddings import EmbeddingModel, text_encoder
+
+    model = EmbeddingModel()
+    with pytest.raises(ConfigError, match="differ from the ones the run was started with"):
+        text_encoder(str(model.path), 64, "cpu", "a fingerprint of other files")
+    copy = tmp_path / "tiny_lm"
+    shutil.copytree(SAMPLE / "tiny_lm", copy)
+    with pytest.raises(ConfigError, match=f"the model files at {copy} on .* differ") as caught:
+        gradient_worker(GradientOptions(model=str(copy)), None, "the driver's fingerprint")
+    assert caught.value.key == "backend_options.model"
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

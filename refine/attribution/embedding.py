@@ -101,6 +101,14 @@ class EmbeddingBackend(AttributionBackend):
             texts += [a for _, a in question_answers]
         return texts
 
+    def prepare_queries(self, items: list[EvalItem], progress) -> None:
+        """Encode every eval item up front, in the executor's chunks (on Ray: by every worker at
+        once) rather than a batch of items at a time; attribute() then reads them from the cache."""
+        if not self.persist_queries:
+            return
+        texts = self._texts([(i.question, i.answer or "") for i in items])
+        self.model.encode(texts, progress=progress("encode eval items", len(texts)), executor=self.executor)
+
     def prepare(self, training: TrainingSet, progress) -> None:
         self._pairs = training.unique_pairs()
         texts = self._texts([(p.question, p.answer) for p in self._pairs])

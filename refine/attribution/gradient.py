@@ -73,14 +73,14 @@ import json
 import math
 import os
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._atomic import atomic_open
+from .._atomic import atomic_open, write_json
 from ..calibration import LevelCalibration, levels_of_blocks
 from ..devices import resolve_device
 from ..embeddings import _fingerprint, default_cache_dir
@@ -395,12 +395,19 @@ def _finished_chunks(state: dict, n_chunks: int) -> set[int]:
 
 
 def gradient_worker(options: "GradientOptions", factors: list[tuple[np.ndarray, np.ndarray]] | None,
-                    ) -> Callable[[tuple[str, Any]], Any]:
+                    fingerprint: str | None = None) -> Callable[[tuple[str, Any]], Any]:
     """A worker (:mod:`refine.executors`): the model loaded once where the worker runs (its
-    device resolved there), whitened with `factors`; then task → features or statistics."""
+    device resolved there), whitened with `factors`; then task → features or statistics.
+    `fingerprint` is the driver's: a node that sees other model files refuses to work."""
     import torch
 
     backend = GradientBackend(options, top_k=1)
+    if fingerprint is not None and backend.fingerprint != fingerprint:
+        from ..embeddings import check_same_model
+
+        check_same_model(options.model, fingerprint.split("+")[0], "backend_options.model")
+        raise ConfigError(f"the adapter files at {options.adapter} differ from the ones the run was "
+                          "started with; every node must see the same files", key="backend_options.adapter")
     _, _, projector = backend._load()
     if factors is not None:
         projector.whiten([(torch.from_numpy(a), torch.from_numpy(b)) for a, b in factors])
@@ -480,7 +487,10 @@ class GradientBackend(AttributionBackend):
         for a, b in factors or ():
             digest.update(a.tobytes() + b.tobytes())
         gpus = 1.0 if str(self.options.device).startswith("cuda") else 0.0
-        spec = WorkerSpec(functools.partial(gradient_worker, self.options, factors),
+        # Absolute paths: a worker's working directory is not the driver's.
+        shipped = replace(self.options, model=str(self._model_path.resolve()),
+                          adapter=str(self._adapter_path.resolve()) if self._adapter_path else None)
+        spec = WorkerSpec(functools.partial(gradient_worker, shipped, factors, self.fingerprint),
                           key=f"gradient:{self.fingerprint}:{digest.hexdigest()[:16]}", gpus=gpus,
                           local=self._run_task)
         self._specs[kind] = (factors, spec)
@@ -752,9 +762,7 @@ class GradientBackend(AttributionBackend):
             # Written where the chunk belongs, then recorded: chunks finish in any order.
             feats.write(todo[index] * _CHUNK, rows)
             finished.add(todo[index])
-            tmp = state.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"chunk": _CHUNK, "finished": _ranges(finished)}))
-            os.replace(tmp, state)
+            write_json(state, {"chunk": _CHUNK, "finished": _ranges(finished)})
             advance(len(rows))
         self._train = feats
         self._directory = directory
@@ -783,14 +791,27 @@ class GradientBackend(AttributionBackend):
         advance = progress("curvature factors for whitening", len(sample))
         chunks = [[(p.question, p.answer, p.system_prompt) for p in sample[start:start + _CHUNK]]
                   for start in range(0, len(sample), _CHUNK)]
-        parts: dict[int, list] = {}
+        # Summed in chunk order — the same float64 sums wherever and in whatever order the chunks
+        # ran — into one running total; only chunks that arrive early wait for their turn.
+        totals: list[list[Any]] | None = None
+        early: dict[int, list] = {}
+        turn = 0
         for index, part in self._map("statistics", chunks):
-            parts[index] = part
+            early[index] = part
             advance(len(chunks[index]))
-        # Summed in chunk order: the same float64 sums wherever and in whatever order they ran.
-        statistics = [[torch.from_numpy(np.sum([parts[i][layer][side] for i in range(len(chunks))], axis=0))
-                       for side in (0, 1)] + [sum(parts[i][layer][2] for i in range(len(chunks)))]
-                      for layer in range(n_layers)]
+            while turn in early:
+                part = early.pop(turn)
+                if totals is None:
+                    totals = [[np.array(a, dtype=np.float64), np.array(b, dtype=np.float64), int(n)]
+                              for a, b, n in part]
+                else:
+                    for total, (a, b, n) in zip(totals, part):
+                        np.add(total[0], a, out=total[0])
+                        np.add(total[1], b, out=total[1])
+                        total[2] += int(n)
+                turn += 1
+        assert totals is not None and turn == len(chunks)
+        statistics = [[torch.from_numpy(a), torch.from_numpy(b), n] for a, b, n in totals]
 
         def inverse_root(moment: Any, tokens: int) -> Any:
             moment = moment / max(tokens, 1)

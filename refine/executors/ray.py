@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from ..errors import BackendError, ConfigError, RefineError
+from ..settings import _number, number_problem
 from .base import Executor, WorkerSpec
 
 __all__ = ["RayExecutor", "RayOptions"]
 
 _IN_FLIGHT = 2
+_WAIT_S = 30.0   # how often a map with no worker built checks that one still can be
 
 
 @dataclass(frozen=True)
@@ -44,20 +46,23 @@ class RayOptions:
         if self.address is not None and (not isinstance(self.address, str) or not _address_ok(self.address)):
             raise bad("address", f"must be auto, ray://host:port or host:port, got {self.address!r}")
         for key, low in (("workers", 1), ("max_retries", 0)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise bad(key, f"must be an integer ≥ {low}, got {value!r}")
-        if self.local_cpus is not None and (not isinstance(self.local_cpus, int) or self.local_cpus < 1):
-            raise bad("local_cpus", f"must be an integer ≥ 1, got {self.local_cpus!r}")
+            _number(getattr(self, key), f"collect.executor.{key}", low=low, integer=True)
+        if self.local_cpus is not None:
+            _number(self.local_cpus, "collect.executor.local_cpus", low=1, integer=True)
         if not isinstance(self.resources, dict) or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                for k, v in self.resources.items()):
+                isinstance(k, str) and number_problem(v, low=0) is None for k, v in self.resources.items()):
             raise bad("resources", f"must map resource names to amounts ≥ 0, e.g. GPU=1,CPU=4; "
                                    f"got {self.resources!r}")
 
 
+def _shown(address: str) -> str:
+    """An address as it may be printed: without credentials (``ray://user:token@host``)."""
+    scheme, sep, rest = address.rpartition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+
+
 def _host_port(address: str) -> tuple[str, str]:
-    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    host, _, port = _shown(address).split("://", 1)[-1].rstrip("/").rpartition(":")
     return host.strip("[]"), port
 
 
@@ -79,7 +84,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ConfigError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}",
+        raise ConfigError(f"cannot reach the Ray cluster at {_shown(address)}: {exc.strerror or exc}",
                           key="collect.executor.address") from None
 
 
@@ -97,10 +102,6 @@ class _Worker:
     def use(self, key: str, factory: Any) -> tuple[int, str]:
         """Build the worker for `key` unless it is the one held; this process's id and Ray
         node id."""
-        import os
-
-        import ray
-
         if key != self.key:
             self.run_task = self.error = None      # the previous model goes before the next loads
             self.key = key
@@ -108,6 +109,13 @@ class _Worker:
                 self.run_task = factory()
             except Exception as exc:   # noqa: BLE001 - shipped back to the caller as it is
                 self.error = exc
+        return self.where()
+
+    def where(self) -> tuple[int, str]:
+        import os
+
+        import ray
+
         return os.getpid(), ray.get_runtime_context().get_node_id()
 
     def run(self, task: Any) -> Any:
@@ -131,7 +139,7 @@ class RayExecutor(Executor):
         self._ray = ray
         self._started = False
         if not ray.is_initialized():
-            where = options.address or "a new local cluster"
+            where = _shown(options.address) if options.address else "a new local cluster"
             if options.address is not None:
                 _check_reachable(options.address)
             try:
@@ -147,9 +155,15 @@ class RayExecutor(Executor):
         self._holds: dict[Any, str] = {}     # the worker spec key each actor's worker was built for
         self._actors: list[Any] = []
         self._pids: dict[Any, tuple[int, str]] = {}
-        #: Tasks run again because their worker was lost (a killed process, a removed node).
+        #: Tasks run again because their worker was lost (a killed process, a removed node),
+        #: and workers replaced.
         self.retried = 0
-        self.check_fits(self._needs(0.0))
+        self.replaced = 0
+        try:
+            self.check_fits(self._needs(0.0))
+        except ConfigError:
+            self.close()       # a cluster started here goes with the error
+            raise
 
     # -- actors ------------------------------------------------------------------------------
     def _needs(self, gpus: float) -> dict[str, float]:
@@ -195,9 +209,12 @@ class RayExecutor(Executor):
         kill one)."""
         return [self._pids[a][0] for a in self._actors if a in self._pids]
 
-    def worker_nodes(self) -> list[str]:
-        """The Ray node ids the current pool's started workers run on."""
-        return [self._pids[a][1] for a in self._actors if a in self._pids]
+    def worker_locations(self) -> list[tuple[int, str]]:
+        """(process id, Ray node id) of every actor of the current pool: known once its worker
+        is built; an actor still building is asked (it holds no task yet, so it answers as soon
+        as it is built)."""
+        return [self._pids[a] if a in self._pids else tuple(self._ray.get(a.where.remote()))
+                for a in self._actors]
 
     # -- the work ----------------------------------------------------------------------------
     def map(self, spec: WorkerSpec, tasks: Sequence[Any]) -> Iterator[tuple[int, Any]]:
@@ -220,25 +237,46 @@ class RayExecutor(Executor):
         replaced = [0]
 
         def feed() -> None:
-            for actor in actors:
-                while queue and self._holds.get(actor) == spec.key and in_flight[actor] < _IN_FLIGHT:
-                    index = queue.popleft()
-                    pending[actor.run.remote(tasks[index])] = (index, actor)
-                    in_flight[actor] += 1
+            # One task per actor in turn, so that a map of few tasks spreads over all workers;
+            # a second one in flight only while enough are left for the actors still loading.
+            fed = True
+            while queue and fed:
+                fed = False
+                loading = sum(1 for a in actors if self._holds.get(a) != spec.key)
+                for actor in actors:
+                    if queue and self._holds.get(actor) == spec.key and in_flight[actor] < _IN_FLIGHT \
+                            and (in_flight[actor] == 0 or len(queue) > loading):
+                        index = queue.popleft()
+                        pending[actor.run.remote(tasks[index])] = (index, actor)
+                        in_flight[actor] += 1
+                        fed = True
 
         def replace(actor: Any) -> None:
             if actor in actors:    # its other tasks come back as errors and are requeued too
                 replaced[0] += 1
+                self.replaced += 1
                 if replaced[0] > self.options.workers * (self.options.max_retries + 1):
                     raise BackendError(f"Ray lost {replaced[0]} workers in one map; giving up "
                                        "(is a node failing over and over?)")
+                try:      # a process that hangs rather than dies still holds its GPU
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
                 fresh = self._start(spec)
                 actors[actors.index(actor)] = fresh
                 pings[fresh.use.remote(spec.key, spec.factory)] = fresh
 
         feed()
         while pending or (queue and pings):
-            ready, _ = ray.wait(list(pending) + list(pings), num_returns=1)
+            ready, _ = ray.wait(list(pending) + list(pings), num_returns=1, timeout=_WAIT_S)
+            if not ready:
+                if not pending:     # no worker is built, and none is running anything
+                    try:
+                        self.check_fits(self._needs(spec.gpus))
+                    except ConfigError as exc:
+                        raise BackendError(f"the Ray cluster lost every node that can run a worker: "
+                                           f"{exc.message}") from None
+                continue
             if ready[0] in pings:
                 actor = pings.pop(ready[0])
                 try:
