@@ -37,6 +37,7 @@ So, per cited pair:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Iterable
 
 import numpy as np
@@ -47,34 +48,37 @@ __all__ = ["anchors_of", "defect_statistics", "proper_nouns"]
 _TOKEN = re.compile(r"[A-Za-z0-9][\w\-]*")
 _SENTENCE_START = re.compile(r"(^|[.!?]\s+|\n)\s*[\"'(\[]*([A-Za-z][\w\-]*)")
 _NOT_NAMES = {"i", "i'm", "i've", "i'll", "i'd", "ok"}
+_DIGIT = re.compile(r"\d")
 
 
 def proper_nouns(texts: Iterable[str], lower_share: float = 0.1) -> set[str]:
     """Lower-cased words the texts capitalise somewhere other than at a sentence's start, and
     almost never write in lower case (at most `lower_share` of their uses): names, not the
     ordinary words a UI label or a heading capitalises ("Billing > Invoices")."""
-    capital: dict[str, int] = {}
-    lower: dict[str, int] = {}
-    for text in texts:
-        starts = {m.start(2) for m in _SENTENCE_START.finditer(text)}
-        for match in _TOKEN.finditer(text):
-            word = match.group()
-            key = word.lower()
-            if word[0].islower():
-                lower[key] = lower.get(key, 0) + 1
-            elif match.start() not in starts and key not in _NOT_NAMES:
-                capital[key] = capital.get(key, 0) + 1
+    # One regex pass over all texts at once (a newline starts a sentence, as a text's start
+    # does): every token counted, then the capitalised ones that open a sentence taken off.
+    joined = "\n".join(texts)
+    at_start = Counter(m.group(2) for m in _SENTENCE_START.finditer(joined))
+    capital: Counter[str] = Counter()
+    lower: Counter[str] = Counter()
+    for word, n in Counter(_TOKEN.findall(joined)).items():
+        key = word.lower()
+        if word[0].islower():
+            lower[key] += n
+        elif key not in _NOT_NAMES and n > at_start.get(word, 0):
+            capital[key] += n - at_start.get(word, 0)
     return {w for w, n in capital.items() if lower.get(w, 0) <= lower_share * (n + lower.get(w, 0))}
 
 
 def anchors_of(text: str, names: set[str]) -> frozenset[str]:
     """The tokens of `text` that name something: with a digit, or a known proper noun."""
-    out = set()
-    for match in _TOKEN.finditer(text):
-        word = match.group().lower()
-        if any(c.isdigit() for c in word) or word in names:
-            out.add(word)
-    return frozenset(out)
+    return frozenset(w for w in set(_TOKEN.findall(text.lower())) if w in names or _DIGIT.search(w))
+
+
+def _codes_of(column: pd.Series, code: dict[str, int]) -> np.ndarray:
+    """`code` of every value of `column`, looked up once per distinct value."""
+    positions, uniques = pd.factorize(column)
+    return np.array([code[u] for u in uniques], dtype=np.int64)[positions]
 
 
 def _groups(keys: dict[str, tuple[frozenset, frozenset]]) -> dict[str, int]:
@@ -100,15 +104,35 @@ def defect_statistics(items: pd.DataFrame, cited: pd.DataFrame, pairs: pd.DataFr
     """
     n_items = len(items)
     n_bad_items = int((items["verdict"] == "bad").sum())
-    texts = pairs.set_index("pair_id")
+    question_of = dict(zip(pairs["pair_id"], pairs["question"]))
+    answer_of = dict(zip(pairs["pair_id"], pairs["answer"]))
     cited_ids = sorted(cited["pair_id"].unique())
-    names = proper_nouns(list(texts.loc[cited_ids, "question"]) + list(texts.loc[cited_ids, "answer"]))
-    question_anchors = {p: anchors_of(texts.at[p, "question"], names) for p in cited_ids}
-    answer_anchors = {p: anchors_of(texts.at[p, "answer"], names) for p in cited_ids}
-    item_anchors = dict(zip(items["eval_id"], (anchors_of(q, names) for q in items["question"])))
+    names = proper_nouns([question_of[p] for p in cited_ids] + [answer_of[p] for p in cited_ids])
+    memo: dict[str, frozenset[str]] = {}     # texts repeat (templated questions, shared answers)
 
-    on_topic = np.fromiter((not (question_anchors[p] - item_anchors[e] and item_anchors[e] - question_anchors[p])
-                            for e, p in zip(cited["eval_id"], cited["pair_id"])), dtype=bool, count=len(cited))
+    def anchors(text: str) -> frozenset[str]:
+        found = memo.get(text)
+        if found is None:
+            found = memo[text] = anchors_of(text, names)
+        return found
+
+    question_anchors = {p: anchors(question_of[p]) for p in cited_ids}
+    answer_anchors = {p: anchors(answer_of[p]) for p in cited_ids}
+    item_anchors = dict(zip(items["eval_id"], (anchors(q) for q in items["question"])))
+
+    # Whether the item's and the pair's anchor sets are on topic, once per distinct combination
+    # of the two (numbered), not once per citation.
+    codes: dict[frozenset, int] = {}
+    item_code = {e: codes.setdefault(a, len(codes)) for e, a in item_anchors.items()}
+    pair_code = {p: codes.setdefault(a, len(codes)) for p, a in question_anchors.items()}
+    by_code = list(codes)
+    e_codes, p_codes = (_codes_of(cited[column], code) for column, code in
+                        (("eval_id", item_code), ("pair_id", pair_code)))
+    combos, inverse = np.unique(e_codes * len(codes) + p_codes, return_inverse=True)
+    verdicts = np.fromiter((not (by_code[c % len(codes)] - by_code[c // len(codes)]
+                                 and by_code[c // len(codes)] - by_code[c % len(codes)])
+                            for c in combos.tolist()), dtype=bool, count=len(combos))
+    on_topic = verdicts[inverse.reshape(-1)] if len(combos) else np.zeros(len(cited), dtype=bool)
     topical = cited[on_topic]
     is_bad = topical["verdict"] == "bad"
     per_pair = pd.DataFrame({"pair_id": topical["pair_id"], "bad": is_bad.astype(np.int64),
@@ -137,7 +161,7 @@ def defect_statistics(items: pd.DataFrame, cited: pd.DataFrame, pairs: pd.DataFr
     groups["testable"] = testable
     groups["flagged"] = (m_bad >= min_bad) & (q <= alpha)
     # Number the groups of several pairs 1.. by their members' order; singletons get 0.
-    multi = sorted(g for g in groups.index if groups.at[g, "size"] > 1)
+    multi = sorted(groups.index[groups["size"].to_numpy() > 1].tolist())
     label = {g: i + 1 for i, g in enumerate(multi)}
 
     joined = groups.reindex(out["defect_group"].to_numpy())
@@ -151,5 +175,5 @@ def defect_statistics(items: pd.DataFrame, cited: pd.DataFrame, pairs: pd.DataFr
     alone = joined["size"].to_numpy() == 1
     out["member"] = joined["flagged"].to_numpy() & (out["topic_n_bad"] >= 1) & (
         alone | (out["topic_n_good"] <= member_max_good))
-    out["defect_group"] = [label.get(g, 0) for g in out["defect_group"]]
+    out["defect_group"] = out["defect_group"].map(label).fillna(0).astype(np.int64)
     return out

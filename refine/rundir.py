@@ -430,7 +430,8 @@ class RunDir:
 
         self.current("flag")
         wanted = None if columns is None else (lambda c: c in set(columns) | {"pair_id", "flagged"})
-        table = pd.read_csv(self.file(FLAGS_CSV), dtype={"pair_id": str, "file": str, "file_id": str},
+        table = pd.read_csv(self.file(FLAGS_CSV), dtype={"pair_id": str, "file": str, "file_id": str,
+                                                           "flagged_by": str},
                             keep_default_na=False, na_values=[""], usecols=wanted)
         if "flagged" not in table.columns or "pair_id" not in table.columns:
             raise RunDirError(f"{self.file(FLAGS_CSV)}: needs 'pair_id' and 'flagged' columns")
