@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -80,11 +81,11 @@ def in_process(data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         # The chunk size is part of the arithmetic — texts are batched within a chunk, curvature
         # statistics summed per chunk, then over chunks — so the Ray runs below that use small
         # chunks (to have several tasks) are compared with in-process runs of the same chunks.
-        patch.setattr(embeddings, "_CHUNK", 64)
-        _collect(data, root / "embedding-64", "embedding", root / "cache-e64")
+        patch.setattr(embeddings, "_CHUNK", 16)
+        _collect(data, root / "embedding-16", "embedding", root / "cache-e16")
         patch.setattr(gradient, "_CHUNK", CHUNK)
         _collect(data, root / "gradient", "gradient", root / "cache-g", **GRADIENT)
-    return {"embedding": root / "embedding", "embedding-64": root / "embedding-64",
+    return {"embedding": root / "embedding", "embedding-16": root / "embedding-16",
             "gradient": root / "gradient"}
 
 
@@ -131,13 +132,13 @@ def test_an_embedding_run_on_ray_writes_the_same_bytes_and_so_the_same_flags_and
         cluster: Any, data: dict, in_process: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from refine import embeddings
 
-    monkeypatch.setattr(embeddings, "_CHUNK", 64)     # several tasks, for both workers
+    monkeypatch.setattr(embeddings, "_CHUNK", 16)     # several tasks, for both workers
     watched = Watched(make_executor({"kind": "ray", "workers": 2}))
     _run_with(data, tmp_path / "run", "embedding", tmp_path / "cache", watched, monkeypatch)
     assert watched.tasks["encode"] >= 3 and watched.results == watched.tasks["encode"]
-    _same_bytes(in_process["embedding-64"], tmp_path / "run")
+    _same_bytes(in_process["embedding-16"], tmp_path / "run")
     outputs = []
-    for run in (in_process["embedding-64"], tmp_path / "run"):
+    for run in (in_process["embedding-16"], tmp_path / "run"):
         result = flag(run, FlagSettings())
         emitted = emit(run, tmp_path / f"refined-{len(outputs)}.jsonl", EmitSettings())
         outputs.append((result.flagged_pairs.to_csv(index=False), Path(emitted.outputs[0]).read_bytes()))
@@ -200,18 +201,27 @@ def test_a_removed_node_loses_only_its_unfinished_work(cluster: Any, data: dict,
 
     def remove_a_node_with_a_worker(executor: Any) -> None:
         # One worker per node (each takes the node's one CPU); the head node stays.
-        nodes = {node for _, node in executor.worker_locations()}
-        victim = next(n for n in cluster.worker_nodes if n.node_id in nodes)
+        where = {node: pid for pid, node in executor.worker_locations()}
+        victim = next(n for n in cluster.worker_nodes if n.node_id in where)
         cluster.remove_node(victim, allow_graceful=False)
+        # Actor calls go straight to the worker process, which outlives its node's raylet for
+        # a moment: wait until it is gone, so that the tasks it is given next are lost.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(where[victim.node_id], 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
         # No node replaces it: the replacement worker waits for room that never comes, and
         # the surviving worker does the rest of the work alone.
 
-    monkeypatch.setattr(embeddings, "_CHUNK", 64)     # several tasks, some left when the node goes
+    monkeypatch.setattr(embeddings, "_CHUNK", 16)     # many tasks, some left when the node goes
     watched = Watched(make_executor({"kind": "ray", "workers": 2}), kill_after=1,
                       kill=remove_a_node_with_a_worker)
     _run_with(data, tmp_path / "run", "embedding", tmp_path / "cache", watched, monkeypatch)
     assert watched.executor.replaced >= 1
-    _same_bytes(in_process["embedding-64"], tmp_path / "run")
+    _same_bytes(in_process["embedding-16"], tmp_path / "run")
 
 
 def test_resources_no_node_has_are_an_error_before_anything_is_written(cluster: Any, data: dict,

@@ -96,11 +96,13 @@ def test_unexplained_answers_cite_a_planted_pair_only_for_words_they_repeat(run_
             assert _word_runs(items[eval_id].answer) & _word_runs(row.answer), (eval_id, row.line)
 
 
-def test_an_item_scores_the_same_alone_and_in_any_batch(tmp_path: Path) -> None:
+def test_an_item_scores_the_same_alone_and_in_any_batch(run_dir: Path) -> None:
     training = load_training(TRAIN)
     items = load_eval(str(SAMPLE / "eval_tiny_lm.jsonl")).items[:6]
+    # The training features come from the run's cache (the batch size is not part of its key);
+    # the queries are differentiated here, two at a time.
     backend = make_backend("gradient", {"model": str(SAMPLE / "tiny_lm"), "batch_size": 2,
-                                        "cache_dir": str(tmp_path)}, top_k=10)
+                                        "cache_dir": str(run_dir.parent / "cache")}, top_k=10)
     backend.prepare(training, lambda desc, total: (lambda n: None))
     together = backend.scores(items)
     alone = np.vstack([backend.scores([item]) for item in items])
