@@ -33,7 +33,8 @@ from .conftest import ROOT, SAMPLE, people_dataset
 ray = pytest.importorskip("ray")
 
 COMPARED = ("items.parquet", "attributions.parquet", "pairs.parquet")
-GRADIENT = {"model": str(SAMPLE / "tiny_lm"), "projection_dim": 512}
+# Curvature statistics over the first 32 pairs only (2 tasks): enough to test their reduction.
+GRADIENT = {"model": str(SAMPLE / "tiny_lm"), "projection_dim": 512, "whiten_examples": 32}
 CHUNK = 16      # training pairs per gradient task: the 120 pairs are 8 tasks, with work to lose
 
 
@@ -165,7 +166,7 @@ def test_a_gradient_run_survives_a_killed_worker_and_a_killed_driver_and_resumes
 
     chunk = CHUNK
     n_train = len(load_training([str(data["train"])]).unique_pairs())
-    n_chunks = -(-n_train // chunk)
+    statistics_chunks = -(-min(GRADIENT["whiten_examples"], n_train) // chunk)
 
     def run(out: str, watched: Watched | None = None) -> Watched:
         watched = watched or Watched(make_executor({"kind": "ray", "workers": 2}))
@@ -174,11 +175,11 @@ def test_a_gradient_run_survives_a_killed_worker_and_a_killed_driver_and_resumes
             _run_with(data, tmp_path / out, "gradient", tmp_path / "cache", watched, patch, **GRADIENT)
         return watched
 
-    # Results come in this order: the feature layout (1), the curvature statistics (n_chunks),
+    # Results come in this order: the feature layout (1), the curvature statistics (2 chunks),
     # then the training features. A worker is killed after the first; the driver dies while
     # the training features are half done.
     killed = Watched(make_executor({"kind": "ray", "workers": 2}), kill_after=1, kill=_kill_a_worker,
-                     stop_after=1 + n_chunks + 3)
+                     stop_after=1 + statistics_chunks + 3)
     with pytest.raises(KeyboardInterrupt):
         run("run", killed)
     assert killed.executor.replaced >= 1          # the killed worker was replaced, its tasks redone
