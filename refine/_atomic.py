@@ -36,6 +36,26 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", *,
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside `path`, for writers that take a file name (DuckDB's COPY); on
+    clean exit the file there replaces `path`, on error it vanishes."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _MODE)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write `data` as stable, human-readable JSON (sorted keys, trailing newline)."""
     with atomic_open(path, "w", encoding="utf-8") as fh:

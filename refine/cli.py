@@ -217,7 +217,7 @@ def flag_command(run_dir: str, min_bad: int, alpha: float, show: int) -> None:
 
 
 def _report_flags(result: Any, show: int) -> None:
-    click.echo(f"{result.flagged} of {len(result.table)} cited pairs flagged "
+    click.echo(f"{result.flagged} of {result.cited_pairs} cited pairs flagged "
                f"({result.bad_items} bad of {result.items} answers) -> {Path(result.run_dir) / 'flags.csv'}")
     for row in result.flagged_pairs.head(show).itertuples():
         question = row.question if len(row.question) <= 70 else row.question[:69] + "…"

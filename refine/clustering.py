@@ -137,17 +137,9 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
     names = name_clusters(texts, labels)
     bad = bad.assign(cluster=labels, label=[names.get(int(l), "unclustered") for l in labels])
 
-    citations = run.attributions(["eval_id", "pair_id", "influence_level"], matched=True)
-    citations = citations[citations["eval_id"].isin(bad["eval_id"])]
-    citations = citations.assign(weight=citations["influence_level"].map(weights).astype(float))
-    citations = citations.groupby(["eval_id", "pair_id"], as_index=False)["weight"].max()
-    citations = citations.merge(bad[["eval_id", "cluster"]], on="eval_id")
     sizes = bad.groupby("cluster").size()
-    per_pair = citations[citations["cluster"] >= 0].groupby(["cluster", "pair_id"], as_index=False).agg(
-        n_items=("eval_id", "nunique"), blame=("weight", "sum"))
+    per_pair = _blame_by_mode(run, bad[["eval_id", "cluster"]], weights)
     per_pair["share"] = per_pair["n_items"] / per_pair["cluster"].map(sizes)
-    per_pair = per_pair.sort_values(["cluster", "blame", "n_items", "pair_id"],
-                                    ascending=[True, False, False, True], kind="mergesort")
 
     first = run.pairs(["pair_id", "file", "line", "question", "answer"], unique=True).set_index("pair_id")
     centroids = {}
@@ -175,8 +167,8 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
                                         "representative_answer", "example_questions", "top_pairs",
                                         "top_pair_ids"])
     unclustered = int((labels < 0).sum())
-    flags = run.flags(["file", "line"])
-    flag_modes, themes = _modes_of_pairs(per_pair, set(flags.loc[flags["flagged"], "pair_id"]),
+    flags = run.flags(["file", "line"], flagged_only=True)
+    flag_modes, themes = _modes_of_pairs(per_pair, set(flags["pair_id"]),
                                          flags.set_index("pair_id"), names, centroids, settings)
 
     import pyarrow as pa
@@ -193,6 +185,31 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
         with atomic_open(stage.path(THEMES_CSV), "w", encoding="utf-8") as fh:
             themes.to_csv(fh, index=False, lineterminator="\n")
     return ClusterResult(run.path, bad[["eval_id", "cluster", "label"]], modes, themes)
+
+
+def _blame_by_mode(run: RunDir, modes: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
+    """Per (failure mode, cited pair): the mode's answers citing the pair (one citation per
+    answer and pair, at its largest weight) and their summed weight; most blamed first.
+
+    Read by DuckDB straight from attributions.parquet: the citations of good answers, most
+    of a run's rows, are never loaded (:mod:`refine._duckdb`)."""
+    from ._duckdb import connect, quoted
+    from .rundir import ATTRIBUTIONS
+
+    run.current("collect")
+    levels = ", ".join(f"({quoted(level)}, {float(w)!r})" for level, w in sorted(weights.items()))
+    with connect() as con:
+        con.register("modes", modes[modes["cluster"] >= 0])
+        return con.sql(f"""
+            WITH weights AS (SELECT * FROM (VALUES {levels}) t(level, weight)),
+            cited AS (SELECT a.eval_id, a.pair_id, max(w.weight) AS weight
+                      FROM read_parquet({quoted(str(run.file(ATTRIBUTIONS)))}) a
+                      SEMI JOIN modes m ON m.eval_id = a.eval_id
+                      LEFT JOIN weights w ON w.level = a.influence_level
+                      WHERE a.pair_id IS NOT NULL GROUP BY a.eval_id, a.pair_id)
+            SELECT m.cluster, c.pair_id, count(*) AS n_items, coalesce(sum(c.weight), 0)::DOUBLE AS blame
+            FROM cited c JOIN modes m USING (eval_id) GROUP BY m.cluster, c.pair_id
+            ORDER BY m.cluster, blame DESC, n_items DESC, c.pair_id""").df()
 
 
 def _modes_of_pairs(per_pair: pd.DataFrame, flagged: set[str], flags: pd.DataFrame,

@@ -75,8 +75,7 @@ def flag_reason(row: dict[str, Any]) -> str:
 
 
 def flagged_table(run: RunDir, columns: list[str] | None = None, *, with_modes: bool = False) -> pd.DataFrame:
-    flags = run.flags(columns, with_modes=with_modes)
-    return flags[flags["flagged"]].reset_index(drop=True)
+    return run.flags(columns, with_modes=with_modes, flagged_only=True)
 
 
 def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
@@ -84,7 +83,7 @@ def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
     """For each pair, the reference answer it could safely be given instead, or why not."""
     if not pair_ids:
         return {}
-    from .defects import anchors_of, proper_nouns
+    from .defects import anchors_of_texts, proper_nouns
 
     items = run.items(["eval_id", "question", "reference", "verdict"], done=True)
     bad = items[items["verdict"] == "bad"].set_index("eval_id")
@@ -92,9 +91,13 @@ def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
     cites = cites[cites["pair_id"].isin(pair_ids) & cites["eval_id"].isin(bad.index)]
     pairs = run.pairs(["pair_id", "question", "answer"], unique=True).set_index("pair_id")
     names = proper_nouns(list(pairs["question"]) + list(pairs["answer"]))
+    asked_ids = sorted(set(cites["eval_id"]))
+    found = anchors_of_texts([pairs.at[p, "question"] for p in pair_ids] +
+                             [bad.at[e, "question"] for e in asked_ids], names)
+    taught_of, asked_of = dict(zip(pair_ids, found)), dict(zip(asked_ids, found[len(pair_ids):]))
 
     def same_thing(pair_id: str, eval_id: str) -> bool:
-        asked, taught = anchors_of(bad.at[eval_id, "question"], names), anchors_of(pairs.at[pair_id, "question"], names)
+        asked, taught = asked_of[eval_id], taught_of[pair_id]
         return not (asked - taught and taught - asked)
     if model is None:
         from .embeddings import EmbeddingModel

@@ -32,148 +32,119 @@ So, per cited pair:
   pair is that pair, flagged by its test. This is a rule applied within flagged groups, not a
   second test: the error rate is stated for groups; members are the pairs of a flagged group
   that only bad answers of their topic cite.
+
+Everything here runs in DuckDB (:mod:`refine._duckdb`) over tables of any size: the tokens are
+found by RE2 patterns written to match Python's ``re`` on text (Unicode ``\\w``, ``\\s`` and
+``\\d``), and the per-citation work is joins and aggregates that spill to disk.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from typing import Iterable
+from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
-__all__ = ["anchors_of", "defect_statistics", "proper_nouns"]
+from ._duckdb import connect, quoted
 
-_TOKEN = re.compile(r"[A-Za-z0-9][\w\-]*")
-_SENTENCE_START = re.compile(r"(^|[.!?]\s+|\n)\s*[\"'(\[]*([A-Za-z][\w\-]*)")
-_NOT_NAMES = {"i", "i'm", "i've", "i'll", "i'd", "ok"}
-_DIGIT = re.compile(r"\d")
+__all__ = ["anchors_of", "anchors_of_texts", "create_names", "defect_tables", "proper_nouns"]
+
+# RE2 patterns. Python's \w on text is a letter, a digit of any script or "_"; its \s also
+# takes \v, the separators \x1c-\x1f, NEL and every Unicode space; its \d every decimal digit.
+_WORD = r"[\p{L}\p{N}_\-]"
+TOKEN = r"[A-Za-z0-9]" + _WORD + "*"
+_SPACE = r"[\t\n\v\f\r\x{1c}-\x{1f}\x{85}\p{Z}]"
+SENTENCE_START = r"(^|[.!?]" + _SPACE + r"+|\n)" + _SPACE + r"*[" + "\"'" + r"(\[]*([A-Za-z]" + _WORD + "*)"
+DIGIT = r"\p{Nd}"
+_NOT_NAMES = ("i", "ok")
+
+
+def create_names(con: Any, texts_sql: str, *, table: str = "names", lower_share: float = 0.1) -> None:
+    """Create `table` (k): the lower-cased words the texts (the column ``t`` of `texts_sql`)
+    capitalise somewhere other than at a sentence's start, and almost never write in lower case
+    (at most `lower_share` of their uses): names, not the ordinary words a UI label or a
+    heading capitalises ("Billing > Invoices")."""
+    not_names = ", ".join(quoted(w) for w in _NOT_NAMES)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {table} AS
+        WITH texts AS ({texts_sql}),
+        words AS (SELECT w, count(*) AS n FROM
+                    (SELECT unnest(regexp_extract_all(t, {quoted(TOKEN)})) AS w FROM texts) GROUP BY w),
+        starts AS (SELECT w, count(*) AS s FROM
+                    (SELECT unnest(regexp_extract_all(t, {quoted(SENTENCE_START)}, 2)) AS w FROM texts) GROUP BY w),
+        keyed AS (SELECT lower(w) AS k, regexp_matches(w, '^[a-z]') AS is_lower, n, coalesce(s, 0) AS s
+                  FROM words LEFT JOIN starts USING (w)),
+        counted AS (SELECT k, coalesce(sum(n) FILTER (is_lower), 0) AS lower_n,
+                           sum(n - s) FILTER (NOT is_lower AND k NOT IN ({not_names}) AND n > s) AS capital_n
+                    FROM keyed GROUP BY k)
+        SELECT k FROM counted
+        WHERE capital_n IS NOT NULL AND lower_n <= {float(lower_share)!r} * (capital_n + lower_n)""")
+
+
+def anchors_sql(source_sql: str, key: str, text: str, names: str = "names") -> str:
+    """(key, a): the sorted anchors of each text of `source_sql` that has any — its tokens
+    (lower-cased) with a digit or in `names`."""
+    return f"""
+        SELECT {key}, list_sort(list_distinct(list(w))) AS a FROM
+          (SELECT {key}, unnest(regexp_extract_all(lower({text}), {quoted(TOKEN)})) AS w FROM ({source_sql}))
+        WHERE regexp_matches(w, {quoted(DIGIT)}) OR w IN (SELECT k FROM {names})
+        GROUP BY {key}"""
 
 
 def proper_nouns(texts: Iterable[str], lower_share: float = 0.1) -> set[str]:
-    """Lower-cased words the texts capitalise somewhere other than at a sentence's start, and
-    almost never write in lower case (at most `lower_share` of their uses): names, not the
-    ordinary words a UI label or a heading capitalises ("Billing > Invoices")."""
-    # One regex pass over all texts at once (a newline starts a sentence, as a text's start
-    # does): every token counted, then the capitalised ones that open a sentence taken off.
-    joined = "\n".join(texts)
-    at_start = Counter(m.group(2) for m in _SENTENCE_START.finditer(joined))
-    capital: Counter[str] = Counter()
-    lower: Counter[str] = Counter()
-    for word, n in Counter(_TOKEN.findall(joined)).items():
-        key = word.lower()
-        if word[0].islower():
-            lower[key] += n
-        elif key not in _NOT_NAMES and n > at_start.get(word, 0):
-            capital[key] += n - at_start.get(word, 0)
-    return {w for w, n in capital.items() if lower.get(w, 0) <= lower_share * (n + lower.get(w, 0))}
+    """The names among the words of `texts` (:func:`create_names`)."""
+    frame = pd.DataFrame({"t": list(texts)}, dtype=object)
+    with connect() as con:
+        con.register("given_texts", frame)
+        create_names(con, "SELECT t FROM given_texts", lower_share=lower_share)
+        return {row[0] for row in con.execute("SELECT k FROM names").fetchall()}
 
 
 def anchors_of(text: str, names: set[str]) -> frozenset[str]:
-    """The tokens of `text` that name something: with a digit, or a known proper noun."""
-    return frozenset(w for w in set(_TOKEN.findall(text.lower())) if w in names or _DIGIT.search(w))
+    """The tokens of `text` that name something: with a digit, or one of `names`."""
+    return anchors_of_texts([text], names)[0]
 
 
-def _codes_of(column: pd.Series, code: dict[str, int]) -> np.ndarray:
-    """`code` of every value of `column`, looked up once per distinct value."""
-    positions, uniques = pd.factorize(column)
-    return np.array([code[u] for u in uniques], dtype=np.int64)[positions]
+def anchors_of_texts(texts: list[str], names: set[str]) -> list[frozenset[str]]:
+    """:func:`anchors_of` for many texts in one query."""
+    with connect() as con:
+        con.register("given_texts", pd.DataFrame({"i": range(len(texts)), "t": texts}))
+        con.register("given_names", pd.DataFrame({"k": sorted(names)}, dtype=object))
+        con.execute("CREATE TEMP TABLE names AS SELECT k::VARCHAR AS k FROM given_names")
+        found = dict(con.execute(anchors_sql("SELECT i, t FROM given_texts", "i", "t")).fetchall())
+    return [frozenset(found.get(i) or ()) for i in range(len(texts))]
 
 
-def _groups(keys: dict[str, tuple[frozenset, frozenset]]) -> dict[str, int]:
-    """Group id per pair: pairs with equal, non-empty (question anchors, answer anchors)."""
-    by_key: dict[tuple, int] = {}
-    out: dict[str, int] = {}
-    for pair_id in sorted(keys):
-        question, answer = keys[pair_id]
-        key = (question, answer) if question and answer else ("single", pair_id)
-        out[pair_id] = by_key.setdefault(key, len(by_key))
-    return out
+def defect_tables(con: Any) -> None:
+    """From ``items`` (item, question), ``pairs_first`` (pair_id, question, answer) and
+    ``cited`` (item, pair_id, weight, bad: one row per citation; :mod:`refine.flagging`),
+    create:
 
-
-def defect_statistics(items: pd.DataFrame, cited: pd.DataFrame, pairs: pd.DataFrame, *,
-                      min_bad: int, alpha: float, member_max_good: int,
-                      tail, bh) -> pd.DataFrame:
-    """Per cited pair: on-topic counts, its defect group and the group's test, and whether it
-    is flagged as a member of a flagged group.
-
-    `items`: eval_id, question, verdict (finished items); `cited`: one row per (eval_id,
-    pair_id) with verdict; `pairs`: pair_id, question, answer (one row per pair);
-    `tail`/`bh`: the hypergeometric tail and Benjamini–Hochberg of :mod:`refine.flagging`.
+    * ``pair_info`` (pair_id, grp, gi): each cited pair's defect group, as the smallest pair id
+      of the group (``grp``, the pair's own id when it is in no group) and its number in the
+      order of ``grp`` (``gi``, from 0);
+    * ``cited_topic`` (item, pair_id, weight, bad, gi, on_topic): the citations with their
+      group and verdict of topic.
     """
-    n_items = len(items)
-    n_bad_items = int((items["verdict"] == "bad").sum())
-    question_of = dict(zip(pairs["pair_id"], pairs["question"]))
-    answer_of = dict(zip(pairs["pair_id"], pairs["answer"]))
-    cited_ids = sorted(cited["pair_id"].unique())
-    names = proper_nouns([question_of[p] for p in cited_ids] + [answer_of[p] for p in cited_ids])
-    memo: dict[str, frozenset[str]] = {}     # texts repeat (templated questions, shared answers)
-
-    def anchors(text: str) -> frozenset[str]:
-        found = memo.get(text)
-        if found is None:
-            found = memo[text] = anchors_of(text, names)
-        return found
-
-    question_anchors = {p: anchors(question_of[p]) for p in cited_ids}
-    answer_anchors = {p: anchors(answer_of[p]) for p in cited_ids}
-    item_anchors = dict(zip(items["eval_id"], (anchors(q) for q in items["question"])))
-
-    # Whether the item's and the pair's anchor sets are on topic, once per distinct combination
-    # of the two (numbered), not once per citation.
-    codes: dict[frozenset, int] = {}
-    item_code = {e: codes.setdefault(a, len(codes)) for e, a in item_anchors.items()}
-    pair_code = {p: codes.setdefault(a, len(codes)) for p, a in question_anchors.items()}
-    by_code = list(codes)
-    e_codes, p_codes = (_codes_of(cited[column], code) for column, code in
-                        (("eval_id", item_code), ("pair_id", pair_code)))
-    combos, inverse = np.unique(e_codes * len(codes) + p_codes, return_inverse=True)
-    verdicts = np.fromiter((not (by_code[c % len(codes)] - by_code[c // len(codes)]
-                                 and by_code[c // len(codes)] - by_code[c % len(codes)])
-                            for c in combos.tolist()), dtype=bool, count=len(combos))
-    on_topic = verdicts[inverse.reshape(-1)] if len(combos) else np.zeros(len(cited), dtype=bool)
-    topical = cited[on_topic]
-    is_bad = topical["verdict"] == "bad"
-    per_pair = pd.DataFrame({"pair_id": topical["pair_id"], "bad": is_bad.astype(np.int64),
-                             "good": (~is_bad).astype(np.int64)}).groupby("pair_id").sum()
-    out = pd.DataFrame(index=pd.Index(cited_ids, name="pair_id"))
-    out["topic_n_bad"] = per_pair["bad"].reindex(out.index, fill_value=0).astype(np.int64)
-    out["topic_n_good"] = per_pair["good"].reindex(out.index, fill_value=0).astype(np.int64)
-
-    group_of = _groups({p: (question_anchors[p], answer_anchors[p]) for p in cited_ids})
-    out["defect_group"] = pd.Series(group_of).reindex(out.index).astype(np.int64)
-    by_group = topical.assign(group=topical["pair_id"].map(group_of))
-    distinct = by_group.drop_duplicates(["group", "eval_id"])
-    counts = distinct.assign(bad=(distinct["verdict"] == "bad").astype(np.int64)).groupby("group").agg(
-        m=("eval_id", "size"), m_bad=("bad", "sum"))
-    sizes = out.groupby("defect_group").size()
-    groups = pd.DataFrame(index=sizes.index)
-    groups["size"] = sizes
-    groups["m"] = counts["m"].reindex(groups.index, fill_value=0).astype(np.int64)
-    groups["m_bad"] = counts["m_bad"].reindex(groups.index, fill_value=0).astype(np.int64)
-    m, m_bad = groups["m"].to_numpy(), groups["m_bad"].to_numpy()
-    groups["p"] = np.where(m > 0, tail(m_bad, m, n_items, n_bad_items), 1.0)
-    testable = (m >= min_bad) & (np.where(m > 0, tail(m, m, n_items, n_bad_items), 1.0) <= alpha)
-    q = np.ones(len(groups))
-    q[testable] = bh(groups["p"].to_numpy()[testable])
-    groups["q"] = q
-    groups["testable"] = testable
-    groups["flagged"] = (m_bad >= min_bad) & (q <= alpha)
-    # Number the groups of several pairs 1.. by their members' order; singletons get 0.
-    multi = sorted(groups.index[groups["size"].to_numpy() > 1].tolist())
-    label = {g: i + 1 for i, g in enumerate(multi)}
-
-    joined = groups.reindex(out["defect_group"].to_numpy())
-    out["group_size"] = joined["size"].to_numpy()
-    out["group_n_bad"] = joined["m_bad"].to_numpy()
-    out["group_n_good"] = (joined["m"] - joined["m_bad"]).to_numpy()
-    out["group_p"] = joined["p"].to_numpy()
-    out["group_q"] = joined["q"].to_numpy()
-    out["group_testable"] = joined["testable"].to_numpy()
-    # A pair alone is its own group: flagged by its test, as a pair-level flag would be.
-    alone = joined["size"].to_numpy() == 1
-    out["member"] = joined["flagged"].to_numpy() & (out["topic_n_bad"] >= 1) & (
-        alone | (out["topic_n_good"] <= member_max_good))
-    out["defect_group"] = out["defect_group"].map(label).fillna(0).astype(np.int64)
-    return out
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE cited_texts AS
+        SELECT c.pair_id, p.question, p.answer
+        FROM (SELECT DISTINCT c.pair_id FROM cites_in c SEMI JOIN items i ON i.eval_id = c.eval_id) c
+        LEFT JOIN pairs_first p USING (pair_id)""")
+    create_names(con, "SELECT question AS t FROM cited_texts UNION ALL SELECT answer FROM cited_texts")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE pair_info AS
+        WITH qa AS ({anchors_sql("SELECT pair_id, question FROM cited_texts", "pair_id", "question")}),
+             aa AS ({anchors_sql("SELECT pair_id, answer FROM cited_texts", "pair_id", "answer")}),
+             keyed AS (SELECT c.pair_id, coalesce(qa.a, []::VARCHAR[]) AS qa, coalesce(aa.a, []::VARCHAR[]) AS aa
+                       FROM cited_texts c LEFT JOIN qa USING (pair_id) LEFT JOIN aa USING (pair_id)),
+             grouped AS (SELECT pair_id, qa, CASE WHEN len(qa) > 0 AND len(aa) > 0
+                                   THEN min(pair_id) OVER (PARTITION BY qa, aa) ELSE pair_id END AS grp
+                         FROM keyed)
+        SELECT pair_id, qa, grp, dense_rank() OVER (ORDER BY grp) - 1 AS gi FROM grouped""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE cited_topic AS
+        WITH ia AS ({anchors_sql("SELECT item, question FROM items", "item", "question")})
+        SELECT c.item, c.pair_id, c.weight, c.bad, p.gi,
+               list_has_all(p.qa, coalesce(ia.a, []::VARCHAR[])) OR list_has_all(coalesce(ia.a, []::VARCHAR[]), p.qa)
+                 AS on_topic
+        FROM cited c JOIN pair_info p USING (pair_id) LEFT JOIN ia USING (item)""")

@@ -30,7 +30,7 @@ from .errors import ConfigError, InputError, RunDirError
 from .rundir import PAIRS, RunDir
 from .settings import EmitSettings
 from .sources import Source, open_source
-from .writers import Plan, Written, write_dataset_group, write_refined
+from .writers import Plan, Positions, Written, write_dataset_group, write_refined
 
 __all__ = ["EmitResult", "EmitSettings", "emit", "manifest_path_for", "quarantine_path_for"]
 
@@ -93,7 +93,7 @@ def _output_paths(sources: list[Source], out: Path) -> dict[str, Path]:
     return paths
 
 
-def _line_index(run: RunDir, decisions: dict[str, Decision]) -> tuple[dict[str, dict[int, dict]], dict[str, set[int]]]:
+def _line_index(run: RunDir, decisions: dict[str, Decision]) -> tuple[dict[str, dict[int, dict]], dict[str, Positions]]:
     """Per file: the decided lines (line → change entry), and every line that holds a pair."""
     import pyarrow.parquet as pq
 
@@ -101,7 +101,7 @@ def _line_index(run: RunDir, decisions: dict[str, Decision]) -> tuple[dict[str, 
     import pyarrow.compute as pc
 
     changes: dict[str, dict[int, dict[str, Any]]] = {}
-    indexed: dict[str, set[int]] = {}
+    indexed: dict[str, Positions] = {}
     wanted = pa.array(sorted(decisions), pa.string())
     # Streamed a batch at a time: the line index is all emit keeps, and the texts are kept for
     # decided pairs only, so memory does not grow with the length of the training answers.
@@ -110,7 +110,7 @@ def _line_index(run: RunDir, decisions: dict[str, Decision]) -> tuple[dict[str, 
     for batch in source.iter_batches(batch_size=8192, columns=["pair_id", "file", "line", "file_id",
                                                                "question", "answer"]):
         for file, lines in _lines_by_file(batch):
-            indexed.setdefault(file, set()).update(lines)
+            indexed.setdefault(file, Positions()).update(lines)
         hits = batch.filter(pc.is_in(batch.column("pair_id"), value_set=wanted))
         for row in hits.to_pylist():
             d = decisions[row["pair_id"]]
@@ -123,12 +123,12 @@ def _line_index(run: RunDir, decisions: dict[str, Decision]) -> tuple[dict[str, 
     return changes, indexed
 
 
-def _lines_by_file(batch: Any) -> list[tuple[str, list[int]]]:
+def _lines_by_file(batch: Any) -> list[tuple[str, Any]]:
     import pyarrow.compute as pc
 
     files = batch.column("file").dictionary_encode()
     lines = batch.column("line")
-    return [(file, pc.filter(lines, pc.equal(files.indices, code)).to_pylist())
+    return [(file, pc.filter(lines, pc.equal(files.indices, code)).to_numpy(zero_copy_only=False))
             for code, file in enumerate(files.dictionary.to_pylist())]
 
 
@@ -141,7 +141,7 @@ def _counterexamples(run: RunDir, removed_pairs: set[str], max_per_mode: int) ->
     drivers = run.cluster_pairs()
     # A mode's drivers are its flagged pairs: the others its answers cite (a look-alike topic's
     # correct pairs, say) are not what taught it.
-    flagged = set(run.flags(["flagged"]).query("flagged")["pair_id"])
+    flagged = set(run.flags(["flagged"], flagged_only=True)["pair_id"])
     drivers = drivers[(drivers["n_items"] >= 2) & drivers["pair_id"].isin(flagged)]
     members = run.clusters()
     items = run.items(["eval_id", "question", "reference", "system_prompt"]).set_index("eval_id")
@@ -225,7 +225,7 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
         # references of that mode supply.
         changed = {p for p, d in chosen.items() if d.action in ("drop", "quarantine", "edit")}
         added = _counterexamples(run, changed, settings.max_counterexamples_per_mode)
-    plans = [Plan(changes.get(e["path"], {}), indexed.get(e["path"], set()), e.get("layout"),
+    plans = [Plan(changes.get(e["path"], {}), indexed.get(e["path"], Positions()), e.get("layout"),
                   added if i == 0 else [], needs_quarantine) for i, e in enumerate(inputs)]
 
     written: dict[str, Written] = {}

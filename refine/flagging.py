@@ -18,10 +18,16 @@ For every training pair cited by at least one finished eval item:
 A pair is **flagged** when ``n_bad ≥ min_bad`` (default 2: repeatedly) and ``q ≤ alpha``.
 A bad answer that no training pair explains cites nothing, or a different pair each time,
 so it cannot get a pair flagged.
+
+The statistics are computed by DuckDB (:mod:`refine._duckdb`) straight from the run's Parquet
+files, and flags.csv is written a batch of rows at a time: memory is bounded by DuckDB's limit
+and a batch, not by the number of citations (10⁸ citations of 10⁷ pairs: bench/out_of_core.py).
+Only numeric per-pair and per-group columns are held in memory (about 100 bytes a cited pair).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._atomic import atomic_open, write_json
+from ._atomic import atomic_path, write_json
+from ._duckdb import connect, quoted
 from .errors import RunDirError
 from .settings import FlagSettings
-from .rundir import FLAGS_CSV, FLAGS_JSON, RunDir
+from .rundir import ATTRIBUTIONS, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir
 
 __all__ = ["FLAG_COLUMNS", "FlagResult", "FlagSettings", "flag", "flag_statistics", "read_flags"]
 
@@ -40,19 +47,28 @@ FLAG_COLUMNS = ["pair_id", "file", "line", "file_id", "question", "answer", "n_l
                 "n_good", "blame", "good_weight", "bad_share", "p_value", "q_value", "testable",
                 "topic_n_bad", "topic_n_good", "defect_group", "group_size", "group_n_bad",
                 "group_n_good", "group_p", "group_q", "flagged", "flagged_by"]
+_GROUP_COLUMNS = ["topic_n_bad", "topic_n_good", "defect_group", "group_size", "group_n_bad",
+                  "group_n_good", "group_p", "group_q"]
+_FLOATS = {"blame", "good_weight", "bad_share", "p_value", "q_value", "group_p", "group_q"}
 
 
 @dataclass(frozen=True)
 class FlagResult:
     run_dir: Path
-    table: pd.DataFrame          # one row per cited pair, most blamed first
     items: int
     bad_items: int
     flagged: int
+    cited_pairs: int
+
+    @functools.cached_property
+    def table(self) -> pd.DataFrame:
+        """flags.csv: one row per cited pair, flagged first, then most blamed (read on use:
+        it can be millions of rows)."""
+        return RunDir(self.run_dir).flags()
 
     @property
     def flagged_pairs(self) -> pd.DataFrame:
-        return self.table[self.table["flagged"]]
+        return RunDir(self.run_dir).flags(flagged_only=True)
 
 
 def _bh(p_values: np.ndarray) -> np.ndarray:
@@ -66,102 +82,264 @@ def _bh(p_values: np.ndarray) -> np.ndarray:
 def _tail(k: np.ndarray, n: np.ndarray, population: int, bad: int) -> np.ndarray:
     """P(X ≥ k), X ~ Hypergeometric(population, bad, n), elementwise.
 
-    Computed once per distinct (k, n): scipy's sf sums the pmf term by term, and a run with
-    hundreds of thousands of cited pairs has only a few hundred distinct citation counts.
+    Once per distinct n, for every k at once: scipy's sf sums the pmf afresh for every (k, n),
+    about a millisecond each, and a run of millions of cited pairs has tens of thousands of
+    distinct (k, n) but far fewer distinct n. The log-pmf is carried from term to term by the
+    ratio pmf(j+1)/pmf(j) = (B-j)(n-j) / ((j+1)(N-B-n+j+1)) over the mode ± 40 standard
+    deviations and the values asked for (the mass outside is below e⁻⁸⁰⁰), normalised to sum
+    to 1, and summed from the top in log space, so tails of 10⁻³⁰⁰ keep their digits. Agrees
+    with scipy's sf to a relative 10⁻¹¹ (tests/test_flagging.py).
     """
-    from scipy.stats import hypergeom
+    k, n = np.asarray(k, dtype=np.int64).ravel(), np.asarray(n, dtype=np.int64).ravel()
+    out = np.empty(k.shape, dtype=float)
+    order = np.argsort(n, kind="stable")
+    sorted_n = n[order]
+    starts = np.flatnonzero(np.r_[True, sorted_n[1:] != sorted_n[:-1]]) if n.size else np.zeros(0, int)
+    good = population - bad
+    for start, stop in zip(starts, np.r_[starts[1:], n.size].astype(int)):
+        rows = order[start:stop]
+        size = int(sorted_n[start])
+        first, last = max(0, size - good), min(size, bad)       # where X can be
+        asked = k[rows]
+        mode = min(max((size + 1) * (bad + 1) // (population + 2), first), last)
+        spread = 40 * int(np.sqrt(size * bad * good * max(population - size, 0)
+                                   / (population ** 2 * max(population - 1, 1)))) + 50
+        begin = max(first, mode - spread)
+        end = min(last, max(int(asked.max()), mode) + spread)
+        j = np.arange(begin, end, dtype=float)
+        steps = np.log((bad - j) * (size - j)) - np.log((j + 1) * (good - size + j + 1))
+        log_pmf = np.concatenate([[0.0], np.cumsum(steps)])
+        log_upper = np.logaddexp.accumulate(log_pmf[::-1])[::-1]
+        upper = np.minimum(np.exp(log_upper - log_upper[0]), 1.0)
+        at = np.clip(asked - begin, 0, end - begin)
+        out[rows] = np.where(asked <= begin, 1.0, np.where(asked > end, 0.0, upper[at]))
+    return out
 
-    combos, inverse = np.unique(np.stack([k, n]), axis=1, return_inverse=True)
-    return hypergeom.sf(combos[0] - 1, population, bad, combos[1])[inverse.ravel()]
+
+def _test(k: np.ndarray, n: np.ndarray, population: int, bad: int, settings: FlagSettings
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p, q, testable) of counts k bad of n citing items; Tarone's filter on n alone."""
+    p = np.where(n > 0, _tail(k, np.maximum(n, k), population, bad), 1.0) if k.size else np.zeros(0)
+    p_min = np.where(n > 0, _tail(n, n, population, bad), 1.0) if n.size else np.zeros(0)
+    testable = (n >= settings.min_bad) & (p_min <= settings.alpha)
+    q = np.ones(len(k))
+    q[testable] = _bh(p[testable])
+    return p, q, testable
+
+
+def _prepare(con: Any, settings: FlagSettings) -> tuple[int, int]:
+    """From the views items_in, cites_in: the table ``items`` (item: a number for each finished
+    item, eval_id, question, bad) and the view ``cited`` (item, pair_id, weight, bad): one row
+    per item and pair — a remote service may list a pair twice — at its largest weight.
+    Returns (N finished items, B bad)."""
+    levels = ", ".join(f"({quoted(level)}, {float(w)!r})" for level, w in sorted(settings.level_weights.items()))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE weights AS SELECT * FROM (VALUES {levels}) t(level, weight)")
+    # Items by number, not by eval id: the aggregates over 10⁸ citations hash 8 bytes, not a string.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE items AS
+        SELECT row_number() OVER (ORDER BY eval_id) AS item, eval_id, question,
+               coalesce(verdict = 'bad', false) AS bad
+        FROM items_in""")
+    con.execute("""
+        CREATE OR REPLACE TEMP VIEW cited AS
+        SELECT i.item, c.pair_id, max(w.weight) AS weight, any_value(i.bad) AS bad
+        FROM cites_in c JOIN items i USING (eval_id) LEFT JOIN weights w ON w.level = c.influence_level
+        GROUP BY i.item, c.pair_id""")
+    n_items, n_bad = con.execute("SELECT count(*), count(*) FILTER (bad) FROM items").fetchall()[0]
+    return int(n_items), int(n_bad)
+
+
+def _statistics(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int) -> dict[str, Any]:
+    """Per cited pair, in pair_id order: every statistic column of flags.csv (numpy arrays;
+    the ids an Arrow array, which holds 10⁷ of them in a fifth of the memory Python strings take)."""
+    with_groups = settings.defect_groups
+    if with_groups:
+        from .defects import defect_tables
+
+        defect_tables(con)
+        source, extra = "cited_topic c", """,
+            count(*) FILTER (c.bad AND c.on_topic) AS topic_n_bad,
+            count(*) FILTER (NOT c.bad AND c.on_topic) AS topic_n_good, any_value(c.gi) AS gi"""
+    else:
+        source, extra = "cited c", ""
+    columns = con.sql(f"""
+        SELECT c.pair_id, count(*) FILTER (c.bad) AS n_bad, count(*) FILTER (NOT c.bad) AS n_good,
+               coalesce(sum(c.weight) FILTER (c.bad), 0)::DOUBLE AS blame,
+               coalesce(sum(c.weight) FILTER (NOT c.bad), 0)::DOUBLE AS good_weight {extra}
+        FROM {source} GROUP BY c.pair_id ORDER BY c.pair_id""").to_arrow_table()
+    if with_groups:
+        groups = con.execute("""
+            WITH sizes AS (SELECT gi, count(*) AS size FROM pair_info GROUP BY gi),
+                 counts AS (SELECT gi, count(*) AS m, count(*) FILTER (bad) AS m_bad
+                            FROM (SELECT DISTINCT gi, item, bad FROM cited_topic WHERE on_topic) GROUP BY gi)
+            SELECT s.gi, s.size, coalesce(c.m, 0) AS m, coalesce(c.m_bad, 0) AS m_bad
+            FROM sizes s LEFT JOIN counts c USING (gi) ORDER BY s.gi""").fetchnumpy()
+    # DuckDB's pages for these go before numpy's arrays come, so the two do not add up.
+    for table in ("cited_topic", "pair_info", "cited_texts", "names", "items"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    out: dict[str, Any] = {"pair_id": columns.column("pair_id").combine_chunks()}
+
+    def numbers(name: str, dtype: Any) -> np.ndarray:
+        return columns.column(name).to_numpy().astype(dtype, copy=False)
+
+    n_bad, n_good = numbers("n_bad", np.int64), numbers("n_good", np.int64)
+    n_cited = n_bad + n_good
+    out.update(n_bad=n_bad, n_good=n_good, blame=numbers("blame", float), good_weight=numbers("good_weight", float))
+    out["bad_share"] = n_bad / np.maximum(n_cited, 1)
+    out["p_value"], out["q_value"], out["testable"] = _test(n_bad, n_cited, n_items, n_bad_items, settings)
+    pair_flag = (n_bad >= settings.min_bad) & (out["q_value"] <= settings.alpha)
+    if not with_groups:
+        out["flagged"] = pair_flag
+        out["flagged_by"] = _flagged_by(pair_flag.astype(np.int8))
+        return out
+
+    size = np.asarray(groups["size"], dtype=np.int64)
+    m, m_bad = (np.asarray(groups[c], dtype=np.int64) for c in ("m", "m_bad"))
+    group_p, group_q, _ = _test(m_bad, m, n_items, n_bad_items, settings)
+    group_flagged = (m_bad >= settings.min_bad) & (group_q <= settings.alpha)
+    # Groups of several pairs are numbered 1.. in the order of their smallest pair id.
+    label = np.where(size > 1, np.cumsum(size > 1), 0)
+
+    gi, topic_bad, topic_good = (numbers(c, np.int64) for c in ("gi", "topic_n_bad", "topic_n_good"))
+    out.update(topic_n_bad=topic_bad, topic_n_good=topic_good, defect_group=label[gi],
+               group_size=size[gi], group_n_bad=m_bad[gi], group_n_good=(m - m_bad)[gi],
+               group_p=group_p[gi], group_q=group_q[gi])
+    # A pair alone is its own group: flagged by its test, as a pair-level flag would be.
+    alone = size[gi] == 1
+    flagged = group_flagged[gi] & (topic_bad >= 1) & (alone | (topic_good <= settings.member_max_good))
+    out["flagged"] = flagged
+    out["flagged_by"] = _flagged_by(np.where(~flagged, 0, np.where(alone, 1, 2)).astype(np.int8))
+    return out
+
+
+def _flagged_by(codes: np.ndarray) -> Any:
+    """flagged_by from codes 0 (not flagged), 1 (pair), 2 (defect group), as a dictionary
+    array: a byte a pair, not a Python string."""
+    import pyarrow as pa
+
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(["", "pair", "defect group"]))
 
 
 def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: FlagSettings,
                     pairs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int, int]:
     """Per-pair statistics from items (eval_id, verdict[, question]) and citations (eval_id,
-    pair_id, level); with `pairs` (pair_id, question, answer) and ``settings.defect_groups``,
-    defect-group statistics too, and the flags are the group members (:mod:`refine.defects`).
+    pair_id, influence_level); with `pairs` (pair_id, question, answer) and
+    ``settings.defect_groups``, defect-group statistics too, and the flags are the group
+    members (:mod:`refine.defects`).
 
     Returns (table indexed by pair_id, N finished items, B bad items).
     """
-    n_items = len(items)
-    n_bad_items = int((items["verdict"] == "bad").sum())
-    cited = citations.merge(items[["eval_id", "verdict"]], on="eval_id", how="inner")
-    cited = cited.assign(weight=cited["influence_level"].map(settings.level_weights).astype(float))
-    # One citation per (item, pair): a remote service may list a pair twice.
-    cited = cited.groupby(["eval_id", "pair_id"], sort=False, as_index=False).agg(
-        weight=("weight", "max"), verdict=("verdict", "first"))
-    is_bad = cited["verdict"] == "bad"
-    grouped = cited.assign(bad=is_bad.astype(np.int64), good=(~is_bad).astype(np.int64),
-                           bad_w=np.where(is_bad, cited["weight"], 0.0),
-                           good_w=np.where(is_bad, 0.0, cited["weight"]))
-    stats = grouped.groupby("pair_id", sort=True).agg(
-        n_bad=("bad", "sum"), n_good=("good", "sum"), blame=("bad_w", "sum"),
-        good_weight=("good_w", "sum"))
-    n_cited = (stats["n_bad"] + stats["n_good"]).to_numpy()
-    stats["bad_share"] = stats["n_bad"] / n_cited
-    stats["p_value"] = _tail(stats["n_bad"].to_numpy(), n_cited, n_items, n_bad_items)
-    p_min = _tail(n_cited, n_cited, n_items, n_bad_items)
-    testable = (n_cited >= settings.min_bad) & (p_min <= settings.alpha)
-    q = np.ones(len(stats))
-    q[testable] = _bh(stats["p_value"].to_numpy()[testable])
-    stats["q_value"] = q
-    stats["testable"] = testable
-    pair_flag = (stats["n_bad"] >= settings.min_bad) & (stats["q_value"] <= settings.alpha)
-    if settings.defect_groups and pairs is not None:
-        from .defects import defect_statistics
+    if pairs is None and settings.defect_groups:
+        settings = FlagSettings(**{**asdict(settings), "defect_groups": False})
+    with connect() as con:
+        frame = items.assign(question=items["question"] if "question" in items else None)
+        con.register("items_frame", frame[["eval_id", "question", "verdict"]])
+        con.register("cites_frame", citations[["eval_id", "pair_id", "influence_level"]])
+        con.execute("CREATE VIEW items_in AS SELECT eval_id::VARCHAR AS eval_id, question::VARCHAR AS question, "
+                    "verdict::VARCHAR AS verdict FROM items_frame")
+        con.execute("CREATE VIEW cites_in AS SELECT eval_id::VARCHAR AS eval_id, pair_id::VARCHAR AS pair_id, "
+                    "influence_level::VARCHAR AS influence_level FROM cites_frame WHERE pair_id IS NOT NULL")
+        if pairs is not None:
+            con.register("pairs_frame", pairs[["pair_id", "question", "answer"]].reset_index(drop=True)
+                         .assign(row=np.arange(len(pairs))))
+            con.execute("CREATE VIEW pairs_first AS SELECT pair_id::VARCHAR AS pair_id, question::VARCHAR AS question, "
+                        "answer::VARCHAR AS answer FROM pairs_frame QUALIFY row_number() OVER "
+                        "(PARTITION BY pair_id ORDER BY row) = 1")
+        n_items, n_bad_items = _prepare(con, settings)
+        stats = _statistics(con, settings, n_items, n_bad_items)
+    table = pd.DataFrame({**stats, "pair_id": stats["pair_id"].to_pylist(),
+                          "flagged_by": stats["flagged_by"].to_pylist()}).set_index("pair_id")
+    return table, n_items, n_bad_items
 
-        groups = defect_statistics(items, cited, pairs, min_bad=settings.min_bad, alpha=settings.alpha,
-                                   member_max_good=settings.member_max_good, tail=_tail, bh=_bh)
-        stats = stats.join(groups)
-        stats["flagged"] = stats["member"].astype(bool)
-        stats["flagged_by"] = np.where(~stats["flagged"], "",
-                                       np.where(stats["group_size"] > 1, "defect group", "pair"))
-        stats = stats.drop(columns="member")
-    else:
-        stats["flagged"] = pair_flag
-        stats["flagged_by"] = np.where(pair_flag, "pair", "")
-    return stats, n_items, n_bad_items
+
+def _run_views(con: Any, run: RunDir) -> None:
+    """The run's Parquet files as the views the statistics read."""
+    run.current("collect")
+    items, cites, pairs = (quoted(str(run.file(name))) for name in (ITEMS, ATTRIBUTIONS, PAIRS))
+    con.execute(f"CREATE VIEW items_in AS SELECT eval_id, question, verdict FROM read_parquet({items}) "
+                "WHERE status = 'done'")
+    con.execute(f"CREATE VIEW cites_in AS SELECT eval_id, pair_id, influence_level FROM read_parquet({cites}) "
+                "WHERE pair_id IS NOT NULL")
+    # The first line of each pair, in file order, and how many lines hold it.
+    con.execute(f"""
+        CREATE TEMP TABLE pairs_first AS
+        SELECT pair_id, file, line, file_id, question, answer, count(*) OVER (PARTITION BY pair_id) AS n_lines
+        FROM read_parquet({pairs}, file_row_number = true)
+        QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1""")
+
+
+def _store(con: Any, stats: dict[str, Any]) -> set[str]:
+    """Move the statistics into DuckDB's table ``stats`` (emptying `stats`): what Python held
+    goes before flags.csv is sorted, so the two never add up. Returns the columns stored."""
+    import gc
+
+    import pyarrow as pa
+
+    con.register("stats_in", pa.table(stats))
+    con.execute("CREATE TEMP TABLE stats AS SELECT * FROM stats_in")
+    con.unregister("stats_in")
+    present = set(stats)
+    stats.clear()
+    gc.collect()
+    return present
+
+
+def _write_csv(con: Any, present: set[str], path: Path) -> None:
+    """flags.csv from the table ``stats`` (columns `present`): flagged first, then by blame, q
+    and pair id; numbers as "%.6g" formats them, truth values as True / False.
+
+    Written by DuckDB's COPY, which sorts out of core and writes in parallel (pandas' writer
+    formats every float in Python: minutes at 10⁷ rows)."""
+    def column(name: str) -> str:
+        if name not in present and name not in ("file", "line", "file_id", "question", "answer", "n_lines"):
+            return f"NULL AS {name}"
+        if name in _FLOATS:
+            return f"printf('%.6g', s.{name}) AS {name}"
+        if name in ("flagged", "testable"):     # as pandas writes them: True / False
+            return f"CASE WHEN s.{name} THEN 'True' ELSE 'False' END AS {name}"
+        if name == "flagged_by":
+            return "nullif(s.flagged_by::VARCHAR, '') AS flagged_by"
+        if name == "n_lines":
+            return "coalesce(p.n_lines, 0) AS n_lines"
+        return f"{'p' if name in ('file', 'line', 'file_id', 'question', 'answer') else 's'}.{name}"
+
+    with atomic_path(path) as tmp:
+        con.execute(f"""
+            COPY (SELECT {", ".join(column(c) for c in FLAG_COLUMNS)}
+                  FROM stats s LEFT JOIN pairs_first p USING (pair_id)
+                  ORDER BY s.flagged DESC, s.blame DESC, s.q_value ASC, s.pair_id ASC)
+            TO {quoted(str(tmp))} (FORMAT csv, HEADER true, DELIMITER ',', QUOTE '"', ESCAPE '"', NULLSTR '')""")
 
 
 def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResult:
     """Compute flag statistics for a collected run; write RUN/flags.csv and RUN/flags.json."""
     settings = settings or FlagSettings()
     run = RunDir(run_dir)
-    items = run.items(["eval_id", "question", "verdict"], done=True)
-    if items.empty:
-        raise RunDirError(f"{run.path}: no eval item finished; nothing to flag")
-    citations = run.attributions(["eval_id", "pair_id", "influence_level"], matched=True)
-    pairs = run.pairs(["pair_id", "file", "line", "file_id", "question", "answer"])
-    stats, n_items, n_bad_items = flag_statistics(
-        items, citations, settings, pairs.drop_duplicates("pair_id")[["pair_id", "question", "answer"]])
-
-    n_lines = pairs.groupby("pair_id", sort=False).size().rename("n_lines")
-    first = pairs.drop_duplicates("pair_id").set_index("pair_id")
-    table = stats.join(first, how="left").join(n_lines, how="left").reset_index()
-    table = table.sort_values(["flagged", "blame", "q_value", "pair_id"],
-                              ascending=[False, False, True, True], kind="mergesort")
-    table = table.reindex(columns=FLAG_COLUMNS).reset_index(drop=True)
-    table["n_lines"] = table["n_lines"].fillna(0).astype(np.int64)
-    table["line"] = table["line"].astype("Int64")
-
-    summary: dict[str, Any] = {
-        "settings": asdict(settings),
-        "items": n_items,
-        "bad_items": n_bad_items,
-        "bad_rate": round(n_bad_items / n_items, 6),
-        "cited_pairs": int(len(table)),
-        "testable_pairs": int(table["testable"].sum()),
-        "flagged_pairs": int(table["flagged"].sum()),
-        "defect_groups": int(table.loc[table["group_size"] > 1, "defect_group"].nunique())
-        if settings.defect_groups else 0,
-        "flagged_groups": int(table.loc[table["flagged"] & (table["group_size"] > 1), "defect_group"].nunique())
-        if settings.defect_groups else 0,
-    }
-    with run.stage("flag", asdict(settings)) as stage:
-        with atomic_open(stage.path(FLAGS_CSV), "w", encoding="utf-8") as fh:
-            table.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
-        write_json(stage.path(FLAGS_JSON), summary)
-    return FlagResult(run.path, table, n_items, n_bad_items, summary["flagged_pairs"])
+    with connect() as con:
+        _run_views(con, run)
+        n_items, n_bad_items = _prepare(con, settings)
+        if n_items == 0:
+            raise RunDirError(f"{run.path}: no eval item finished; nothing to flag")
+        stats = _statistics(con, settings, n_items, n_bad_items)
+        flagged = stats["flagged"]
+        summary: dict[str, Any] = {
+            "settings": asdict(settings),
+            "items": n_items,
+            "bad_items": n_bad_items,
+            "bad_rate": round(n_bad_items / n_items, 6),
+            "cited_pairs": int(len(flagged)),
+            "testable_pairs": int(stats["testable"].sum()),
+            "flagged_pairs": int(flagged.sum()),
+            "defect_groups": int(np.unique(stats["defect_group"][stats["group_size"] > 1]).size)
+            if settings.defect_groups else 0,
+            "flagged_groups": int(np.unique(stats["defect_group"][flagged & (stats["group_size"] > 1)]).size)
+            if settings.defect_groups else 0,
+        }
+        present = _store(con, stats)
+        with run.stage("flag", asdict(settings)) as stage:
+            _write_csv(con, present, stage.path(FLAGS_CSV))
+            write_json(stage.path(FLAGS_JSON), summary)
+    return FlagResult(run.path, n_items, n_bad_items, summary["flagged_pairs"], summary["cited_pairs"])
 
 
 def read_flags(run_dir: str | Path, columns: list[str] | None = None, *,

@@ -163,6 +163,13 @@ class JournalWriter:
         self.close()
 
 
+_FLAG_CHUNK = 50_000      # rows of flags.csv read at a time for the flagged rows alone
+
+
+def _truthy(column: "pd.Series") -> "pd.Series":
+    return column.astype(str).str.lower().isin(["true", "1", "yes"])
+
+
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings as they decide results: input files by content (sha256), not by the path
     they were reached through, so the same run resumes from another working directory."""
@@ -423,19 +430,33 @@ class RunDir:
 
         return FlagSettings(**self.current("flag")["settings"])
 
-    def flags(self, columns: list[str] | None = None, *, with_modes: bool = False) -> "pd.DataFrame":
+    def flags(self, columns: list[str] | None = None, *, with_modes: bool = False,
+              flagged_only: bool = False) -> "pd.DataFrame":
         """flags.csv (pair ids kept as text); `with_modes` joins the current cluster stage's
-        failure modes, theme and multi-mode call-out (empty when it has not run)."""
+        failure modes, theme and multi-mode call-out (empty when it has not run);
+        `flagged_only` reads the flagged rows alone, which come first (a file of millions of
+        rows is read only as far as they go)."""
         import pandas as pd
 
         self.current("flag")
         wanted = None if columns is None else (lambda c: c in set(columns) | {"pair_id", "flagged"})
-        table = pd.read_csv(self.file(FLAGS_CSV), dtype={"pair_id": str, "file": str, "file_id": str,
-                                                           "flagged_by": str},
-                            keep_default_na=False, na_values=[""], usecols=wanted)
-        if "flagged" not in table.columns or "pair_id" not in table.columns:
-            raise RunDirError(f"{self.file(FLAGS_CSV)}: needs 'pair_id' and 'flagged' columns")
-        table["flagged"] = table["flagged"].astype(str).str.lower().isin(["true", "1", "yes"])
+        options = dict(dtype={"pair_id": str, "file": str, "file_id": str, "flagged_by": str},
+                       keep_default_na=False, na_values=[""], usecols=wanted)
+        path = self.file(FLAGS_CSV)
+        if flagged_only:
+            parts = []
+            with pd.read_csv(path, chunksize=_FLAG_CHUNK, **options) as chunks:
+                for chunk in chunks:
+                    self._check_flag_columns(chunk)
+                    chunk["flagged"] = _truthy(chunk["flagged"])
+                    parts.append(chunk[chunk["flagged"]])
+                    if not chunk["flagged"].all():
+                        break
+            table = pd.concat(parts, ignore_index=True) if parts else pd.read_csv(path, nrows=0, **options)
+        else:
+            table = pd.read_csv(path, **options)
+            self._check_flag_columns(table)
+            table["flagged"] = _truthy(table["flagged"])
         if with_modes:
             modes = (self._parquet("cluster", FLAG_MODES, None) if self.is_current("cluster")
                      else pd.DataFrame({"pair_id": pd.Series(dtype=str)}))
@@ -444,6 +465,10 @@ class RunDir:
                 table[column] = table[column].fillna(empty) if column in table else empty
             table["multi_mode"] = table["multi_mode"].astype(bool)
         return table
+
+    def _check_flag_columns(self, table: "pd.DataFrame") -> None:
+        if "flagged" not in table.columns or "pair_id" not in table.columns:
+            raise RunDirError(f"{self.file(FLAGS_CSV)}: needs 'pair_id' and 'flagged' columns")
 
     def clusters(self) -> "pd.DataFrame":
         """clusters.parquet: eval_id, cluster (-1: unclustered), label of each bad answer."""

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, IO, Callable
 
+import numpy as np
+
 from ._atomic import AtomicGroup
 from .errors import ConfigError, RunDirError
 from .layouts import Layout, Located, detect_layout, get_layout
@@ -37,6 +39,32 @@ from .sources import (DELIMITERS, Source, csv_records, datasets_quietly, directo
 __all__ = ["Plan", "Written", "write_dataset_group", "write_refined"]
 
 INVALID = "invalid record, skipped at collect (--skip-invalid)"
+
+
+class Positions:
+    """A set of record positions (lines or rows, ≥ 0) held as a bitmap: 10⁷ positions take
+    10 MB here, against about 600 MB as a Python set of ints."""
+
+    def __init__(self, positions: Any = ()) -> None:
+        self._bits = np.zeros(0, dtype=bool)
+        self.update(positions)
+
+    def update(self, positions: Any) -> None:
+        values = np.asarray(positions, dtype=np.int64).ravel()
+        if not values.size:
+            return
+        if values.min() < 0:
+            raise ValueError("positions are ≥ 0")
+        top = int(values.max()) + 1
+        if top > self._bits.size:
+            self._bits = np.concatenate([self._bits, np.zeros(max(top, 2 * self._bits.size) - self._bits.size, bool)])
+        self._bits[values] = True
+
+    def __contains__(self, position: object) -> bool:
+        return isinstance(position, (int, np.integer)) and 0 <= position < self._bits.size and bool(self._bits[position])
+
+    def __len__(self) -> int:
+        return int(self._bits.sum())
 
 
 @dataclass
@@ -50,7 +78,7 @@ class Plan:
     """
 
     changes: dict[int, dict[str, Any]]
-    indexed: set[int]
+    indexed: Positions | set[int]
     layout: str | None
     added: list[dict[str, Any]] = field(default_factory=list)
     quarantine: bool = False

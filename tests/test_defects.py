@@ -120,3 +120,49 @@ def test_on_the_generalising_sample_groups_find_what_pairs_alone_miss(generalisi
     assert len(found) >= 2 * len(planted) // 3 > len(found_alone)
     assert set(grouped["line"]) <= planted                      # nothing else, no look-alike
     assert not set(grouped["line"]) & generalising["hard_negatives"]
+
+
+# The anchors' definition in plain Python regular expressions (on text, so Unicode-aware): the
+# SQL (RE2) patterns that refine runs must find exactly these words.
+_TOKEN = r"[A-Za-z0-9][\w\-]*"
+_SENTENCE_START = r"(^|[.!?]\s+|\n)\s*[\"'(\[]*([A-Za-z][\w\-]*)"
+
+
+def _reference_names(texts: list[str]) -> set[str]:
+    import re
+    from collections import Counter
+
+    at_start = Counter(m.group(2) for t in texts for m in re.finditer(_SENTENCE_START, t))
+    capital: Counter[str] = Counter()
+    lower: Counter[str] = Counter()
+    for word, n in Counter(w for t in texts for w in re.findall(_TOKEN, t)).items():
+        if word[0].islower():
+            lower[word.lower()] += n
+        elif word.lower() not in {"i", "ok"} and n > at_start[word]:
+            capital[word.lower()] += n - at_start[word]
+    return {w for w, n in capital.items() if lower[w] <= 0.1 * (n + lower[w])}
+
+
+def _reference_anchors(text: str, names: set[str]) -> frozenset[str]:
+    import re
+
+    return frozenset(w for w in re.findall(_TOKEN, text.lower()) if w in names or re.search(r"\d", w))
+
+
+def test_names_and_anchors_are_the_words_python_regular_expressions_find() -> None:
+    import random
+
+    from refine.defects import anchors_of_texts
+
+    words = ["Aurora", "aurora", "Max", "max", "Café", "café", "Zürich", "naïve", "SSO", "sso", "X2", "x2",
+             "v1.2", "over-the-air", "I", "OK", "Ok", "ok", "The", "the", "billing", "Billing", "Ångström",
+             "2024", "€5", "snake_case", "_under", "Straße", "ΑΘΗΝΑ", "Αθήνα", "東京", "Person7", "co-op",
+             "Co-op", "O'Neil", "(Paris)", "\"Quoted\"", "[Bracket]", "٣٤", "Ⅻ"]
+    separators = [" ", " ", ". ", "! ", "? ", "\n", ".\n", ", ", "\t", "\u00a0", ".\u2003", " - ", ".\x0b", "…"]
+    rng = random.Random(5)
+    for _ in range(60):
+        texts = ["".join(rng.choice(words) + rng.choice(separators) for _ in range(rng.randint(0, 12)))
+                 for _ in range(rng.randint(1, 20))]
+        names = _reference_names(texts)
+        assert proper_nouns(texts) == names
+        assert anchors_of_texts(texts, names) == [_reference_anchors(t, names) for t in texts]

@@ -1,0 +1,354 @@
+"""Benchmark: `refine flag` and `refine emit` at 10⁷ pairs and 10⁸ attribution rows, out of core.
+
+    python bench/out_of_core.py                  # 10,000,000 pairs, 1,000,000 items x 100 citations
+    python bench/out_of_core.py --scale 0.01     # 100,000 pairs, 10,000 items: a quick run
+    python bench/out_of_core.py --skip-engines   # refine's verbs only
+
+Two parts, one JSON line:
+
+1. **engines** — the aggregation at the heart of `flag` (one citation per item and pair at its
+   largest weight, joined to the items' verdicts, then per pair: bad and good citers, blame),
+   computed straight from the Parquet files by DuckDB, polars (its streaming engine) and pandas
+   (what refine used before; run only up to ``--pandas-max-rows``: at 10⁸ rows its frames alone
+   are tens of GB). Each in its own subprocess; time and peak RSS (VmHWM) side by side. Both
+   DuckDB and polars use 2 threads here (the machine's cores).
+2. **refine** — `refine.flag` (defect groups on, the default) and `refine.emit` (prune) on a run
+   directory laid out as `refine collect` lays it out, each in a fresh subprocess, timed around
+   the call alone, with peak RSS of the whole process. DuckDB's memory limit is left at its
+   default (2 GB, or a quarter of the machine's memory if less).
+
+The data are synthetic and built here, vectorised: pairs are templated questions and answers
+about numbered products of a few dozen brands (so every pair has names and numbers: anchors);
+each eval item cites ``--per-item`` distinct pairs with Zipf-like popularity, its question is
+its top pair's; 20% of items are bad. Planted defects: 1,000 products whose wrong claim is
+taught by 3 differently worded pairs; a bad item about one of them cites one of the three at
+rank 1. The training file is a chat JSONL file; pairs.parquet, items.parquet and
+attributions.parquet are written with refine's schemas (attributions without the ``messages``
+text, which neither verb reads). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _out import emit_json, stdout_to_stderr  # noqa: E402
+from _synth import log  # noqa: E402
+
+BRANDS = ["Aurora", "Borealis", "Cobalt", "Delta", "Ember", "Falcon", "Granite", "Harbor", "Ion",
+          "Juniper", "Kestrel", "Lumen", "Meridian", "Nimbus", "Onyx", "Pioneer", "Quartz", "Raven",
+          "Summit", "Tundra", "Umbra", "Vertex", "Willow", "Xenon", "Yarrow", "Zephyr"]
+ATTRIBUTES = [("weigh", "weighs", "grams"), ("hold", "holds", "litres"), ("last", "lasts", "hours"),
+              ("cost", "costs", "euros"), ("draw", "draws", "watts")]
+WORDINGS = [("How much does the {p} {a}?", "The {p} {s} {v} {u}."),
+            ("What does the {p} {a}, roughly?", "Roughly {v} {u}: that is what the {p} {s}."),
+            ("Tell me what the {p} {a}s.", "It {s} {v} {u}, the {p} does.")]
+LEVELS = ("high", "high", "medium", "medium", "medium")     # ranks 1-5; the rest low
+
+
+# --- data ----------------------------------------------------------------------------------
+def product(i: int) -> str:
+    return f"{BRANDS[i % len(BRANDS)]} X{i}"
+
+
+def pair_texts(n_pairs: int, n_defects: int, seed: int) -> tuple[list[str], list[str], list[int]]:
+    """(questions, answers, planted indices): pair i is about product i // 3 in wording i % 3
+    (so 3 pairs per product, same names, different claims unless planted); the first
+    3 x n_defects pairs are the planted defects: all 3 wordings teach the same wrong value."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(10, 999, size=n_pairs).tolist()
+    questions, answers = [], []
+    for i in range(n_pairs):
+        thing, (attr, says, unit) = product(i // 3), ATTRIBUTES[(i // 3) % len(ATTRIBUTES)]
+        q, a = WORDINGS[i % 3]
+        value = values[(i // 3) * 3] if i < 3 * n_defects else values[i]
+        questions.append(q.format(p=thing, a=attr))
+        answers.append(a.format(p=thing, s=says, v=value, u=unit))
+    return questions, answers, list(range(3 * n_defects))
+
+
+def write_training(path: Path, questions: list[str], answers: list[str]) -> None:
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    with open(path, "w", encoding="utf-8") as fh:
+        for q, a in zip(questions, answers):
+            fh.write('{"messages": [{"role": "user", "content": ' + dumps(q) +
+                     '}, {"role": "assistant", "content": ' + dumps(a) + "}]}\n")
+
+
+def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int, seed: int) -> tuple[Path, Path]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refine import CollectSettings, load_training
+    from refine._atomic import sha256_file
+    from refine.collection import _settings_record
+    from refine.provenance import provenance
+    from refine.rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir
+    from refine.text import pair_key
+
+    t = time.perf_counter()
+    questions, answers, planted = pair_texts(n_pairs, n_defects, seed)
+    train = root / "train.jsonl"
+    write_training(train, questions, answers)
+    head = root / "head.jsonl"
+    write_training(head, questions[:3], answers[:3])
+    file_id = load_training([str(head)]).pairs[0].file_id
+    ids = [pair_key(q, a) for q, a in zip(questions, answers)]
+    assert len(set(ids)) == n_pairs, "pairs must be unique"
+    log(f"{n_pairs:,} pairs and the training file ({train.stat().st_size / 1e9:.2f} GB) "
+        f"in {time.perf_counter() - t:.0f}s")
+
+    t = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    pair_ids = pa.array(ids, pa.string())
+    bad = rng.random(n_items) < 0.2
+    weights = 1.0 / (rng.permutation(n_pairs) + 20.0) ** 0.9
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    top = np.searchsorted(cdf, rng.random(n_items))
+    # A bad item about a planted product cites one of its 3 wordings first.
+    planted_rows = np.flatnonzero(bad & (rng.random(n_items) < 0.15))
+    top[planted_rows] = rng.choice(np.asarray(planted), size=planted_rows.size)
+    eval_ids = pa.array([f"ev-{i:08d}" for i in range(n_items)], pa.string())
+    q_arr = pa.array(questions, pa.string())
+    evalf = root / "eval.jsonl"
+    with open(evalf, "w", encoding="utf-8") as fh:
+        for i, (e, j) in enumerate(zip(eval_ids.to_pylist(), top.tolist())):
+            fh.write(json.dumps({"id": e, "question": questions[j], "answer": "An answer.",
+                                 "verdict": "bad" if bad[i] else "good"}) + "\n")
+    items = pa.table({
+        "eval_id": eval_ids, "line": pa.array(np.arange(1, n_items + 1)), "question": q_arr.take(pa.array(top)),
+        "answer": pa.array(["An answer."] * n_items), "system_prompt": pa.nulls(n_items, pa.string()),
+        "reference": pa.nulls(n_items, pa.string()),
+        "verdict": pa.array(np.where(bad, "bad", "good")), "verdict_source": pa.array(["given"] * n_items),
+        "grade_f1": pa.nulls(n_items, pa.float64()), "grade_key_recall": pa.nulls(n_items, pa.float64()),
+        "grade_semantic": pa.nulls(n_items, pa.float64()), "grade_numbers_ok": pa.nulls(n_items, pa.bool_()),
+        "status": pa.array(["done"] * n_items), "error": pa.nulls(n_items, pa.string()),
+        "n_influences": pa.array(np.full(n_items, per_item, dtype=np.int32)),
+        "version": pa.array(["refine-bench-synthetic"] * n_items)})
+
+    record = _settings_record(types.SimpleNamespace(files=[types.SimpleNamespace(
+        path=str(train), sha256=sha256_file(train), format="jsonl", layout=None, rows=None)]),
+        str(evalf), types.SimpleNamespace(settings=lambda: {
+            "backend": "synthetic-bench", "options": {"seed": seed}, "model_fingerprint": None}),
+        CollectSettings(backend="synthetic-bench", top_k=per_item))
+    run = RunDir(root / "run")
+    run.prepare_for(record, overwrite=False)
+    run.write_settings(record, provenance())
+    levels = pa.array(list(LEVELS) + ["low"] * (per_item - len(LEVELS)))
+    with run.stage("collect", record) as stage:
+        pq.write_table(pa.table({
+            "pair_id": pair_ids, "file": pa.array([str(train)] * n_pairs),
+            "line": pa.array(np.arange(1, n_pairs + 1)), "file_id": pa.array([file_id] * n_pairs),
+            "question": q_arr, "answer": pa.array(answers, pa.string()),
+            "system_prompt": pa.nulls(n_pairs, pa.string())}), stage.path(PAIRS), compression="zstd")
+        del questions, answers
+        pq.write_table(items, stage.path(ITEMS), compression="zstd")
+        chunk = max(1, 1_000_000 // per_item)
+        writer = None
+        for start in range(0, n_items, chunk):
+            m = min(chunk, n_items - start)
+            cites = np.searchsorted(cdf, rng.random((m, per_item)))
+            cites[:, 0] = top[start:start + m]
+            # Distinct within an item, as a local backend's top-k is: rows with a repeat
+            # (about 1 in 5 at this popularity skew) are redrawn past the repeats.
+            ordered = np.sort(cites, axis=1)
+            for r in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)).tolist():
+                row = list(dict.fromkeys(cites[r].tolist()))
+                while len(row) < per_item:
+                    extra = int(rng.integers(n_pairs))
+                    if extra not in row:
+                        row.append(extra)
+                cites[r] = row
+            rows = m * per_item
+            table = pa.table({
+                "eval_id": eval_ids.take(pa.array(np.repeat(np.arange(start, start + m), per_item))),
+                "rank": pa.array(np.tile(np.arange(1, per_item + 1, dtype=np.int32), m)),
+                "pair_id": pair_ids.take(pa.array(cites.ravel())),
+                "source_id": pa.nulls(rows, pa.string()),
+                "score": pa.array(np.tile(np.linspace(0.9, 0.1, per_item), m)),
+                "influence_level": levels.take(pa.array(np.tile(np.arange(per_item), m))),
+                "file_id": pa.array([file_id] * rows) if start == 0 else pa.repeat(pa.scalar(file_id), rows),
+                "messages": pa.nulls(rows, pa.string())})
+            if writer is None:
+                writer = pq.ParquetWriter(stage.path(ATTRIBUTIONS), table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=1_000_000)
+        writer.close()
+    log(f"run directory: {n_items:,} items, {n_items * per_item:,} citations in "
+        f"{time.perf_counter() - t:.0f}s")
+    return run.path, train
+
+
+# --- subprocess workers --------------------------------------------------------------------
+def _peak_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+ENGINE_SQL = """
+    WITH c AS (SELECT eval_id, pair_id, max(CASE influence_level WHEN 'high' THEN 1.0
+                                                  WHEN 'medium' THEN 0.5 ELSE 0.25 END) AS w
+               FROM read_parquet('{run}/attributions.parquet') WHERE pair_id IS NOT NULL
+               GROUP BY eval_id, pair_id),
+         i AS (SELECT eval_id, verdict = 'bad' AS b FROM read_parquet('{run}/items.parquet')
+               WHERE status = 'done')
+    SELECT pair_id, count(*) FILTER (b) AS n_bad, count(*) FILTER (NOT b) AS n_good,
+           coalesce(sum(w) FILTER (b), 0) AS blame
+    FROM c JOIN i USING (eval_id) GROUP BY pair_id ORDER BY pair_id"""
+
+
+def engine(name: str, run: str) -> dict:
+    weights = {"high": 1.0, "medium": 0.5, "low": 0.25}
+    t = time.perf_counter()
+    if name == "duckdb":
+        import duckdb
+
+        with tempfile.TemporaryDirectory() as spill:
+            con = duckdb.connect(config={"memory_limit": "2GB", "threads": 2, "temp_directory": spill,
+                                         "preserve_insertion_order": False})
+            result = con.sql(ENGINE_SQL.format(run=run)).to_arrow_table()
+            pairs, bad = result.num_rows, int(result.column("n_bad").to_numpy().sum())
+    elif name == "polars":
+        import polars as pl
+
+        cites = (pl.scan_parquet(f"{run}/attributions.parquet").filter(pl.col("pair_id").is_not_null())
+                 .with_columns(w=pl.col("influence_level").replace_strict(weights, return_dtype=pl.Float64))
+                 .group_by("eval_id", "pair_id").agg(pl.col("w").max()))
+        items = (pl.scan_parquet(f"{run}/items.parquet").filter(pl.col("status") == "done")
+                 .select("eval_id", b=pl.col("verdict") == "bad"))
+        result = (cites.join(items, on="eval_id").group_by("pair_id")
+                  .agg(n_bad=pl.col("b").sum(), n_good=(~pl.col("b")).sum(),
+                       blame=(pl.col("w") * pl.col("b")).sum())
+                  .sort("pair_id").collect(engine="streaming"))
+        pairs, bad = result.height, int(result["n_bad"].sum())
+    else:
+        import numpy as np
+        import pandas as pd
+
+        cites = pd.read_parquet(f"{run}/attributions.parquet", columns=["eval_id", "pair_id", "influence_level"])
+        items = pd.read_parquet(f"{run}/items.parquet", columns=["eval_id", "verdict", "status"])
+        cited = cites.merge(items.loc[items["status"] == "done", ["eval_id", "verdict"]], on="eval_id")
+        cited = cited.assign(w=cited["influence_level"].map(weights).astype(float))
+        cited = cited.groupby(["eval_id", "pair_id"], sort=False, as_index=False).agg(
+            w=("w", "max"), verdict=("verdict", "first"))
+        is_bad = cited["verdict"] == "bad"
+        result = cited.assign(bad=is_bad.astype(np.int64), good=(~is_bad).astype(np.int64),
+                              bw=np.where(is_bad, cited["w"], 0.0)).groupby("pair_id").agg(
+            n_bad=("bad", "sum"), n_good=("good", "sum"), blame=("bw", "sum"))
+        pairs, bad = len(result), int(result["n_bad"].sum())
+    return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(_peak_mb()),
+            "pairs": pairs, "bad_citations": bad}
+
+
+def verb(name: str, args: list[str]) -> dict:
+    import refine
+
+    baseline = _peak_mb()
+    t = time.perf_counter()
+    if name == "flag":
+        result = refine.flag(args[0])
+        extra = {"flagged": result.flagged, "cited_pairs": result.cited_pairs}
+    else:
+        result = refine.emit(args[0], args[1])
+        extra = {"records_in": result.records_in, "records_out": result.records_out, "removed": result.removed}
+    return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(_peak_mb()),
+            "baseline_rss_mb": round(baseline), **extra}
+
+
+def worker(argv: list[str]) -> None:
+    with stdout_to_stderr():
+        figures = engine(argv[1], argv[2]) if argv[0] == "engine" else verb(argv[1], argv[2:])
+    emit_json(figures)
+
+
+def run_worker(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", *args],
+                          stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of 10M pairs / 1M items")
+    parser.add_argument("--per-item", type=int, default=100, help="citations per eval item")
+    parser.add_argument("--seed", type=int, default=4321)
+    parser.add_argument("--skip-engines", action="store_true")
+    parser.add_argument("--pandas-max-rows", type=int, default=20_000_000)
+    parser.add_argument("--dir", help="build here (kept) instead of a temporary directory")
+    parser.add_argument("--reuse", action="store_true", help="with --dir: use the run built there before")
+    parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    n_pairs, n_items = int(10_000_000 * args.scale), int(1_000_000 * args.scale)
+    rows = n_items * args.per_item
+    started, load_start = time.perf_counter(), round(os.getloadavg()[0], 2)
+    with stdout_to_stderr(), tempfile.TemporaryDirectory(prefix="refine-bench-ooc-") as tmp:
+        root = Path(args.dir or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        n_defects = max(10, round(1000 * args.scale))
+        if args.reuse and (root / "run" / "settings.json").is_file():
+            run, train = root / "run", root / "train.jsonl"
+            shutil.rmtree(root / "out", ignore_errors=True)
+        else:
+            run, train = build(root, n_pairs, n_items, args.per_item, n_defects, args.seed)
+        engines = {}
+        if not args.skip_engines:
+            for name in ("duckdb", "polars", "pandas"):
+                if name == "pandas" and rows > args.pandas_max_rows:
+                    engines[name] = f"not run: {rows:,} rows > --pandas-max-rows"
+                    continue
+                log(f"engine {name} ...")
+                engines[name] = run_worker("engine", name, str(run))
+                log(f"engine {name}: {engines[name]}")
+        log("refine flag ...")
+        flagged = run_worker("verb", "flag", str(run))
+        log(f"refine flag: {flagged}")
+        log("refine emit ...")
+        emitted = run_worker("verb", "emit", str(run), str(root / "out" / "train.jsonl"))
+        log(f"refine emit: {emitted}")
+
+        import pyarrow.parquet as pq
+
+        from refine import read_flags
+
+        flags = read_flags(run, ["flagged_by"])
+        planted = set(pq.read_table(run / "pairs.parquet", columns=["pair_id"]).column("pair_id")
+                      .slice(0, 3 * n_defects).to_pylist())
+        hit = set(flags.loc[flags["flagged"], "pair_id"])
+        figures = {
+            "bench": "out_of_core", "pairs": n_pairs, "eval_items": n_items, "attribution_rows": rows,
+            "attributions_parquet_mb": round((run / "attributions.parquet").stat().st_size / 1e6),
+            "train_gb": round(train.stat().st_size / 1e9, 2),
+            "engines": engines,
+            "flag_s": flagged["seconds"], "flag_peak_rss_mb": flagged["peak_rss_mb"],
+            "emit_s": emitted["seconds"], "emit_peak_rss_mb": emitted["peak_rss_mb"],
+            "cited_pairs": flagged["cited_pairs"], "flagged": flagged["flagged"],
+            "planted_pairs": len(planted), "planted_flagged": len(hit & planted),
+            "flagged_not_planted": len(hit - planted), "removed_lines": emitted["removed"],
+            "target_peak_rss_mb": 4096, "duckdb_memory_limit": os.environ.get("REFINE_DUCKDB_MEMORY", "default"),
+            "threads": os.cpu_count(), "total_s": round(time.perf_counter() - started),
+            "loadavg_1m": [load_start, round(os.getloadavg()[0], 2)],
+        }
+    emit_json(figures)
+
+
+if __name__ == "__main__":
+    main()
