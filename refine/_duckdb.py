@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from typing import Any, Iterator
 
-__all__ = ["MEMORY_ENV", "connect", "quoted"]
+__all__ = ["MEMORY_ENV", "connect", "quoted", "squeezed"]
 
 #: Environment variable overriding DuckDB's memory limit ("2GB", "500MB"); the default is 2 GB
 #: or a quarter of this machine's memory, whichever is smaller.
@@ -62,10 +62,27 @@ def connect() -> Iterator[Any]:
         except duckdb.OutOfMemoryException:
             raise ConfigError(f"DuckDB ran out of memory within its limit of {limit}; set {MEMORY_ENV} "
                               "higher (e.g. 4GB)", key=MEMORY_ENV) from None
+        except duckdb.IOException as exc:
+            raise ConfigError(f"DuckDB could not read or write a file ({exc}); its scratch tables go "
+                              f"under {tempfile.gettempdir()}: point TMPDIR at a disk with room",
+                              key="TMPDIR") from None
         finally:
             con.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def squeezed(con: Any, limit: str = "128MB") -> Iterator[None]:
+    """DuckDB held to `limit` for a while (its cached pages written out to the scratch
+    database), then given its own limit back: for the Python work between two queries, so
+    that DuckDB's cache and numpy's arrays do not add up."""
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute(f"SET memory_limit = {quoted(limit)}")
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = {quoted(before)}")
 
 
 def quoted(text: str) -> str:

@@ -194,20 +194,20 @@ def _blame_by_mode(run: RunDir, modes: pd.DataFrame, weights: dict[str, float]) 
     Read by DuckDB straight from attributions.parquet: the citations of good answers, most
     of a run's rows, are never loaded (:mod:`refine._duckdb`)."""
     from ._duckdb import connect, quoted
+    from .flagging import weighted_sum_sql, weights_sql
     from .rundir import ATTRIBUTIONS
 
     run.current("collect")
-    levels = ", ".join(f"({quoted(level)}, {float(w)!r})" for level, w in sorted(weights.items()))
     with connect() as con:
         con.register("modes", modes[modes["cluster"] >= 0])
         return con.sql(f"""
-            WITH weights AS (SELECT * FROM (VALUES {levels}) t(level, weight)),
+            WITH weights AS ({weights_sql(weights)}),
             cited AS (SELECT a.eval_id, a.pair_id, max(w.weight) AS weight
                       FROM read_parquet({quoted(str(run.file(ATTRIBUTIONS)))}) a
                       SEMI JOIN modes m ON m.eval_id = a.eval_id
                       LEFT JOIN weights w ON w.level = a.influence_level
                       WHERE a.pair_id IS NOT NULL GROUP BY a.eval_id, a.pair_id)
-            SELECT m.cluster, c.pair_id, count(*) AS n_items, coalesce(sum(c.weight), 0)::DOUBLE AS blame
+            SELECT m.cluster, c.pair_id, count(*) AS n_items, {weighted_sum_sql(weights, "true")} AS blame
             FROM cited c JOIN modes m USING (eval_id) GROUP BY m.cluster, c.pair_id
             ORDER BY m.cluster, blame DESC, n_items DESC, c.pair_id""").df()
 

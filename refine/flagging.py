@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_path, write_json
-from ._duckdb import connect, quoted
+from ._duckdb import connect, quoted, squeezed
 from .errors import RunDirError
 from .settings import FlagSettings
 from .rundir import ATTRIBUTIONS, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir
@@ -127,13 +127,27 @@ def _test(k: np.ndarray, n: np.ndarray, population: int, bad: int, settings: Fla
     return p, q, testable
 
 
+def weights_sql(weights: dict[str, float]) -> str:
+    """The level weights as a table (level, weight DOUBLE)."""
+    rows = ", ".join(f"({quoted(level)}, {float(w)!r}::DOUBLE)" for level, w in sorted(weights.items()))
+    return f"SELECT * FROM (VALUES {rows}) t(level, weight)"
+
+
+def weighted_sum_sql(weights: dict[str, float], condition: str) -> str:
+    """Σ weight over the rows where `condition` holds, as Σ_w w · (number of such rows of weight w)
+    in a fixed order: a parallel sum of doubles depends on the order rows arrive in, and the
+    same inputs must give the same bytes whatever the threads and the memory limit."""
+    terms = [f"{w!r}::DOUBLE * count(*) FILTER ({condition} AND c.weight = {w!r}::DOUBLE)"
+             for w in sorted({float(v) for v in weights.values()})]
+    return "(" + " + ".join(terms) + ")"
+
+
 def _prepare(con: Any, settings: FlagSettings) -> tuple[int, int]:
     """From the views items_in, cites_in: the table ``items`` (item: a number for each finished
     item, eval_id, question, bad) and the view ``cited`` (item, pair_id, weight, bad): one row
     per item and pair — a remote service may list a pair twice — at its largest weight.
     Returns (N finished items, B bad)."""
-    levels = ", ".join(f"({quoted(level)}, {float(w)!r})" for level, w in sorted(settings.level_weights.items()))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE weights AS SELECT * FROM (VALUES {levels}) t(level, weight)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE weights AS {weights_sql(settings.level_weights)}")
     # Items by number, not by eval id: the aggregates over 10⁸ citations hash 8 bytes, not a string.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE items AS
@@ -152,6 +166,14 @@ def _prepare(con: Any, settings: FlagSettings) -> tuple[int, int]:
 def _statistics(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int) -> dict[str, Any]:
     """Per cited pair, in pair_id order: every statistic column of flags.csv (numpy arrays;
     the ids an Arrow array, which holds 10⁷ of them in a fifth of the memory Python strings take)."""
+    columns, groups = _aggregates(con, settings)
+    with squeezed(con):
+        return _derived(columns, groups, settings, n_items, n_bad_items)
+
+
+def _aggregates(con: Any, settings: FlagSettings) -> tuple[Any, dict[str, np.ndarray] | None]:
+    """The per-pair counts (an Arrow table in pair_id order) and, with defect groups, the
+    per-group counts (in group order); the scratch tables they came from are dropped."""
     with_groups = settings.defect_groups
     if with_groups:
         from .defects import defect_tables
@@ -164,9 +186,10 @@ def _statistics(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int
         source, extra = "cited c", ""
     columns = con.sql(f"""
         SELECT c.pair_id, count(*) FILTER (c.bad) AS n_bad, count(*) FILTER (NOT c.bad) AS n_good,
-               coalesce(sum(c.weight) FILTER (c.bad), 0)::DOUBLE AS blame,
-               coalesce(sum(c.weight) FILTER (NOT c.bad), 0)::DOUBLE AS good_weight {extra}
+               {weighted_sum_sql(settings.level_weights, "c.bad")} AS blame,
+               {weighted_sum_sql(settings.level_weights, "NOT c.bad")} AS good_weight {extra}
         FROM {source} GROUP BY c.pair_id ORDER BY c.pair_id""").to_arrow_table()
+    groups = None
     if with_groups:
         groups = con.execute("""
             WITH sizes AS (SELECT gi, count(*) AS size FROM pair_info GROUP BY gi),
@@ -177,6 +200,12 @@ def _statistics(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int
     # DuckDB's pages for these go before numpy's arrays come, so the two do not add up.
     for table in ("cited_topic", "pair_info", "cited_texts", "names", "items"):
         con.execute(f"DROP TABLE IF EXISTS {table}")
+    return columns, groups
+
+
+def _derived(columns: Any, groups: dict[str, np.ndarray] | None, settings: FlagSettings,
+             n_items: int, n_bad_items: int) -> dict[str, Any]:
+    """Tests, groups' labels and flags from the counts (:func:`_aggregates`)."""
     out: dict[str, Any] = {"pair_id": columns.column("pair_id").combine_chunks()}
 
     def numbers(name: str, dtype: Any) -> np.ndarray:
@@ -188,14 +217,14 @@ def _statistics(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int
     out["bad_share"] = n_bad / np.maximum(n_cited, 1)
     out["p_value"], out["q_value"], out["testable"] = _test(n_bad, n_cited, n_items, n_bad_items, settings)
     pair_flag = (n_bad >= settings.min_bad) & (out["q_value"] <= settings.alpha)
-    if not with_groups:
+    if groups is None:
         out["flagged"] = pair_flag
         out["flagged_by"] = _flagged_by(pair_flag.astype(np.int8))
         return out
 
     size = np.asarray(groups["size"], dtype=np.int64)
     m, m_bad = (np.asarray(groups[c], dtype=np.int64) for c in ("m", "m_bad"))
-    group_p, group_q, _ = _test(m_bad, m, n_items, n_bad_items, settings)
+    group_p, group_q, group_testable = _test(m_bad, m, n_items, n_bad_items, settings)
     group_flagged = (m_bad >= settings.min_bad) & (group_q <= settings.alpha)
     # Groups of several pairs are numbered 1.. in the order of their smallest pair id.
     label = np.where(size > 1, np.cumsum(size > 1), 0)
@@ -203,7 +232,7 @@ def _statistics(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int
     gi, topic_bad, topic_good = (numbers(c, np.int64) for c in ("gi", "topic_n_bad", "topic_n_good"))
     out.update(topic_n_bad=topic_bad, topic_n_good=topic_good, defect_group=label[gi],
                group_size=size[gi], group_n_bad=m_bad[gi], group_n_good=(m - m_bad)[gi],
-               group_p=group_p[gi], group_q=group_q[gi])
+               group_p=group_p[gi], group_q=group_q[gi], group_testable=group_testable[gi])
     # A pair alone is its own group: flagged by its test, as a pair-level flag would be.
     alone = size[gi] == 1
     flagged = group_flagged[gi] & (topic_bad >= 1) & (alone | (topic_good <= settings.member_max_good))
@@ -271,16 +300,13 @@ def _run_views(con: Any, run: RunDir) -> None:
 def _store(con: Any, stats: dict[str, Any]) -> set[str]:
     """Move the statistics into DuckDB's table ``stats`` (emptying `stats`): what Python held
     goes before flags.csv is sorted, so the two never add up. Returns the columns stored."""
-    import gc
-
     import pyarrow as pa
 
     con.register("stats_in", pa.table(stats))
     con.execute("CREATE TEMP TABLE stats AS SELECT * FROM stats_in")
     con.unregister("stats_in")
     present = set(stats)
-    stats.clear()
-    gc.collect()
+    stats.clear()         # the arrays are freed here (no cycles hold them)
     return present
 
 
@@ -308,7 +334,8 @@ def _write_csv(con: Any, present: set[str], path: Path) -> None:
             COPY (SELECT {", ".join(column(c) for c in FLAG_COLUMNS)}
                   FROM stats s LEFT JOIN pairs_first p USING (pair_id)
                   ORDER BY s.flagged DESC, s.blame DESC, s.q_value ASC, s.pair_id ASC)
-            TO {quoted(str(tmp))} (FORMAT csv, HEADER true, DELIMITER ',', QUOTE '"', ESCAPE '"', NULLSTR '')""")
+            TO {quoted(str(tmp))} (FORMAT csv, HEADER true, DELIMITER ',', QUOTE '"', ESCAPE '"', NULLSTR '',
+                                   COMMENT '')""")
 
 
 def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResult:
@@ -335,7 +362,8 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
             "flagged_groups": int(np.unique(stats["defect_group"][flagged & (stats["group_size"] > 1)]).size)
             if settings.defect_groups else 0,
         }
-        present = _store(con, stats)
+        with squeezed(con):
+            present = _store(con, stats)
         with run.stage("flag", asdict(settings)) as stage:
             _write_csv(con, present, stage.path(FLAGS_CSV))
             write_json(stage.path(FLAGS_JSON), summary)

@@ -440,7 +440,10 @@ class RunDir:
 
         self.current("flag")
         wanted = None if columns is None else (lambda c: c in set(columns) | {"pair_id", "flagged"})
-        options = dict(dtype={"pair_id": str, "file": str, "file_id": str, "flagged_by": str},
+        # Texts stay texts (a question "42" is not a number) and lines whole numbers in every
+        # chunk, whatever else a chunk holds.
+        options = dict(dtype={"pair_id": str, "file": str, "file_id": str, "question": str, "answer": str,
+                              "flagged_by": str, "line": "Int64"},
                        keep_default_na=False, na_values=[""], usecols=wanted)
         path = self.file(FLAGS_CSV)
         if flagged_only:

@@ -132,3 +132,35 @@ def test_the_hypergeometric_tail_is_exact_to_rounding_and_agrees_with_scipy() ->
         k = np.minimum(rng.integers(0, 80, 200), n)
         np.testing.assert_allclose(_tail(k, n, population, bad), hypergeom.sf(k - 1, population, bad, n),
                                    rtol=1e-8, atol=1e-300)
+
+
+def test_flags_csv_is_quoted_as_pythons_csv_writer_quotes_and_blame_sums_any_weights(tmp_path: Path) -> None:
+    import numpy as np
+
+    data = people_dataset(tmp_path / "data", unexplained=6)
+    # Texts with what a CSV writer must get right: "#" (DuckDB's comment sign), commas, quotes,
+    # line breaks.
+    lines = [json.loads(l) for l in Path(data["train"]).read_text().splitlines()]
+    for i, record in enumerate(lines):
+        record["messages"][0]["content"] += f' #{i}, a "quick" one\nthanks'
+    Path(data["train"]).write_text("".join(json.dumps(l) + "\n" for l in lines))
+    run = tmp_path / "run"
+    collect([str(data["train"])], str(data["eval"]), run, progress=False)
+    weights = {"high": 0.3, "medium": 0.2, "low": 0.1}          # sums that are not exact in binary
+    result = flag(run, FlagSettings(level_weights=weights))
+    assert sorted(result.flagged_pairs["line"]) == data["poisoned_lines"]
+
+    text = (run / "flags.csv").read_text(encoding="utf-8")
+    as_python_writes_it = pd.read_csv(run / "flags.csv", dtype=str, keep_default_na=False).to_csv(
+        index=False, lineterminator="\n")
+    assert text == as_python_writes_it and "#5, a " in text
+
+    cites = pd.read_parquet(run / "attributions.parquet").dropna(subset=["pair_id"])
+    items = pd.read_parquet(run / "items.parquet").query("status == 'done'")
+    cites = cites.merge(items[["eval_id", "verdict"]], on="eval_id")
+    cites["weight"] = cites["influence_level"].map(weights)
+    per_item = cites.groupby(["eval_id", "pair_id"]).agg(weight=("weight", "max"), verdict=("verdict", "first"))
+    expected = per_item[per_item["verdict"] == "bad"].groupby("pair_id")["weight"].sum()
+    table = read_flags(run).set_index("pair_id")
+    got = table.loc[expected.index, "blame"]
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-5)    # flags.csv keeps 6 digits
