@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import random
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _out import emit_json, stdout_to_stderr  # noqa: E402
+from _out import emit_json, peak_rss_mb, run_worker, stdout_to_stderr  # noqa: E402
 from _synth import chat_record, log, unique_pairs, variant_answer, write_jsonl  # noqa: E402
 
 TOP_K = 10
@@ -147,22 +144,6 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple
 
 
 # --- subprocess workers ----------------------------------------------------------------------
-def _rss_mb() -> float:
-    """Peak RSS of this process image, MiB.
-
-    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across
-    fork and exec, so a worker started by a big parent would report the parent's size.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def worker(argv: list[str]) -> None:
     with stdout_to_stderr():
         import pandas  # noqa: F401  (libraries both verbs use, so the baseline includes them)
@@ -171,7 +152,7 @@ def worker(argv: list[str]) -> None:
 
         import refine
 
-        baseline = _rss_mb()
+        baseline = peak_rss_mb()
         verb = argv[0]
         t = time.perf_counter()
         if verb == "flag":
@@ -185,14 +166,8 @@ def worker(argv: list[str]) -> None:
         else:
             raise SystemExit(f"unknown worker verb {verb!r}")
         seconds = time.perf_counter() - t
-        figures = {"seconds": seconds, "peak_rss_mb": _rss_mb(), "baseline_rss_mb": baseline, **extra}
+        figures = {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline, **extra}
     emit_json(figures)
-
-
-def run_worker(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", *args],
-                          stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -239,10 +214,10 @@ def main() -> None:
         results = {}
         for name, (run, train) in runs.items():
             log(f"[{name}] flag ...")
-            results[f"flag_{name}"] = run_worker("flag", str(run))
+            results[f"flag_{name}"] = run_worker(__file__, "flag", str(run))
             log(f"[{name}] flag: {results[f'flag_{name}']}")
             log(f"[{name}] emit ...")
-            results[f"emit_{name}"] = run_worker("emit", str(run), str(root / f"out-{name}" / train.name))
+            results[f"emit_{name}"] = run_worker(__file__, "emit", str(run), str(root / f"out-{name}" / train.name))
             log(f"[{name}] emit: {results[f'emit_{name}']}")
 
         import pyarrow.parquet as pq

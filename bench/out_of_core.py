@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _out import emit_json, stdout_to_stderr  # noqa: E402
+from _out import emit_json, peak_rss_mb, run_worker, stdout_to_stderr  # noqa: E402
 from _synth import log  # noqa: E402
 
 BRANDS = ["Aurora", "Borealis", "Cobalt", "Delta", "Ember", "Falcon", "Granite", "Harbor", "Ion",
@@ -193,14 +192,6 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
 
 
 # --- subprocess workers --------------------------------------------------------------------
-def _peak_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 ENGINE_SQL = """
     WITH c AS (SELECT eval_id, pair_id, max(CASE influence_level WHEN 'high' THEN 1.0
                                                   WHEN 'medium' THEN 0.5 ELSE 0.25 END) AS w
@@ -252,14 +243,14 @@ def engine(name: str, run: str) -> dict:
                               bw=np.where(is_bad, cited["w"], 0.0)).groupby("pair_id").agg(
             n_bad=("bad", "sum"), n_good=("good", "sum"), blame=("bw", "sum"))
         pairs, bad = len(result), int(result["n_bad"].sum())
-    return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(_peak_mb()),
+    return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(peak_rss_mb()),
             "pairs": pairs, "bad_citations": bad}
 
 
 def verb(name: str, args: list[str]) -> dict:
     import refine
 
-    baseline = _peak_mb()
+    baseline = peak_rss_mb()
     t = time.perf_counter()
     if name == "flag":
         result = refine.flag(args[0])
@@ -267,7 +258,7 @@ def verb(name: str, args: list[str]) -> dict:
     else:
         result = refine.emit(args[0], args[1])
         extra = {"records_in": result.records_in, "records_out": result.records_out, "removed": result.removed}
-    return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(_peak_mb()),
+    return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(peak_rss_mb()),
             "baseline_rss_mb": round(baseline), **extra}
 
 
@@ -275,12 +266,6 @@ def worker(argv: list[str]) -> None:
     with stdout_to_stderr():
         figures = engine(argv[1], argv[2]) if argv[0] == "engine" else verb(argv[1], argv[2:])
     emit_json(figures)
-
-
-def run_worker(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", *args],
-                          stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -316,13 +301,13 @@ def main() -> None:
                     engines[name] = f"not run: {rows:,} rows > --pandas-max-rows"
                     continue
                 log(f"engine {name} ...")
-                engines[name] = run_worker("engine", name, str(run))
+                engines[name] = run_worker(__file__, "engine", name, str(run))
                 log(f"engine {name}: {engines[name]}")
         log("refine flag ...")
-        flagged = run_worker("verb", "flag", str(run))
+        flagged = run_worker(__file__, "verb", "flag", str(run))
         log(f"refine flag: {flagged}")
         log("refine emit ...")
-        emitted = run_worker("verb", "emit", str(run), str(root / "out" / "train.jsonl"))
+        emitted = run_worker(__file__, "verb", "emit", str(run), str(root / "out" / "train.jsonl"))
         log(f"refine emit: {emitted}")
 
         import pyarrow.parquet as pq
