@@ -23,7 +23,8 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["STATS_MAX", "LevelCalibration", "assign_levels", "levels_of_blocks", "stats_sample"]
+__all__ = ["STATS_MAX", "LevelCalibration", "assign_levels", "levels_of_blocks", "levels_of_top",
+           "stats_sample"]
 
 #: Pairs past which a query's median and MAD come from a fixed sample (see levels_of_blocks).
 STATS_MAX = 200_000
@@ -111,12 +112,23 @@ def levels_of_blocks(blocks: Iterable[tuple[int, np.ndarray]], n_queries: int, n
     parts.sort(key=lambda part: part[0])
     stats = np.concatenate([p for _, p in parts], axis=1) if parts else np.zeros((n_queries, 1))
     del parts
+    return levels_of_top(best_index, best_score, stats, calibration)
+
+
+def levels_of_top(best_index: np.ndarray, best_score: np.ndarray, stats: np.ndarray,
+                  calibration: LevelCalibration) -> list[list[tuple[int, float, str]]]:
+    """Levels of each query's top pairs (`best_index`/`best_score`, queries × k, best first),
+    set against the median and MAD of that query's `stats` scores (all pairs, or the
+    :func:`stats_sample`): the last step of :func:`levels_of_blocks`, for top pairs found
+    another way (an approximate index)."""
+    stats = np.asarray(stats, dtype=np.float64)
+    best_score = np.asarray(best_score, dtype=np.float64)
     median = np.median(stats, axis=1, keepdims=True)
     mad = np.median(np.abs(stats - median), axis=1, keepdims=True) * 1.4826
     mad = np.where(mad > 1e-12, mad, 1e-12)
     z = (best_score - median) / mad
     out: list[list[tuple[int, float, str]]] = []
-    for row in range(n_queries):
+    for row in range(len(best_index)):
         kept = []
         for j, s, zz in zip(best_index[row].tolist(), best_score[row].tolist(), z[row].tolist()):
             if zz < calibration.z_low or s < calibration.min_score:

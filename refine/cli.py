@@ -189,6 +189,8 @@ def _report_collect(result: Any) -> None:
     click.echo(f"collected {result.done}/{result.items} eval items over {result.training_pairs} "
                f"training pairs into {result.run_dir}"
                + (f" ({result.resumed} already done)" if result.resumed else ""))
+    for note in result.notes:
+        click.echo(note)
     if result.skipped_lines:
         click.echo(f"skipped {result.skipped_lines} invalid input records", err=True)
     if result.unmatched_results:

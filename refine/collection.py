@@ -38,6 +38,7 @@ class CollectResult:
     skipped_lines: int
     unmatched_results: int = 0          # remote results that match no local training line
     unmatched_examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)    # what the backend measured on the way
 
 
 def _train_entry(f: Any) -> dict[str, Any]:
@@ -142,7 +143,8 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
     unmatched = [inf.messages for item in evalset.items for inf in done[item.id].influences
                  if inf.pair_id is None]
     return CollectResult(run.path, len(evalset.items), len(evalset.items) - len(failed), failed,
-                         resumed, len(training.pairs), skipped, len(unmatched), unmatched[:5])
+                         resumed, len(training.pairs), skipped, len(unmatched), unmatched[:5],
+                         list(getattr(backend, "notes", [])))
 
 
 def _finalize(stage: StageWriter, items: list[EvalItem], records: dict[str, Attribution],

@@ -17,12 +17,13 @@ cannot tell which of them the model learned it from (that is the gradient backen
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields
 from typing import Iterator
 
 import numpy as np
 
-from ..calibration import LevelCalibration, levels_of_blocks
+from ..calibration import LevelCalibration, levels_of_blocks, levels_of_top, stats_sample
 from ..embeddings import DEFAULT_MODEL, EmbeddingModel
 from ..errors import ConfigError
 from ..evalset import EvalItem
@@ -34,6 +35,8 @@ from .base import AttributionBackend
 __all__ = ["EmbeddingBackend", "EmbeddingOptions"]
 
 _SCORE_BLOCK = 65_536     # pairs scored at a time: 8 MB per 32 items
+_RECALL_PROBE = 64        # eval items whose hnsw top k is checked against exact search
+SEARCHES = ("exact", "hnsw")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class EmbeddingOptions:
     z_medium: float = LevelCalibration.z_medium
     z_high: float = LevelCalibration.z_high
     min_score: float = LevelCalibration.min_score
+    # "exact" scores every pair; "hnsw" finds each item's top k in an approximate index
+    # (refine.pair_index) and rescores them exactly. Worth it past ~10⁶ pairs.
+    search: str = "exact"
+    ef_search: int = 128      # hnsw: candidates searched (and rescored) per item
     cache_dir: str | None = field(default=None, metadata={"affects_results": False})
     device: str = field(default="cpu", metadata={"affects_results": False})
 
@@ -55,6 +62,12 @@ class EmbeddingOptions:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"must be a positive integer, got {self.batch_size!r}",
                               key="backend_options.batch_size")
+        if self.search not in SEARCHES:
+            raise ConfigError(f"is {self.search!r}; expected one of {', '.join(SEARCHES)}",
+                              key="backend_options.search")
+        if not isinstance(self.ef_search, int) or isinstance(self.ef_search, bool) or self.ef_search < 1:
+            raise ConfigError(f"must be a positive integer, got {self.ef_search!r}",
+                              key="backend_options.ef_search")
         if not isinstance(self.answer_weight, (int, float)) or not 0 <= self.answer_weight <= 1:
             raise ConfigError(f"must be a number between 0 and 1, got {self.answer_weight!r}",
                               key="backend_options.answer_weight")
@@ -71,6 +84,10 @@ class EmbeddingBackend(AttributionBackend):
     def __init__(self, options: EmbeddingOptions, *, top_k: int,
                  model: EmbeddingModel | None = None) -> None:
         super().__init__(options, top_k=top_k)
+        if options.search == "hnsw":
+            from ..pair_index import require_faiss
+
+            require_faiss()       # missing: a ConfigError before anything is written
         if model is None:
             # The device is resolved where the model is loaded: here, or on each Ray worker.
             model = EmbeddingModel(options.model, cache_dir=options.cache_dir, batch_size=options.batch_size,
@@ -82,6 +99,8 @@ class EmbeddingBackend(AttributionBackend):
         self._pairs: list[TrainingPair] = []
         self._qa: np.ndarray | None = None
         self._answers: np.ndarray | None = None
+        self._index = None
+        self.notes: list[str] = []     # said to the user when collect ends (the measured recall)
 
     def use_executor(self, executor) -> None:
         super().use_executor(executor)
@@ -108,6 +127,8 @@ class EmbeddingBackend(AttributionBackend):
             return
         texts = self._texts([(i.question, i.answer or "") for i in items])
         self.model.encode(texts, progress=progress("encode eval items", len(texts)), executor=self.executor)
+        if self._index is not None and items:
+            self._probe_recall(items[:_RECALL_PROBE])
 
     def prepare(self, training: TrainingSet, progress) -> None:
         self._pairs = training.unique_pairs()
@@ -115,21 +136,99 @@ class EmbeddingBackend(AttributionBackend):
         vectors = self.model.encode(texts, progress=progress("encode training pairs", len(texts)),
                                     executor=self.executor)
         self._qa, self._answers = vectors[:len(self._pairs)], vectors[len(self._pairs):]
+        if self.options.search == "hnsw" and self._pairs:
+            from ..pair_index import PairIndex, index_key
+
+            digest = hashlib.sha256()
+            for text in texts:
+                digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+            key = index_key(self.model.fingerprint, self.options.answer_weight, digest.digest())
+            self._index = PairIndex.open_or_build(
+                self.model.cache_path / "hnsw", key, len(self._pairs),
+                lambda start, stop: self._joined(self._qa[start:stop], self._answers[start:stop]),
+                progress("index training pairs", len(self._pairs)))
+
+    def _joined(self, qa: np.ndarray, answers: np.ndarray) -> np.ndarray:
+        """[√(1-w)·qa, √w·a]: vectors whose inner product is the score."""
+        weight = self.options.answer_weight
+        if weight == 0:
+            return qa
+        return np.hstack([np.float32(np.sqrt(1 - weight)) * qa, np.float32(np.sqrt(weight)) * answers])
+
+    def _item_vectors(self, items: list[EvalItem]) -> tuple[np.ndarray, np.ndarray | None]:
+        texts = self._texts([(i.question, i.answer or "") for i in items])
+        vectors = self.model.encode(texts, persist=self.persist_queries,
+                                    executor=self.executor if self.persist_queries else None)
+        return vectors[:len(items)], (vectors[len(items):] if self.options.answer_weight > 0 else None)
+
+    def _scores_of(self, qa: np.ndarray, answers: np.ndarray | None, pairs: np.ndarray) -> np.ndarray:
+        """Items × the given pairs, in the arithmetic of the exact blocks (float32)."""
+        block = qa @ self._qa[pairs].T
+        if answers is not None:
+            weight = self.options.answer_weight
+            block = (1 - weight) * block + weight * (answers @ self._answers[pairs].T)
+        return block
+
+    def _hnsw_top(self, qa: np.ndarray, answers: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's top k among the candidates the index finds, rescored exactly; ties to
+        the lower pair index, as in exact search."""
+        weight = self.options.answer_weight
+        joined = self._joined(qa, answers) if answers is not None else qa
+        found = self._index.search(joined, max(self.top_k, self.options.ef_search), self.options.ef_search)
+        valid = found >= 0
+        pairs = np.where(valid, found, 0)
+        score = np.einsum("qd,qcd->qc", qa, self._qa[pairs])
+        if answers is not None:
+            score = (1 - weight) * score + weight * np.einsum("qd,qcd->qc", answers, self._answers[pairs])
+        score = np.where(valid, score.astype(np.float64), -np.inf)
+        order = np.lexsort((pairs, -score), axis=1)[:, :self.top_k]
+        return np.take_along_axis(pairs, order, axis=1), np.take_along_axis(score, order, axis=1)
+
+    def _attribute_hnsw(self, items: list[EvalItem]) -> list[list[tuple[int, float, str]]]:
+        qa, answers = self._item_vectors(items)
+        best_index, best_score = self._hnsw_top(qa, answers)
+        # The median and MAD that set the levels come from exact scores, as in exact search:
+        # of every pair up to STATS_MAX, else of the same fixed sample.
+        sample = stats_sample(len(self._pairs))
+        if sample is None:
+            stats = np.concatenate([block for _, block in self._blocks(qa, answers)], axis=1)
+        else:
+            stats = np.concatenate([self._scores_of(qa, answers, sample[i:i + _SCORE_BLOCK])
+                                    for i in range(0, len(sample), _SCORE_BLOCK)], axis=1)
+        # A slot the graph left empty (fewer pairs than k reachable) scores -inf: never cited.
+        return levels_of_top(best_index, best_score, stats, self.options.calibration())
+
+    def _probe_recall(self, items: list[EvalItem]) -> None:
+        """Recall@k of the index against exact search on the first eval items: told to the user."""
+        qa, answers = self._item_vectors(items)
+        _, found_score = self._hnsw_top(qa, answers)
+        everything = LevelCalibration(-np.inf, -np.inf, -np.inf, -np.inf)
+        exact = levels_of_blocks(self._blocks(qa, answers), len(items), len(self._pairs), self.top_k, everything)
+        hits = total = 0
+        for row, ranked in enumerate(exact):
+            # A pair found counts when it scores as high as the k-th exact one: of pairs with
+            # equal scores, either may be the one cited.
+            kth = ranked[-1][1] - 1e-6
+            total += len(ranked)
+            hits += int((found_score[row][:len(ranked)] >= kth).sum())
+        recall = hits / total if total else 1.0
+        self.notes.append(f"hnsw search: recall@{self.top_k} {recall:.4f} against exact search "
+                          f"on the first {len(items)} eval items (ef_search={self.options.ef_search})")
 
     def _score_blocks(self, items: list[EvalItem]) -> Iterator[tuple[int, np.ndarray]]:
         """(first pair, items × block scores), `_SCORE_BLOCK` pairs at a time: memory stays at
         one block however many pairs there are."""
         if self._qa is None:
             raise RuntimeError("prepare() must run before attribute()")
-        texts = self._texts([(i.question, i.answer or "") for i in items])
-        vectors = self.model.encode(texts, persist=self.persist_queries,
-                                    executor=self.executor if self.persist_queries else None)
+        yield from self._blocks(*self._item_vectors(items))
+
+    def _blocks(self, qa: np.ndarray, answers: np.ndarray | None) -> Iterator[tuple[int, np.ndarray]]:
         weight = self.options.answer_weight
         for start in range(0, len(self._pairs), _SCORE_BLOCK):
             stop = start + _SCORE_BLOCK
-            block = vectors[:len(items)] @ self._qa[start:stop].T
-            if weight > 0:
-                block = (1 - weight) * block + weight * (vectors[len(items):] @ self._answers[start:stop].T)
+            block = qa @ self._qa[start:stop].T
+            if answers is not None:
+                block = (1 - weight) * block + weight * (answers @ self._answers[start:stop].T)
             yield start, block
 
     def scores(self, items: list[EvalItem]) -> np.ndarray:
@@ -138,8 +237,11 @@ class EmbeddingBackend(AttributionBackend):
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(items), 0), np.float32)
 
     def attribute(self, items: list[EvalItem]) -> list[Attribution]:
-        ranked = levels_of_blocks(self._score_blocks(items), len(items), len(self._pairs), self.top_k,
-                                  self.options.calibration())
+        if self._index is not None:
+            ranked = self._attribute_hnsw(items)
+        else:
+            ranked = levels_of_blocks(self._score_blocks(items), len(items), len(self._pairs), self.top_k,
+                                      self.options.calibration())
         records = []
         for item, row in zip(items, ranked):
             influences = [
