@@ -97,3 +97,55 @@ def test_a_run_without_bad_answers_has_nothing_to_cluster(tmp_path: Path) -> Non
 def test_cluster_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match="cluster.min_size"):
         ClusterSettings(min_size=0)
+
+
+def _modes_of_pairs_in_python(per_pair: pd.DataFrame, flags: pd.DataFrame, names: dict[int, str],
+                              centroids: dict[int, np.ndarray], threshold: float):
+    """The definition, as a loop over the pairs (refine's own code before it moved to DuckDB)."""
+    flagged = set(flags.index)
+
+    def unrelated(modes: list[int]) -> bool:
+        return any(float(centroids[a] @ centroids[b]) < threshold
+                   for i, a in enumerate(modes) for b in modes[i + 1:])
+
+    ordered = per_pair.sort_values(["pair_id", "blame", "n_items", "cluster"],
+                                   ascending=[True, False, False, True], kind="mergesort")
+    rows = []
+    for pair_id, group in ordered.groupby("pair_id", sort=True):
+        modes = sorted(int(c) for c in group["cluster"])
+        main = int(group["cluster"].iloc[0])
+        rows.append({"pair_id": pair_id, "failure_modes": " | ".join(f"{m}: {names[m]}" for m in modes),
+                     "theme": f"{main}: {names[main]}", "multi_mode": pair_id in flagged and unrelated(modes)})
+    table = pd.DataFrame(rows, columns=["pair_id", "failure_modes", "theme", "multi_mode"])
+    table["multi_mode"] = table["multi_mode"].astype(bool)
+    themed = table[table["pair_id"].isin(flagged)]
+    theme_rows = []
+    for theme, group in themed.groupby(themed["theme"].str.split(":").str[0].astype(int), sort=True):
+        where = flags.loc[group["pair_id"]]
+        theme_rows.append({"theme": int(theme), "label": names[int(theme)], "size": len(group),
+                           "pairs": "; ".join(f"{f}:{l}" for f, l in zip(where["file"], where["line"]))})
+    return table, pd.DataFrame(theme_rows, columns=["theme", "label", "size", "pairs"])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_modes_of_pairs_are_what_the_loop_over_pairs_gives(seed: int) -> None:
+    from refine.clustering import _modes_of_pairs
+
+    rng = np.random.default_rng(seed)
+    n_modes, n_pairs = int(rng.integers(1, 9)), int(rng.integers(1, 400))
+    names = {m: f"mode, {m} 'named' — ü" for m in range(n_modes)}
+    centroids = {m: v / np.linalg.norm(v) for m, v in enumerate(rng.normal(size=(n_modes, 4)))}
+    ids = [f"p{rng.integers(0, 10**6):06d}-{i}" for i in range(n_pairs)]
+    rows = [(p, m, float(rng.integers(1, 5)) * 0.5, int(rng.integers(1, 4)))   # ties in blame and n
+            for p in ids for m in range(n_modes) if rng.random() < 0.4]
+    per_pair = pd.DataFrame(rows, columns=["pair_id", "cluster", "blame", "n_items"])
+    flagged = [p for p in ids if rng.random() < 0.3]
+    flags = pd.DataFrame({"pair_id": flagged, "file": [f"data/f{i % 3}.jsonl" for i in range(len(flagged))],
+                          "line": pd.array(rng.integers(1, 10**6, len(flagged)), dtype="Int64")}).set_index("pair_id")
+    settings = ClusterSettings(unrelated_similarity=float(rng.uniform(-0.5, 0.5)))
+    table, themes = _modes_of_pairs(per_pair, flags, names, centroids, settings)
+    want_table, want_themes = _modes_of_pairs_in_python(per_pair, flags, names, centroids,
+                                                        settings.unrelated_similarity)
+    pd.testing.assert_frame_equal(table, want_table, check_dtype=False)
+    assert table["multi_mode"].dtype == bool
+    pd.testing.assert_frame_equal(themes, want_themes, check_dtype=False)
