@@ -131,7 +131,8 @@ def levels_of_top(best_index: np.ndarray, best_score: np.ndarray, stats: np.ndar
     for row in range(len(best_index)):
         kept = []
         for j, s, zz in zip(best_index[row].tolist(), best_score[row].tolist(), z[row].tolist()):
-            if zz < calibration.z_low or s < calibration.min_score:
+            # -inf marks a slot an approximate search left empty: never a citation.
+            if s == float("-inf") or zz < calibration.z_low or s < calibration.min_score:
                 continue
             level = "high" if zz >= calibration.z_high else "medium" if zz >= calibration.z_medium \
                 else "low"

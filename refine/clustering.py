@@ -221,9 +221,10 @@ def _first_rows(run: RunDir, pair_ids: list[str]) -> pd.DataFrame:
     with connect() as con:
         con.register("wanted", pd.DataFrame({"pair_id": pd.Series(pair_ids, dtype=object)}))
         return con.sql(f"""
-            SELECT pair_id, arg_min(file, file_row_number) AS file, arg_min(line, file_row_number) AS line
+            SELECT pair_id, file, line
             FROM read_parquet({quoted(str(run.file(PAIRS)))}, file_row_number = true)
-            SEMI JOIN wanted USING (pair_id) GROUP BY pair_id""").df().set_index("pair_id")
+            SEMI JOIN wanted USING (pair_id)
+            QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1""").df().set_index("pair_id")
 
 
 def _modes_of_pairs(per_pair: pd.DataFrame, flags: pd.DataFrame, names: dict[int, str],
@@ -245,7 +246,9 @@ def _modes_of_pairs(per_pair: pd.DataFrame, flags: pd.DataFrame, names: dict[int
                                             "name": pd.Series(list(names.values()), dtype=object)}))
         con.register("unrelated", pd.DataFrame({"a": pd.Series([a for a, _ in unrelated], dtype="int64"),
                                                 "b": pd.Series([b for _, b in unrelated], dtype="int64")}))
-        con.register("flagged", flags.reset_index()[["pair_id", "file", "line"]])
+        # One row per pair (flags.csv has one; the first, were there more).
+        con.register("flagged", flags.reset_index()[["pair_id", "file", "line"]]
+                     .drop_duplicates("pair_id"))
         con.execute("""
             CREATE TEMP TABLE modes_of_pairs AS
             WITH labelled AS (
@@ -265,8 +268,8 @@ def _modes_of_pairs(per_pair: pd.DataFrame, flags: pd.DataFrame, names: dict[int
                         "ORDER BY pair_id").df()
         themes = con.sql("""
             SELECT m.theme_cluster AS theme, any_value(n.name) AS label, count(*) AS size,
-                   string_agg(f.file || ':' || coalesce(CAST(f.line AS VARCHAR), '<NA>'), '; '
-                              ORDER BY m.pair_id) AS pairs
+                   string_agg(coalesce(f.file, 'nan') || ':' || coalesce(CAST(f.line AS VARCHAR), '<NA>'),
+                              '; ' ORDER BY m.pair_id) AS pairs
             FROM modes_of_pairs m JOIN flagged f USING (pair_id) JOIN names n ON n.cluster = m.theme_cluster
             GROUP BY m.theme_cluster ORDER BY m.theme_cluster""").df()
     table["multi_mode"] = table["multi_mode"].astype(bool)

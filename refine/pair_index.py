@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._atomic import atomic_open, write_json
+from ._atomic import atomic_path, write_json
 from .errors import ConfigError
 
 __all__ = ["PairIndex", "index_key", "require_faiss"]
@@ -127,6 +127,7 @@ class PairIndex:
 
 
 def _save(faiss, index, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as fh:
-        fh.write(faiss.serialize_index(index).tobytes())
+    # Written by FAISS straight to the file: serialising to memory first would hold the index
+    # twice more (a C++ buffer and its copy) at the moment memory is fullest.
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))

@@ -36,6 +36,7 @@ __all__ = ["EmbeddingBackend", "EmbeddingOptions"]
 
 _SCORE_BLOCK = 65_536     # pairs scored at a time: 8 MB per 32 items
 _RECALL_PROBE = 64        # eval items whose hnsw top k is checked against exact search
+_EF_SEARCH_MAX = 65_536   # past this a search is no cheaper than scoring every pair of a block
 SEARCHES = ("exact", "hnsw")
 
 
@@ -65,8 +66,9 @@ class EmbeddingOptions:
         if self.search not in SEARCHES:
             raise ConfigError(f"is {self.search!r}; expected one of {', '.join(SEARCHES)}",
                               key="backend_options.search")
-        if not isinstance(self.ef_search, int) or isinstance(self.ef_search, bool) or self.ef_search < 1:
-            raise ConfigError(f"must be a positive integer, got {self.ef_search!r}",
+        if (not isinstance(self.ef_search, int) or isinstance(self.ef_search, bool)
+                or not 1 <= self.ef_search <= _EF_SEARCH_MAX):
+            raise ConfigError(f"must be a whole number from 1 to {_EF_SEARCH_MAX:,}, got {self.ef_search!r}",
                               key="backend_options.ef_search")
         if not isinstance(self.answer_weight, (int, float)) or not 0 <= self.answer_weight <= 1:
             raise ConfigError(f"must be a number between 0 and 1, got {self.answer_weight!r}",
@@ -112,6 +114,10 @@ class EmbeddingBackend(AttributionBackend):
     def settings(self) -> dict:
         options = {f.name: getattr(self.options, f.name) for f in fields(self.options)
                    if f.metadata.get("affects_results", True)}
+        # Exact search, as every run before hnsw existed: recorded as those runs were, so that
+        # they resume, and ef_search (which exact search never reads) cannot refuse a resume.
+        if self.options.search == "exact":
+            del options["search"], options["ef_search"]
         return {"backend": self.name, "options": options, "model_fingerprint": self.model.fingerprint}
 
     def _texts(self, question_answers: list[tuple[str, str]]) -> list[str]:
@@ -131,6 +137,8 @@ class EmbeddingBackend(AttributionBackend):
             self._probe_recall(items[:_RECALL_PROBE])
 
     def prepare(self, training: TrainingSet, progress) -> None:
+        self._index = None
+        self.notes.clear()
         self._pairs = training.unique_pairs()
         texts = self._texts([(p.question, p.answer) for p in self._pairs])
         vectors = self.model.encode(texts, progress=progress("encode training pairs", len(texts)),

@@ -3,7 +3,7 @@ build twice, what a killed build keeps, and what it tells the user about its rec
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,10 @@ def test_hnsw_cites_what_exact_search_cites_and_says_its_recall(people: dict, tm
     # 6 decimals the scores are kept at, up to one unit in the last of them.
     assert np.abs(a.score.to_numpy() - b.score.to_numpy()).max() <= 1.01e-6
     assert exact.notes == []
+    # Exact search is recorded as before hnsw existed (so older runs resume); hnsw says so.
+    options = lambda run: json.loads((tmp_path / run / "settings.json").read_text())["collect"]["options"]  # noqa: E731
+    assert "search" not in options("exact") and "ef_search" not in options("exact")
+    assert (options("hnsw")["search"], options("hnsw")["ef_search"]) == ("hnsw", 128)
     assert found.notes == ["hnsw search: recall@5 1.0000 against exact search on the first 45 eval "
                            "items (ef_search=128)"]
 
@@ -105,12 +109,13 @@ def test_the_graph_is_the_same_bytes_whatever_the_thread_count(tmp_path: Path,
     monkeypatch.setattr(pair_index, "_BUILD_CHUNK", 1_000)
     x = _clustered(3_000, seed=1)
     built = []
+    before = faiss.omp_get_max_threads()
     for threads in (1, 2):
         faiss.omp_set_num_threads(threads)
         try:
             built.append(PairIndex.open_or_build(tmp_path / str(threads), "k", len(x), lambda a, b: x[a:b]))
         finally:
-            faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+            faiss.omp_set_num_threads(before)
     assert built[0].path.read_bytes() == built[1].path.read_bytes()
 
 
@@ -157,7 +162,9 @@ def test_the_recall_it_reports_is_the_share_of_exact_top_k_it_found(people: dict
 
 
 @pytest.mark.parametrize("options, key", [({"search": "faiss"}, "backend_options.search"),
-                                          ({"search": "hnsw", "ef_search": 0}, "backend_options.ef_search")])
+                                          ({"search": "hnsw", "ef_search": 0}, "backend_options.ef_search"),
+                                          ({"search": "hnsw", "ef_search": 2**31}, "backend_options.ef_search"),
+                                          ({"search": "hnsw", "ef_search": 12.5}, "backend_options.ef_search")])
 def test_bad_search_options_are_config_errors(options: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         make_backend("embedding", options, top_k=5)
@@ -173,3 +180,11 @@ def test_without_faiss_the_cli_says_which_extra_and_writes_nothing(people: dict,
     assert result.exit_code == 2
     assert "pip install 'refine[ann]'" in result.output and "backend_options.search" in result.output
     assert not out.exists()
+
+
+def test_a_slot_the_index_left_empty_is_never_cited_however_low_the_thresholds() -> None:
+    from refine.calibration import LevelCalibration, levels_of_top
+
+    anything = LevelCalibration(-np.inf, -np.inf, -np.inf, -np.inf)
+    ranked = levels_of_top(np.array([[3, 0]]), np.array([[0.9, -np.inf]]), np.array([[0.1, 0.2, 0.9]]), anything)
+    assert ranked == [[(3, 0.9, "high")]]
