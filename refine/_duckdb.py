@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Iterator
@@ -43,7 +44,7 @@ def connect() -> Iterator[Any]:
     """A DuckDB connection on a scratch database, removed (with its spill files) on exit."""
     import duckdb
 
-    from .errors import ConfigError
+    from .errors import ConfigError, RunDirError
 
     folder = tempfile.mkdtemp(prefix="refine-duckdb-")
     limit = _memory_limit()
@@ -63,6 +64,10 @@ def connect() -> Iterator[Any]:
             raise ConfigError(f"DuckDB ran out of memory within its limit of {limit}; set {MEMORY_ENV} "
                               "higher (e.g. 4GB)", key=MEMORY_ENV) from None
         except duckdb.IOException as exc:
+            missing = re.search(r'No files found that match the pattern "([^"]*)"', str(exc))
+            if missing:     # an input, not the scratch space: a damaged run directory
+                raise RunDirError(f"{missing.group(1)} is missing: run the stage that writes it "
+                                  "again") from None
             raise ConfigError(f"DuckDB could not read or write a file ({exc}); its scratch tables go "
                               f"under {tempfile.gettempdir()}: point TMPDIR at a disk with room",
                               key="TMPDIR") from None

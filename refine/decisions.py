@@ -78,19 +78,43 @@ def flagged_table(run: RunDir, columns: list[str] | None = None, *, with_modes: 
     return run.flags(columns, with_modes=with_modes, flagged_only=True)
 
 
+def _edit_inputs(run: RunDir, pair_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, set[str]]:
+    """What suggest_edits reads, through DuckDB so that a run of 10⁷ pairs and 10⁸ citations
+    is never loaded whole: the finished bad items (question, reference), the citations of
+    `pair_ids` by them, the first row's texts of `pair_ids`, and the names (proper nouns) of
+    every pair's texts (:func:`refine.defects.create_names`, computed in the database)."""
+    from ._duckdb import connect, quoted
+    from .defects import create_names
+    from .rundir import ATTRIBUTIONS, ITEMS, PAIRS
+
+    run.current("collect")
+    with connect() as con:
+        con.register("wanted", pd.DataFrame({"pair_id": pd.Series(pair_ids, dtype=object)}))
+        con.execute(f"""
+            CREATE TEMP TABLE pairs_first AS SELECT pair_id, question, answer
+            FROM read_parquet({quoted(str(run.file(PAIRS)))}, file_row_number = true)
+            QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1""")
+        create_names(con, "SELECT question AS t FROM pairs_first UNION ALL SELECT answer FROM pairs_first")
+        names = {k for (k,) in con.execute("SELECT k FROM names").fetchall()}
+        con.execute(f"""
+            CREATE TEMP TABLE bad AS SELECT eval_id, question, reference
+            FROM read_parquet({quoted(str(run.file(ITEMS)))}) WHERE status = 'done' AND verdict = 'bad'""")
+        bad = con.sql("SELECT * FROM bad").df().set_index("eval_id")
+        cites = con.sql(f"""
+            SELECT eval_id, pair_id FROM read_parquet({quoted(str(run.file(ATTRIBUTIONS)))})
+            SEMI JOIN wanted USING (pair_id) SEMI JOIN bad USING (eval_id)""").df()
+        pairs = con.sql("SELECT * FROM pairs_first SEMI JOIN wanted USING (pair_id)").df().set_index("pair_id")
+    return bad, cites, pairs, names
+
+
 def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
                   model: Any = None) -> dict[str, EditSuggestion]:
     """For each pair, the reference answer it could safely be given instead, or why not."""
     if not pair_ids:
         return {}
-    from .defects import anchors_of_texts, proper_nouns
+    from .defects import anchors_of_texts
 
-    items = run.items(["eval_id", "question", "reference", "verdict"], done=True)
-    bad = items[items["verdict"] == "bad"].set_index("eval_id")
-    cites = run.attributions(["eval_id", "pair_id"], matched=True)
-    cites = cites[cites["pair_id"].isin(pair_ids) & cites["eval_id"].isin(bad.index)]
-    pairs = run.pairs(["pair_id", "question", "answer"], unique=True).set_index("pair_id")
-    names = proper_nouns(list(pairs["question"]) + list(pairs["answer"]))
+    bad, cites, pairs, names = _edit_inputs(run, pair_ids)
     asked_ids = sorted(set(cites["eval_id"]))
     found = anchors_of_texts([pairs.at[p, "question"] for p in pair_ids] +
                              [bad.at[e, "question"] for e in asked_ids], names)

@@ -85,3 +85,13 @@ def test_line_positions_are_a_set_of_non_negative_ints() -> None:
     assert len(positions) == 4
     with pytest.raises(ValueError):
         positions.update([-2])
+
+
+def test_a_missing_run_file_is_named_not_blamed_on_the_scratch_space(tmp_path: Path) -> None:
+    from refine import RunDirError
+    from refine._duckdb import connect, quoted
+
+    gone = tmp_path / "run" / "items.parquet"
+    with pytest.raises(RunDirError, match=f"{gone} is missing"):
+        with connect() as con:
+            con.sql(f"SELECT * FROM read_parquet({quoted(str(gone))})").fetchall()
