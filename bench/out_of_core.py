@@ -12,7 +12,7 @@ Two parts, one JSON line:
    (what refine used before; run only up to ``--pandas-max-rows``: at 10⁸ rows its frames alone
    are tens of GB). Each in its own subprocess; time and peak RSS (VmHWM) side by side. Both
    DuckDB and polars use 2 threads here (the machine's cores).
-2. **refine** — `refine.flag` (defect groups on, the default) and `refine.emit` (prune) on a run
+2. **refine** — `refine.flag` (defect groups on, the default), `refine.emit` (prune) and `refine.emit` with `mode="edit"` (its inputs read out of core; the items have no references, so no edit is made and the model is never loaded) on a run
    directory laid out as `refine collect` lays it out, each in a fresh subprocess, timed around
    the call alone, with peak RSS of the whole process. DuckDB's memory limit is left at its
    default (2 GB, or a quarter of the machine's memory if less).
@@ -256,7 +256,8 @@ def verb(name: str, args: list[str]) -> dict:
         result = refine.flag(args[0])
         extra = {"flagged": result.flagged, "cited_pairs": result.cited_pairs}
     else:
-        result = refine.emit(args[0], args[1])
+        settings = refine.EmitSettings(mode="edit") if name == "edit" else None
+        result = refine.emit(args[0], args[1], settings)
         extra = {"records_in": result.records_in, "records_out": result.records_out, "removed": result.removed}
     return {"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(peak_rss_mb()),
             "baseline_rss_mb": round(baseline), **extra}
@@ -292,6 +293,7 @@ def main() -> None:
         if args.reuse and (root / "run" / "settings.json").is_file():
             run, train = root / "run", root / "train.jsonl"
             shutil.rmtree(root / "out", ignore_errors=True)
+            shutil.rmtree(root / "out-edit", ignore_errors=True)
         else:
             run, train = build(root, n_pairs, n_items, args.per_item, n_defects, args.seed)
         engines = {}
@@ -309,6 +311,9 @@ def main() -> None:
         log("refine emit ...")
         emitted = run_worker(__file__, "verb", "emit", str(run), str(root / "out" / "train.jsonl"))
         log(f"refine emit: {emitted}")
+        log("refine emit --mode edit ...")
+        edited = run_worker(__file__, "verb", "edit", str(run), str(root / "out-edit" / "train.jsonl"))
+        log(f"refine emit --mode edit: {edited}")
 
         import pyarrow.parquet as pq
 
@@ -325,6 +330,7 @@ def main() -> None:
             "engines": engines,
             "flag_s": flagged["seconds"], "flag_peak_rss_mb": flagged["peak_rss_mb"],
             "emit_s": emitted["seconds"], "emit_peak_rss_mb": emitted["peak_rss_mb"],
+            "emit_edit_s": edited["seconds"], "emit_edit_peak_rss_mb": edited["peak_rss_mb"],
             "cited_pairs": flagged["cited_pairs"], "flagged": flagged["flagged"],
             "planted_pairs": len(planted), "planted_flagged": len(hit & planted),
             "flagged_not_planted": len(hit - planted), "removed_lines": emitted["removed"],
