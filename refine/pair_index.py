@@ -88,10 +88,13 @@ class PairIndex:
         partial, state = directory / f"{key}.partial.faiss", directory / f"{key}.partial.json"
         done = 0
         if partial.is_file() and state.is_file():
-            saved = json.loads(state.read_text(encoding="utf-8"))
-            index = faiss.read_index(str(partial))
-            if index.ntotal == saved["vectors"]:
-                done = saved["chunks"]
+            try:
+                saved = json.loads(state.read_text(encoding="utf-8"))
+                index = faiss.read_index(str(partial))
+                if index.ntotal == saved["vectors"]:
+                    done = int(saved["chunks"])
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+                done = 0    # a checkpoint that does not read back whole: built again, never trusted
         if done == 0:
             first = vectors(0, min(n, 1))
             index = faiss.IndexHNSWFlat(first.shape[1], _CONNECTIONS, faiss.METRIC_INNER_PRODUCT)

@@ -104,6 +104,17 @@ def test_a_killed_build_resumes_from_its_checkpoint_to_the_same_bytes(tmp_path: 
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["k.faiss"]
 
 
+def test_a_checkpoint_that_does_not_read_back_is_built_again(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pair_index, "_BUILD_CHUNK", 500)
+    x = _clustered(1_500, seed=3)
+    (tmp_path / "k.partial.faiss").write_bytes(b"torn")
+    (tmp_path / "k.partial.json").write_text('{"chunks": 2, "vectors": 1000}')
+    rebuilt = PairIndex.open_or_build(tmp_path, "k", len(x), lambda a, b: x[a:b])
+    clean = PairIndex.open_or_build(tmp_path / "clean", "k", len(x), lambda a, b: x[a:b])
+    assert rebuilt.size == 1_500 and rebuilt.path.read_bytes() == clean.path.read_bytes()
+
+
 def test_the_graph_is_the_same_bytes_whatever_the_thread_count(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pair_index, "_BUILD_CHUNK", 1_000)
