@@ -141,7 +141,8 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
     per_pair = _blame_by_mode(run, bad[["eval_id", "cluster"]], weights)
     per_pair["share"] = per_pair["n_items"] / per_pair["cluster"].map(sizes)
 
-    first = _first_rows(run, sorted(set(per_pair.groupby("cluster").head(settings.top_pairs)["pair_id"])))
+    first = run.first_rows(sorted(set(per_pair.groupby("cluster").head(settings.top_pairs)["pair_id"])),
+                           ["file", "line"])
     centroids = {}
     rows = []
     for c in sorted(sizes.index):
@@ -209,22 +210,6 @@ def _blame_by_mode(run: RunDir, modes: pd.DataFrame, weights: dict[str, float]) 
             SELECT m.cluster, c.pair_id, count(*) AS n_items, {weighted_sum_sql(weights, "true")} AS blame
             FROM cited c JOIN modes m USING (eval_id) GROUP BY m.cluster, c.pair_id
             ORDER BY m.cluster, blame DESC, n_items DESC, c.pair_id""").df()
-
-
-def _first_rows(run: RunDir, pair_ids: list[str]) -> pd.DataFrame:
-    """File and line of the first training row of each of `pair_ids` (indexed by pair_id),
-    read by DuckDB: the pairs' texts, most of pairs.parquet, are never loaded."""
-    from ._duckdb import connect, quoted
-    from .rundir import PAIRS
-
-    run.current("collect")
-    with connect() as con:
-        con.register("wanted", pd.DataFrame({"pair_id": pd.Series(pair_ids, dtype=object)}))
-        return con.sql(f"""
-            SELECT pair_id, file, line
-            FROM read_parquet({quoted(str(run.file(PAIRS)))}, file_row_number = true)
-            SEMI JOIN wanted USING (pair_id)
-            QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1""").df().set_index("pair_id")
 
 
 def _modes_of_pairs(per_pair: pd.DataFrame, flags: pd.DataFrame, names: dict[int, str],

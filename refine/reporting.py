@@ -101,6 +101,45 @@ def _plots(levels: pd.DataFrame, cited: pd.DataFrame, settings: ReportSettings) 
     return levels_svg, _svg(fig), len(points)
 
 
+def _tallies(run: RunDir, flagged_ids: set[str], shown_ids: set[str]) -> tuple[
+        pd.Series, list[dict[str, Any]], int, int, pd.DataFrame]:
+    """What the report counts over every citation and every training row, counted by DuckDB
+    over the Parquet files (10⁸ citations are never loaded): citations per (verdict, level) of
+    the finished items; per source file (in the order files first appear) its records and
+    flagged records; all records and flagged records; and the citations of the pairs shown."""
+    from ._duckdb import connect, quoted
+    from .rundir import ATTRIBUTIONS, ITEMS, PAIRS
+
+    run.current("collect")
+    cited, items, pairs = (quoted(str(run.file(name))) for name in (ATTRIBUTIONS, ITEMS, PAIRS))
+    with connect() as con:
+        con.register("flagged_ids", pd.DataFrame({"pair_id": pd.Series(sorted(flagged_ids), dtype=object)}))
+        con.register("shown_ids", pd.DataFrame({"pair_id": pd.Series(sorted(shown_ids), dtype=object)}))
+        con.execute(f"CREATE TEMP TABLE done AS SELECT eval_id, verdict FROM read_parquet({items}) "
+                    "WHERE status = 'done'")
+        levels = con.sql(f"""
+            SELECT d.verdict, a.influence_level, count(*) AS n
+            FROM read_parquet({cited}) a JOIN done d USING (eval_id)
+            WHERE a.pair_id IS NOT NULL AND d.verdict IS NOT NULL AND a.influence_level IS NOT NULL
+            GROUP BY ALL""").df().set_index(["verdict", "influence_level"])["n"]
+        rows = con.sql(f"""
+            WITH marked AS (SELECT file, file_id, file_row_number AS row,
+                                   pair_id IN (SELECT pair_id FROM flagged_ids) AS hit
+                            FROM read_parquet({pairs}, file_row_number = true))
+            SELECT file, file_id, count(*) AS records, count(*) FILTER (hit) AS flagged, min(row) AS first
+            FROM marked GROUP BY file, file_id ORDER BY first""").fetchall()
+        n_records, affected = con.execute(f"""
+            SELECT count(*), count(*) FILTER (pair_id IN (SELECT pair_id FROM flagged_ids))
+            FROM read_parquet({pairs})""").fetchall()[0]
+        citations = con.sql(f"""
+            SELECT eval_id, pair_id, influence_level FROM read_parquet({cited})
+            SEMI JOIN shown_ids USING (pair_id)""").df()
+    # A file or file_id that is missing groups nowhere, as pandas' groupby drops it.
+    files = [{"file": file, "file_id": file_id, "records": records, "flagged": hit, "share": hit / records}
+             for file, file_id, records, hit, _ in rows if file is not None and file_id is not None]
+    return levels, files, int(n_records), int(affected), citations
+
+
 def _examples(citations: pd.DataFrame, items: pd.DataFrame, pair_ids: set[str], n: int) -> dict:
     """Up to n bad and n good citing answers per pair, strongest first: (eval_id, level) lists."""
     rank = {"high": 0, "medium": 1, "low": 2}
@@ -206,25 +245,15 @@ def report(run_dir: str | Path, settings: ReportSettings | None = None) -> Repor
     grade = GradeSettings(**collected.get("grade", {}))
     items = run.items(["eval_id", "question", "answer", "reference", "verdict", "verdict_source",
                        "grade_f1", "grade_key_recall", "grade_semantic", "grade_numbers_ok"], done=True)
-    citations = run.attributions(["eval_id", "pair_id", "influence_level"], matched=True)
     flags = run.flags(with_modes=True)
-    pairs = run.pairs(["pair_id", "file", "line", "file_id"])
     why = _why_bad(items, grade)
     by_id = items.set_index("eval_id")
 
-    verdict_of = by_id["verdict"]
-    levels = citations.assign(verdict=citations["eval_id"].map(verdict_of)).groupby(
-        ["verdict", "influence_level"]).size()
     flagged_ids = set(flags.loc[flags["flagged"], "pair_id"])
-    pairs_flagged = pairs[pairs["pair_id"].isin(flagged_ids)]
-    files = []
-    for (file, file_id), group in pairs.groupby(["file", "file_id"], sort=False):
-        hit = int(group["pair_id"].isin(flagged_ids).sum())
-        files.append({"file": file, "file_id": file_id, "records": len(group), "flagged": hit,
-                      "share": hit / len(group)})
+    flagged = flags[flags["flagged"]].head(settings.max_flagged)
+    levels, files, n_records, affected_lines, citations = _tallies(run, flagged_ids, set(flagged["pair_id"]))
 
     levels_svg, scatter_svg, n_points = _plots(levels, flags, settings)
-    flagged = flags[flags["flagged"]].head(settings.max_flagged)
     examples = _examples(citations, items, set(flagged["pair_id"]), settings.examples)
     flagged_rows = []
     for row in flagged.to_dict("records"):
@@ -247,9 +276,9 @@ def report(run_dir: str | Path, settings: ReportSettings | None = None) -> Repor
         "backend": collected.get("collect", {}).get("backend", "?"),
         "n_items": summary["items"], "n_bad": summary["bad_items"], "bad_rate": summary["bad_rate"],
         "n_cited": len(flags), "n_testable": summary.get("testable_pairs", 0),
-        "n_flagged": len(flagged_ids), "n_records": len(pairs),
-        "affected_lines": len(pairs_flagged),
-        "affected_share": len(pairs_flagged) / max(len(pairs), 1),
+        "n_flagged": len(flagged_ids), "n_records": n_records,
+        "affected_lines": affected_lines,
+        "affected_share": affected_lines / max(n_records, 1),
         "files": files, "levels_svg": levels_svg, "scatter_svg": scatter_svg,
         "scatter_points": n_points, "scatter_sampled": n_points < len(flags),
         "modes": modes, "n_modes": len(modes), "has_modes": has_modes,
@@ -281,7 +310,8 @@ def _modes(run: RunDir, items: pd.DataFrame, why: Any, flags: pd.DataFrame,
     per_item = run.clusters()
     per_pair = run.cluster_pairs()
     info = flags.set_index("pair_id")
-    pairs = run.pairs(["pair_id", "file", "line", "question", "answer"], unique=True).set_index("pair_id")
+    pairs = run.first_rows(sorted(set(per_pair.groupby("cluster").head(8)["pair_id"])),
+                           ["file", "line", "question", "answer"])
     representative_of = {}
     modes = []
     for row in table.to_dict("records"):

@@ -420,6 +420,23 @@ class RunDir:
         table = self._parquet("collect", PAIRS, columns)
         return table.drop_duplicates("pair_id") if unique else table
 
+    def first_rows(self, pair_ids: list[str], columns: list[str]) -> "pd.DataFrame":
+        """`columns` of the first row of each of `pair_ids` in pairs.parquet, indexed by pair_id:
+        read by DuckDB, so that the rest of pairs.parquet (10⁷ pairs' texts) is never loaded."""
+        import pandas as pd
+
+        from ._duckdb import connect, quoted
+
+        self.current("collect")
+        chosen = ", ".join(f'"{c}"' for c in columns)
+        with connect() as con:
+            con.register("wanted", pd.DataFrame({"pair_id": pd.Series(pair_ids, dtype=object)}))
+            return con.sql(f"""
+                SELECT pair_id, {chosen}
+                FROM read_parquet({quoted(str(self.file(PAIRS)))}, file_row_number = true)
+                SEMI JOIN wanted USING (pair_id)
+                QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1""").df().set_index("pair_id")
+
     def flag_summary(self) -> dict[str, Any]:
         self.current("flag")
         return json.loads(self.file(FLAGS_JSON).read_text(encoding="utf-8"))
