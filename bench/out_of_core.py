@@ -12,7 +12,7 @@ Two parts, one JSON line:
    (what refine used before; run only up to ``--pandas-max-rows``: at 10⁸ rows its frames alone
    are tens of GB). Each in its own subprocess; time and peak RSS (VmHWM) side by side. Both
    DuckDB and polars use 2 threads here (the machine's cores).
-2. **refine** — `refine.flag` (defect groups on, the default), `refine.emit` (prune) and `refine.emit` with `mode="edit"` (its inputs read out of core; the items have no references, so no edit is made and the model is never loaded) on a run
+2. **refine** — `refine.flag` (defect groups on, the default), `refine.emit` (prune) `refine.emit` with `mode="edit"` (its inputs read out of core; the items have no references, so no edit is made and the model is never loaded) and `refine.report` on a run
    directory laid out as `refine collect` lays it out, each in a fresh subprocess, timed around
    the call alone, with peak RSS of the whole process. DuckDB's memory limit is left at its
    default (2 GB, or a quarter of the machine's memory if less).
@@ -255,6 +255,9 @@ def verb(name: str, args: list[str]) -> dict:
     if name == "flag":
         result = refine.flag(args[0])
         extra = {"flagged": result.flagged, "cited_pairs": result.cited_pairs}
+    elif name == "report":
+        result = refine.report(args[0])
+        extra = {"html_bytes": result.bytes}
     else:
         settings = refine.EmitSettings(mode="edit") if name == "edit" else None
         result = refine.emit(args[0], args[1], settings)
@@ -314,6 +317,9 @@ def main() -> None:
         log("refine emit --mode edit ...")
         edited = run_worker(__file__, "verb", "edit", str(run), str(root / "out-edit" / "train.jsonl"))
         log(f"refine emit --mode edit: {edited}")
+        log("refine report ...")
+        reported = run_worker(__file__, "verb", "report", str(run))
+        log(f"refine report: {reported}")
 
         import pyarrow.parquet as pq
 
@@ -331,6 +337,7 @@ def main() -> None:
             "flag_s": flagged["seconds"], "flag_peak_rss_mb": flagged["peak_rss_mb"],
             "emit_s": emitted["seconds"], "emit_peak_rss_mb": emitted["peak_rss_mb"],
             "emit_edit_s": edited["seconds"], "emit_edit_peak_rss_mb": edited["peak_rss_mb"],
+            "report_s": reported["seconds"], "report_peak_rss_mb": reported["peak_rss_mb"],
             "cited_pairs": flagged["cited_pairs"], "flagged": flagged["flagged"],
             "planted_pairs": len(planted), "planted_flagged": len(hit & planted),
             "flagged_not_planted": len(hit - planted), "removed_lines": emitted["removed"],
