@@ -85,15 +85,13 @@ def _edit_inputs(run: RunDir, pair_ids: list[str]) -> tuple[pd.DataFrame, pd.Dat
     every pair's texts (:func:`refine.defects.create_names`, computed in the database)."""
     from ._duckdb import connect, quoted
     from .defects import create_names
-    from .rundir import ATTRIBUTIONS, ITEMS, PAIRS
+    from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, first_rows_sql
 
     run.current("collect")
     with connect() as con:
         con.register("wanted", pd.DataFrame({"pair_id": pd.Series(pair_ids, dtype=object)}))
-        con.execute(f"""
-            CREATE TEMP TABLE pairs_first AS SELECT pair_id, question, answer
-            FROM read_parquet({quoted(str(run.file(PAIRS)))}, file_row_number = true)
-            QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1""")
+        con.execute("CREATE TEMP TABLE pairs_first AS "
+                    + first_rows_sql(quoted(str(run.file(PAIRS))), "pair_id, question, answer"))
         create_names(con, "SELECT question AS t FROM pairs_first UNION ALL SELECT answer FROM pairs_first")
         names = {k for (k,) in con.execute("SELECT k FROM names").fetchall()}
         con.execute(f"""

@@ -39,7 +39,7 @@ from ._atomic import atomic_path, write_json
 from ._duckdb import connect, quoted, squeezed
 from .errors import RunDirError
 from .settings import FlagSettings
-from .rundir import ATTRIBUTIONS, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir
+from .rundir import ATTRIBUTIONS, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir, first_rows_sql
 
 __all__ = ["FLAG_COLUMNS", "FlagResult", "FlagSettings", "flag", "flag_statistics", "read_flags"]
 
@@ -290,11 +290,8 @@ def _run_views(con: Any, run: RunDir) -> None:
     con.execute(f"CREATE VIEW cites_in AS SELECT eval_id, pair_id, influence_level FROM read_parquet({cites}) "
                 "WHERE pair_id IS NOT NULL")
     # The first line of each pair, in file order, and how many lines hold it.
-    con.execute(f"""
-        CREATE TEMP TABLE pairs_first AS
-        SELECT pair_id, file, line, file_id, question, answer, count(*) OVER (PARTITION BY pair_id) AS n_lines
-        FROM read_parquet({pairs}, file_row_number = true)
-        QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1""")
+    con.execute("CREATE TEMP TABLE pairs_first AS " + first_rows_sql(
+        pairs, "pair_id, file, line, file_id, question, answer, count(*) OVER (PARTITION BY pair_id) AS n_lines"))
 
 
 def _store(con: Any, stats: dict[str, Any]) -> set[str]:

@@ -182,6 +182,14 @@ def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
     }}
 
 
+def first_rows_sql(pairs: str, select: str, join: str = "") -> str:
+    """SQL for the first row (in file order) of each pair of the pairs.parquet at `pairs` (a
+    quoted path): what "a pair's file, line and texts" means wherever several rows hold it."""
+    return f"""
+        SELECT {select} FROM read_parquet({pairs}, file_row_number = true) {join}
+        QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1"""
+
+
 class StageWriter:
     """What a running stage may write: its own files in RUN, and files outside it it declares."""
 
@@ -431,11 +439,8 @@ class RunDir:
         chosen = ", ".join(f'"{c}"' for c in columns)
         with connect() as con:
             con.register("wanted", pd.DataFrame({"pair_id": pd.Series(pair_ids, dtype=object)}))
-            return con.sql(f"""
-                SELECT pair_id, {chosen}
-                FROM read_parquet({quoted(str(self.file(PAIRS)))}, file_row_number = true)
-                SEMI JOIN wanted USING (pair_id)
-                QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1""").df().set_index("pair_id")
+            return con.sql(first_rows_sql(quoted(str(self.file(PAIRS))), f"pair_id, {chosen}",
+                                          "SEMI JOIN wanted USING (pair_id)")).df().set_index("pair_id")
 
     def flag_summary(self) -> dict[str, Any]:
         self.current("flag")
