@@ -179,9 +179,9 @@ def main() -> None:
         raw_train, raw_encode_s, raw_encode_cpu_s = done["raw_encode"]
         cold, collect_cold_s, collect_cold_cpu_s = done["collect_cold"]
         warm, collect_warm_s, collect_warm_cpu_s = done["collect_warm"]
-        # The vectors collect used are the raw encode's (same model object, same texts).
+        # The vectors collect used (read back from the cache it filled) are the raw encode's.
         where = {x: i for i, x in enumerate(train_texts)}
-        used = np.concatenate([backend._qa, backend._answers])
+        used = backend.model.encode(train_all)
         max_abs_diff = float(np.abs(used - raw_train[[where[x] for x in train_all]]).max())
         same = pq.read_table(root / "run-cold" / "attributions.parquet").equals(
             pq.read_table(root / "run-warm" / "attributions.parquet"))

@@ -7,7 +7,9 @@ Any local sentence-transformers model directory can be named instead.
 Cache layout: ``<cache_dir>/embeddings/<model fingerprint>/shard-*.npz`` — each shard holds
 ``keys`` (16-byte content digests, one per row) and ``vectors`` (float32, L2-normalised).
 Shards are only ever added whole (atomic rename), so a crash loses at most the chunk in
-flight and a re-run encodes only what is missing.
+flight and a re-run encodes only what is missing. A process holds the keys, sorted (24 bytes
+per text), not the vectors: they are read a shard at a time when asked for, and a training
+set's vectors go to a file (:meth:`EmbeddingModel.encode_to_disk`), not into memory.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ._atomic import atomic_open
+from .disk_matrix import DiskMatrix
 from .errors import ConfigError
 
 __all__ = ["DEFAULT_MODEL", "EmbeddingModel", "default_cache_dir", "resolve_model_path"]
@@ -30,6 +34,8 @@ DEFAULT_MODEL = "default"
 _CHUNK = 1024
 _MAX_SMALL_SHARDS = 32
 _SMALL_SHARD = 1024
+_KEY = np.dtype("<u8")
+_RECENT_MAX = 65_536   # keys indexed apart before they join the main index
 
 
 def default_cache_dir() -> Path:
@@ -119,65 +125,173 @@ def _text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
+def _key_array(texts: Sequence[str]) -> np.ndarray:
+    """The texts' 16-byte digests as an n × 2 array of 64-bit integers (what the index sorts
+    and searches), without a Python object per text."""
+    digests = bytearray()
+    for text in texts:
+        digests += _text_key(text)
+    return np.frombuffer(digests, dtype=_KEY).reshape(-1, 2)
+
+
+class _SortedKeys:
+    """Keys sorted by their first half, each with its row. Digests are uniform, so different
+    keys almost never share a first half; a lookup checks the second half and walks the rare
+    runs of equal first halves."""
+
+    def __init__(self) -> None:
+        self.high = np.zeros(0, dtype=_KEY)
+        self.low = np.zeros(0, dtype=_KEY)
+        self.rows = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.high)
+
+    def insert(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        order = np.argsort(keys[:, 0], kind="stable")
+        keys, rows = keys[order], rows[order]
+        if not len(self.high):
+            self.high, self.low, self.rows = keys[:, 0].copy(), keys[:, 1].copy(), rows
+            return
+        # After the equal first halves already there: of equal keys, the later row is last.
+        at = np.searchsorted(self.high, keys[:, 0], side="right")
+        self.high = np.insert(self.high, at, keys[:, 0])
+        self.low = np.insert(self.low, at, keys[:, 1])
+        self.rows = np.insert(self.rows, at, rows)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's row — the last added of equal keys, as a dict would keep it — or -1."""
+        found = np.full(len(keys), -1, dtype=np.int64)
+        if not len(self.high) or not len(keys):
+            return found
+        order = np.argsort(keys[:, 0], kind="stable")   # sorted queries search faster
+        last = np.empty(len(keys), dtype=np.int64)
+        last[order] = np.searchsorted(self.high, keys[order, 0], side="right") - 1
+        at = np.maximum(last, 0)
+        same_high = (last >= 0) & (self.high[at] == keys[:, 0])
+        hit = same_high & (self.low[at] == keys[:, 1])
+        found[hit] = self.rows[at[hit]]
+        for i in np.flatnonzero(same_high & ~hit):     # another key shares this first half
+            j = int(last[i])
+            while j >= 0 and self.high[j] == keys[i, 0]:
+                if self.low[j] == keys[i, 1]:
+                    found[i] = self.rows[j]
+                    break
+                j -= 1
+        return found
+
+    def drop(self, unwanted: np.ndarray) -> None:
+        kept = ~unwanted
+        self.high, self.low, self.rows = self.high[kept], self.low[kept], self.rows[kept]
+
+
 class _ShardCache:
+    """Every cached vector stays on disk; memory holds the keys, sorted (24 bytes per text),
+    so the cache can be far larger than memory. A shard's vectors are read when asked for, a
+    shard (a chunk of ~1,024 texts) at a time.
+
+    Of a text cached twice (two runs encoding it at once), the copy added last is found, as
+    when the cache was a dict. Not thread-safe: a lookup may fold new shards into the index.
+    """
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._index: dict[bytes, tuple[int, int]] = {}
-        self._shards: list[np.ndarray] = []
         self._paths: list[Path] = []
-        self._load()
-
-    def _shard_paths(self) -> list[Path]:
-        return sorted(self.directory.glob("shard-*.npz")) if self.directory.is_dir() else []
-
-    def _load(self) -> None:
-        self._index.clear()
-        self._shards.clear()
-        self._paths.clear()
-        for path in self._shard_paths():
+        self._starts: list[int] = [0]            # each shard's first row among all rows; then the total
+        self._pending: list[tuple[np.ndarray, int]] = []   # (keys, first row) not yet indexed
+        # Two levels, so that a few texts added to a large cache cost a few keys' work, not a
+        # copy of the whole index: recent additions, merged into the main level when they are
+        # an eighth of it.
+        self._main = _SortedKeys()
+        self._recent = _SortedKeys()
+        self._merged: set[int] = set()            # small shards compaction replaced
+        for path in sorted(directory.glob("shard-*.npz")) if directory.is_dir() else []:
             with np.load(path, allow_pickle=False) as data:
-                keys, vectors = data["keys"], data["vectors"]
-            shard_no = len(self._shards)
-            self._shards.append(vectors)
-            self._paths.append(path)
-            for row, key in enumerate(keys.tobytes()[i:i + 16] for i in range(0, keys.size, 16)):
-                self._index[key] = (shard_no, row)
+                self._append(path, data["keys"])     # a zip member: the vectors are not read
 
-    def lookup(self, keys: Sequence[bytes]) -> list[tuple[int, int] | None]:
-        return [self._index.get(k) for k in keys]
-
-    def vector(self, where: tuple[int, int]) -> np.ndarray:
-        return self._shards[where[0]][where[1]]
-
-    def add(self, keys: Sequence[bytes], vectors: np.ndarray) -> Path:
-        key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
-        name = hashlib.sha256(key_array.tobytes()).hexdigest()[:24]
-        path = self.directory / f"shard-{name}.npz"
-        vectors = vectors.astype(np.float32, copy=False)
-        with atomic_open(path, "wb") as fh:
-            np.savez(fh, keys=key_array, vectors=vectors)
-        shard_no = len(self._shards)
-        self._shards.append(vectors)
+    def _append(self, path: Path, keys: np.ndarray) -> None:
+        keys = np.ascontiguousarray(keys).view(np.uint8).reshape(-1, 16).view(_KEY)
+        self._pending.append((keys, self._starts[-1]))
         self._paths.append(path)
-        for row, key in enumerate(keys):
-            self._index[key] = (shard_no, row)
+        self._starts.append(self._starts[-1] + len(keys))
+
+    def _fold_pending(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        keys = np.concatenate([k for k, _ in pending])
+        rows = np.concatenate([np.arange(start, start + len(k), dtype=np.int64) for k, start in pending])
+        del pending
+        self._recent.insert(keys, rows)
+        if len(self._recent) > max(_RECENT_MAX, len(self._main) // 8):
+            self._main.insert(np.stack([self._recent.high, self._recent.low], axis=1), self._recent.rows)
+            self._recent = _SortedKeys()
+
+    def _shard_of(self, rows: np.ndarray) -> np.ndarray:
+        return np.searchsorted(np.asarray(self._starts), rows, side="right") - 1
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's row among all shards' rows, or -1 when it is not cached."""
+        self._fold_pending()
+        found = self._recent.find(keys)
+        older = np.flatnonzero(found < 0)
+        found[older] = self._main.find(keys[older])
+        return found
+
+    def _vectors(self, shard: int) -> np.ndarray:
+        with np.load(self._paths[shard], allow_pickle=False) as data:
+            return data["vectors"]
+
+    def gather(self, rows: np.ndarray, put: Callable[[np.ndarray, np.ndarray], None]) -> None:
+        """Call `put(positions, vectors)` until every `rows[i]`'s vector was put at position i,
+        reading each shard once. A shard another process removed (compaction) raises
+        FileNotFoundError: the caller reads the cache's shards again."""
+        shard = self._shard_of(rows)
+        order = np.argsort(shard, kind="stable")
+        for positions in np.split(order, np.flatnonzero(np.diff(shard[order])) + 1):
+            if len(positions):
+                number = int(shard[positions[0]])
+                put(positions, self._vectors(number)[rows[positions] - self._starts[number]])
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
+        key_bytes = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), 16)
+        name = hashlib.sha256(key_bytes.tobytes()).hexdigest()[:24]
+        path = self.directory / f"shard-{name}.npz"
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, keys=key_bytes, vectors=vectors.astype(np.float32, copy=False))
+        self._append(path, key_bytes)
         return path
 
     def compact(self) -> None:
         """Merge the small shards (a few new texts each) once there are many of them.
 
         Only small shards are rewritten, so the cost stays bounded however large the cache."""
-        small = [i for i, vectors in enumerate(self._shards)
-                 if 0 < len(vectors) < _SMALL_SHARD and self._paths[i].exists()]
+        sizes = np.diff(self._starts)
+        small, parts = [], []
+        for i, size in enumerate(sizes):
+            if 0 < size < _SMALL_SHARD and i not in self._merged:
+                try:
+                    with np.load(self._paths[i], allow_pickle=False) as data:
+                        parts.append((data["keys"], data["vectors"]))
+                except FileNotFoundError:      # merged by another process meanwhile
+                    continue
+                small.append(i)
         if len(small) <= _MAX_SMALL_SHARDS:
             return
-        chosen = set(small)
-        keys = [k for k, (shard, _) in self._index.items() if shard in chosen]
-        merged = self.add(keys, np.stack([self.vector(self._index[k]) for k in keys]))
+        keys = np.concatenate([k for k, _ in parts]).view(_KEY)
+        vectors = np.concatenate([v for _, v in parts])
+        # One row per text: the copy added last, as lookups find it.
+        _, last_first = np.unique(keys[::-1].copy().view("V16").ravel(), return_index=True)
+        keep = np.sort(len(keys) - 1 - last_first)
+        merged = self.add(keys[keep], vectors[keep])
         for i in small:
+            self._merged.add(i)
             if self._paths[i] != merged:
                 self._paths[i].unlink(missing_ok=True)
-            self._shards[i] = self._shards[i][:0]
+        # The merged shard now answers for the small ones: their rows leave the index.
+        self._fold_pending()
+        for level in (self._main, self._recent):
+            level.drop(np.isin(self._shard_of(level.rows), small))
 
 
 class EmbeddingModel:
@@ -230,40 +344,95 @@ class EmbeddingModel:
         are encoded by its workers and each is added to the cache as it arrives, so a
         crashed run encodes only what was never saved.
         """
-        if self._cache is None:
-            self._cache = _ShardCache(self.cache_path)
-        cache = self._cache
-        keys = [_text_key(t) for t in texts]
-        found = cache.lookup(keys)
-        missing: dict[bytes, str] = {}
-        for key, where, text in zip(keys, found, texts):
-            if where is None:
-                missing.setdefault(key, text)
-        if progress is not None:
-            progress(sum(1 for w in found if w is not None))
-        if missing and not persist:
-            fresh = dict(zip(missing, self.encode_uncached(list(missing.values()))))
-            return np.stack([cache.vector(w) if w is not None else fresh[k] for k, w in zip(keys, found)])
-        if missing:
-            occurrences = Counter(k for k, w in zip(keys, found) if w is None)
-            # Length-sorted chunks pad little, so chunking costs nothing against one big
-            # encode call, and each finished chunk is saved before the next starts.
-            todo = sorted(missing.items(), key=lambda kv: len(kv[1]))
-            chunks = [todo[start:start + _CHUNK] for start in range(0, len(todo), _CHUNK)]
-            if executor is None:
-                from .executors.inprocess import InProcessExecutor
-
-                executor = InProcessExecutor()
-            for index, vectors in executor.map(self.worker_spec(), [[t for _, t in c] for c in chunks]):
-                cache.add([k for k, _ in chunks[index]], vectors)
-                if progress is not None:
-                    progress(sum(occurrences[k] for k, _ in chunks[index]))
-            cache.compact()
-            found = cache.lookup(keys)
-        if not found:
+        if not len(texts):
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack([cache.vector(w) for w in found])
+        out: np.ndarray | None = None
+
+        def put(positions: np.ndarray, vectors: np.ndarray) -> None:
+            nonlocal out
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[positions] = vectors
+
+        self._encode_into(texts, put, progress, persist, executor)
+        return out
+
+    def encode_to_disk(self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None,
+                       executor: Any = None) -> DiskMatrix:
+        """As :meth:`encode`, but the vectors go to a :class:`~refine.disk_matrix.DiskMatrix`,
+        not into memory: a training set's vectors (3 KB per pair). Its file is beside the cache
+        (TMPDIR may be memory), or in TMPDIR when the cache is read-only."""
+        matrix: DiskMatrix | None = None
+
+        def put(positions: np.ndarray, vectors: np.ndarray) -> None:
+            nonlocal matrix
+            if matrix is None:
+                try:
+                    matrix = DiskMatrix(self.cache_path, len(texts), vectors.shape[1])
+                except OSError:
+                    matrix = DiskMatrix(tempfile.gettempdir(), len(texts), vectors.shape[1])
+            matrix.write_rows(positions, vectors)
+
+        self._encode_into(texts, put, progress, True, executor)
+        return matrix if matrix is not None else DiskMatrix(tempfile.gettempdir(), 0, self.dimension)
+
+    def _encode_into(self, texts: Sequence[str], put: Callable[[np.ndarray, np.ndarray], None],
+                     progress: Callable[[int], None] | None, persist: bool, executor: Any) -> None:
+        """`put(positions, vectors)` until every text's vector was put, encoding what the
+        cache lacks first."""
+        keys = _key_array(texts)
+        for attempt in range(2):
+            if self._cache is None:
+                self._cache = _ShardCache(self.cache_path)
+            rows, fresh = self._cached_rows(keys, texts, progress if attempt == 0 else None, persist, executor)
+            known = np.flatnonzero(rows >= 0)
+            try:
+                self._cache.gather(rows[known], lambda positions, vectors: put(known[positions], vectors))
+                break
+            except FileNotFoundError:
+                if attempt:
+                    raise
+                self._cache = None   # another process compacted the cache: read its shards again
+        if fresh:
+            put(np.fromiter(fresh, dtype=np.int64, count=len(fresh)), np.stack(list(fresh.values())))
+
+    def _cached_rows(self, keys: np.ndarray, texts: Sequence[str], progress: Callable[[int], None] | None,
+                     persist: bool, executor: Any) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Each text's row in the cache, encoding what is missing first; with `persist=False`
+        the missing ones' vectors instead, by position (their rows are -1)."""
+        cache = self._cache
+        rows = cache.lookup(keys)
+        absent = np.flatnonzero(rows < 0)
+        if progress is not None:
+            progress(len(texts) - len(absent))
+        if not len(absent):
+            return rows, {}
+        missing: dict[bytes, str] = {}
+        absent_keys = [keys[i].tobytes() for i in absent]
+        for key, i in zip(absent_keys, absent):
+            missing.setdefault(key, texts[i])
+        if not persist:
+            fresh = dict(zip(missing, self.encode_uncached(list(missing.values()))))
+            return rows, {int(i): fresh[key] for key, i in zip(absent_keys, absent)}
+        occurrences = Counter(absent_keys)
+        # Length-sorted chunks pad little, so chunking costs nothing against one big
+        # encode call, and each finished chunk is saved before the next starts.
+        todo = sorted(missing.items(), key=lambda kv: len(kv[1]))
+        chunks = [todo[start:start + _CHUNK] for start in range(0, len(todo), _CHUNK)]
+        if executor is None:
+            from .executors.inprocess import InProcessExecutor
+
+            executor = InProcessExecutor()
+        for index, vectors in executor.map(self.worker_spec(), [[t for _, t in c] for c in chunks]):
+            cache.add(np.frombuffer(b"".join(k for k, _ in chunks[index]), dtype=_KEY).reshape(-1, 2), vectors)
+            if progress is not None:
+                progress(sum(occurrences[k] for k, _ in chunks[index]))
+        cache.compact()
+        return cache.lookup(keys), {}
 
     @property
     def dimension(self) -> int:
-        return int(self._st_model().get_sentence_embedding_dimension())
+        model = self._st_model()
+        # sentence-transformers 5 renamed the method; the old name warns.
+        named = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(named())

@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from ..calibration import LevelCalibration, levels_of_blocks, levels_of_top, stats_sample
+from ..disk_matrix import DiskMatrix
 from ..embeddings import DEFAULT_MODEL, EmbeddingModel
 from ..errors import ConfigError
 from ..evalset import EvalItem
@@ -99,6 +100,11 @@ class EmbeddingBackend(AttributionBackend):
         # more than encoding it, and the questions rarely repeat.
         self.persist_queries = True
         self._pairs: list[TrainingPair] = []
+        # The pairs' vectors live in a file read through a memory map (3 KB per pair: 30 GB at
+        # 10⁷ pairs); what scoring reads is handed back to the system as it goes (_release).
+        self._vectors: DiskMatrix | None = None
+        self._queries: DiskMatrix | None = None           # the eval items', from prepare_queries
+        self._query_rows: dict[tuple[str, str], int] = {}
         self._qa: np.ndarray | None = None
         self._answers: np.ndarray | None = None
         self._index = None
@@ -131,18 +137,28 @@ class EmbeddingBackend(AttributionBackend):
         once) rather than a batch of items at a time; attribute() then reads them from the cache."""
         if not self.persist_queries:
             return
-        texts = self._texts([(i.question, i.answer or "") for i in items])
-        self.model.encode(texts, progress=progress("encode eval items", len(texts)), executor=self.executor)
+        question_answers = [(i.question, i.answer or "") for i in items]
+        texts = self._texts(question_answers)
+        if self._queries is not None:
+            self._queries.close()
+        # Kept in a file of their own, in item order: a batch then reads its rows, not the
+        # cache's shards (which hold them in length order, a thousand texts to a shard).
+        self._queries = self.model.encode_to_disk(texts, progress=progress("encode eval items", len(texts)),
+                                                  executor=self.executor)
+        self._query_rows = {qa: row for row, qa in enumerate(question_answers)}
         if self._index is not None and items:
             self._probe_recall(items[:_RECALL_PROBE])
 
     def prepare(self, training: TrainingSet, progress) -> None:
         self._index = None
         self.notes.clear()
+        if self._vectors is not None:
+            self._vectors.close()
         self._pairs = training.unique_pairs()
         texts = self._texts([(p.question, p.answer) for p in self._pairs])
-        vectors = self.model.encode(texts, progress=progress("encode training pairs", len(texts)),
-                                    executor=self.executor)
+        self._vectors = self.model.encode_to_disk(texts, progress=progress("encode training pairs", len(texts)),
+                                                  executor=self.executor)
+        vectors = self._vectors.array
         self._qa, self._answers = vectors[:len(self._pairs)], vectors[len(self._pairs):]
         if self.options.search == "hnsw" and self._pairs:
             from ..pair_index import PairIndex, index_key
@@ -153,8 +169,23 @@ class EmbeddingBackend(AttributionBackend):
             key = index_key(self.model.fingerprint, self.options.answer_weight, digest.digest())
             self._index = PairIndex.open_or_build(
                 self.model.cache_path / "hnsw", key, len(self._pairs),
-                lambda start, stop: self._joined(self._qa[start:stop], self._answers[start:stop]),
-                progress("index training pairs", len(self._pairs)))
+                self._joined_rows, progress("index training pairs", len(self._pairs)))
+
+    def _release(self) -> None:
+        if self._vectors is not None:
+            self._vectors.release()
+
+    def close(self) -> None:
+        for matrix in (self._vectors, self._queries):
+            if matrix is not None:
+                matrix.close()
+        self._vectors = self._queries = self._qa = self._answers = None
+        self._query_rows = {}
+
+    def _joined_rows(self, start: int, stop: int) -> np.ndarray:
+        joined = self._joined(self._qa[start:stop], self._answers[start:stop])
+        self._release()
+        return joined
 
     def _joined(self, qa: np.ndarray, answers: np.ndarray) -> np.ndarray:
         """[√(1-w)·qa, √w·a]: vectors whose inner product is the score."""
@@ -164,7 +195,15 @@ class EmbeddingBackend(AttributionBackend):
         return np.hstack([np.float32(np.sqrt(1 - weight)) * qa, np.float32(np.sqrt(weight)) * answers])
 
     def _item_vectors(self, items: list[EvalItem]) -> tuple[np.ndarray, np.ndarray | None]:
-        texts = self._texts([(i.question, i.answer or "") for i in items])
+        question_answers = [(i.question, i.answer or "") for i in items]
+        rows = [self._query_rows.get(qa) for qa in question_answers]
+        if self._queries is not None and None not in rows:
+            n, queries = len(self._query_rows), self._queries.array
+            qa = queries[rows]
+            answers = queries[[n + r for r in rows]] if self.options.answer_weight > 0 else None
+            self._queries.release()
+            return qa, answers
+        texts = self._texts(question_answers)
         vectors = self.model.encode(texts, persist=self.persist_queries,
                                     executor=self.executor if self.persist_queries else None)
         return vectors[:len(items)], (vectors[len(items):] if self.options.answer_weight > 0 else None)
@@ -175,6 +214,7 @@ class EmbeddingBackend(AttributionBackend):
         if answers is not None:
             weight = self.options.answer_weight
             block = (1 - weight) * block + weight * (answers @ self._answers[pairs].T)
+        self._release()
         return block
 
     def _hnsw_top(self, qa: np.ndarray, answers: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +243,7 @@ class EmbeddingBackend(AttributionBackend):
         else:
             stats = np.concatenate([self._scores_of(qa, answers, sample[i:i + _SCORE_BLOCK])
                                     for i in range(0, len(sample), _SCORE_BLOCK)], axis=1)
+        self._release()
         # A slot the graph left empty (fewer pairs than k reachable) scores -inf: never cited.
         return levels_of_top(best_index, best_score, stats, self.options.calibration())
 
@@ -237,6 +278,7 @@ class EmbeddingBackend(AttributionBackend):
             block = qa @ self._qa[start:stop].T
             if answers is not None:
                 block = (1 - weight) * block + weight * (answers @ self._answers[start:stop].T)
+            self._release()
             yield start, block
 
     def scores(self, items: list[EvalItem]) -> np.ndarray:

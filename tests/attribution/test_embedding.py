@@ -92,15 +92,24 @@ def test_many_small_additions_are_compacted_without_losing_any(tmp_path: Path) -
     fresh = EmbeddingModel(cache_dir=tmp_path)
     fresh.encode_uncached = lambda texts: (_ for _ in ()).throw(AssertionError("re-encoded"))
     np.testing.assert_array_equal(fresh.encode(texts), first)
+    # and the process that compacted finds every text in the merged shard
+    model.encode_uncached = fresh.encode_uncached
+    np.testing.assert_array_equal(model.encode(texts), first)
 
 
-def test_encode_without_persisting_reads_the_cache_but_adds_nothing(tmp_path: Path) -> None:
+def test_a_training_set_is_encoded_to_a_file_not_into_memory(tmp_path: Path) -> None:
     model = EmbeddingModel(cache_dir=tmp_path)
-    known = model.encode(["known text"])
-    shards = sorted(model.cache_path.glob("shard-*.npz"))
-    both = model.encode(["known text", "one-off question"], persist=False)
-    np.testing.assert_array_equal(both[0], known[0])
-    assert sorted(model.cache_path.glob("shard-*.npz")) == shards
+    texts = [f"pair {i}: the answer is {i * 7}" for i in range(300)] + ["pair 3: the answer is 21"]
+    on_disk = model.encode_to_disk(texts)
+    vectors = on_disk.array
+    assert vectors.shape == (301, 384) and not vectors.flags.owndata and not vectors.flags.writeable
+    np.testing.assert_array_equal(vectors, model.encode(texts))
+    np.testing.assert_array_equal(vectors[300], vectors[3])
+    on_disk.release()   # pages go back to the system; the values stay
+    np.testing.assert_array_equal(vectors, model.encode(texts))
+    # the file has no name: nothing is left in the cache for another run to find
+    assert not any(not p.name.startswith("shard-") for p in model.cache_path.iterdir())
+    assert model.encode_to_disk([]).array.shape == (0, 384)
 
 
 @pytest.mark.parametrize("device, words", [("cuda", "cuda"), ("mps", "mps"), ("gpu", "expected auto, cpu")])
@@ -118,3 +127,84 @@ def test_a_device_this_machine_lacks_is_an_error_before_anything_is_written(
         collect([str(data["train"])], str(data["eval"]), tmp_path / "run", settings, progress=False)
     assert caught.value.key == "backend_options.device"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_cache_of_many_shards_finds_each_text_where_it_was_added_last(tmp_path: Path) -> None:
+    from refine import embeddings
+
+    model = EmbeddingModel(cache_dir=tmp_path)
+    texts = [f"sentence {i}" for i in range(50)]
+    encoded = model.encode_uncached(texts)
+    keys = embeddings._key_array(texts)
+    cache = embeddings._ShardCache(model.cache_path)
+    for start, stop in [(0, 20), (20, 35), (35, 50)]:
+        cache.add(keys[start:stop], encoded[start:stop])
+    np.testing.assert_array_equal(_gathered(cache, keys), encoded)
+    # Texts 10-19 again, with other vectors (two runs encoding them at once): as with a dict,
+    # the copy added last is the one found — in this process, the new shard ...
+    repeat = cache.add(keys[10:20], encoded[10:20] + 1)
+    expected = encoded.copy()
+    expected[10:20] += 1
+    np.testing.assert_array_equal(_gathered(cache, keys), expected)
+    # ... and in a fresh one, which reads the shards in name order, the later name.
+    first = cache._paths[0]
+    expected[10:20] = encoded[10:20] + (repeat.name > first.name)
+    np.testing.assert_array_equal(_gathered(embeddings._ShardCache(model.cache_path), keys), expected)
+    assert list(cache.lookup(embeddings._key_array(["never seen"]))) == [-1]
+
+
+def _gathered(cache, keys: np.ndarray) -> np.ndarray:
+    rows = cache.lookup(keys)
+    assert (rows >= 0).all()
+    got = np.full((len(keys), 384), np.nan, dtype=np.float32)
+    cache.gather(rows, lambda positions, vectors: got.__setitem__(positions, vectors))
+    return got
+
+
+def test_keys_that_share_their_first_half_are_told_apart(tmp_path: Path) -> None:
+    from refine import embeddings
+
+    cache = embeddings._ShardCache(tmp_path / "cache")
+    added = [[7, 3], [7, 1], [9, 9], [7, 2], [7, 1]]       # four keys start with 7; [7, 1] twice
+    for value, key in enumerate(added):
+        cache.add(np.array([key], dtype=np.uint64), np.full((1, 4), value, dtype=np.float32))
+        cache.lookup(np.array([key], dtype=np.uint64))     # indexed one at a time, among its kin
+    queries = np.array([[7, 2], [7, 1], [7, 3], [7, 4], [9, 9], [8, 3]], dtype=np.uint64)
+    for reader in (cache, embeddings._ShardCache(tmp_path / "cache")):
+        rows = reader.lookup(queries)
+        assert [r < 0 for r in rows] == [False, False, False, True, False, True]
+        got = np.full(6, -1.0, dtype=np.float32)
+        known = np.flatnonzero(rows >= 0)
+        reader.gather(rows[known], lambda positions, vectors: got.__setitem__(known[positions], vectors[:, 0]))
+        assert got[[0, 2, 4]].tolist() == [3.0, 0.0, 2.0]
+    assert got[1] in (1.0, 4.0)      # a fresh reader takes the later shard name of the two
+    assert cache.lookup(queries[1:2]).tolist() == [4]   # this process: the one added last
+
+
+def test_a_cache_another_process_compacted_is_read_again(tmp_path: Path) -> None:
+    texts = [f"question {i}" for i in range(40)]
+    ours = EmbeddingModel(cache_dir=tmp_path)
+    first = ours.encode(texts[:5])
+    theirs = EmbeddingModel(cache_dir=tmp_path)
+    for text in texts:                       # many small shards: theirs merges them, ours too
+        theirs.encode([text])
+    np.testing.assert_array_equal(ours.encode(texts[:5]), first)
+    np.testing.assert_array_equal(ours.encode(texts), theirs.encode(texts))
+
+
+def test_a_cache_it_cannot_write_in_still_serves_a_training_set(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    model = EmbeddingModel(cache_dir=tmp_path / "cache")
+    texts = ["one", "two", "three"]
+    expected = model.encode(texts)
+    real = tempfile.TemporaryFile
+
+    def read_only_cache(*args, dir=None, **kwargs):   # root may write anywhere: refuse as a read-only disk would
+        if dir is not None and Path(dir) == model.cache_path:
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_cache)
+    np.testing.assert_array_equal(model.encode_to_disk(texts).array, expected)
