@@ -12,10 +12,16 @@ Two parts, one JSON line:
    (what refine used before; run only up to ``--pandas-max-rows``: at 10⁸ rows its frames alone
    are tens of GB). Each in its own subprocess; time and peak RSS (VmHWM) side by side. Both
    DuckDB and polars use 2 threads here (the machine's cores).
-2. **refine** — `refine.flag` (defect groups on, the default), `refine.emit` (prune) `refine.emit` with `mode="edit"` (its inputs read out of core; the items have no references, so no edit is made and the model is never loaded) and `refine.report` on a run
+2. **refine** — `refine.flag` (defect groups on, the default), `refine.emit` (prune), `refine.emit`
+   with `mode="edit"` (its inputs read out of core; the items have no references, so no edit
+   is made and the model is never loaded), `refine.cluster` and `refine.report` on a run
    directory laid out as `refine collect` lays it out, each in a fresh subprocess, timed around
-   the call alone, with peak RSS of the whole process. DuckDB's memory limit is left at its
-   default (2 GB, or a quarter of the machine's memory if less).
+   the call alone, with peak RSS of the whole process (`--verbs` picks some). DuckDB's memory
+   limit is left at its default (2 GB, or a quarter of the machine's memory if less).
+   `cluster` embeds the bad answers: what it is timed on is the rest, so their vectors are put
+   in the embedding cache first (as refine writes it), drawn around 40 mode centres (cosine
+   ~0.8 within a mode) chosen by the answer's question: the agglomeration then finds modes
+   whose answers cite overlapping pairs, as a real run's do.
 
 The data are synthetic and built here, vectorised: pairs are templated questions and answers
 about numbered products of a few dozen brands (so every pair has names and numbers: anchors);
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import time
 import types
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -258,6 +265,10 @@ def verb(name: str, args: list[str]) -> dict:
     elif name == "report":
         result = refine.report(args[0])
         extra = {"html_bytes": result.bytes}
+    elif name == "cluster":
+        result = refine.cluster(args[0])
+        extra = {"bad_answers": len(result.items), "modes": len(result.modes),
+                 "unclustered": int((result.items["cluster"] < 0).sum())}
     else:
         settings = refine.EmitSettings(mode="edit") if name == "edit" else None
         result = refine.emit(args[0], args[1], settings)
@@ -266,9 +277,42 @@ def verb(name: str, args: list[str]) -> dict:
             "baseline_rss_mb": round(baseline), **extra}
 
 
+def seed_answer_vectors(run: str) -> dict:
+    """The bad answers' vectors, in the embedding cache cluster reads (REFINE_CACHE_DIR)."""
+    import hashlib
+
+    import numpy as np
+
+    from refine.embeddings import EmbeddingModel
+    from refine.rundir import RunDir
+    from refine.text import qa_text
+
+    items = RunDir(run).items(["question", "answer", "verdict"], done=True)
+    bad = items[items["verdict"] == "bad"]
+    texts = sorted({qa_text(q, a or "") for q, a in zip(bad["question"], bad["answer"])})
+    rng = np.random.default_rng(17)
+    centres = rng.normal(size=(40, 384))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    directory = EmbeddingModel().cache_path
+    directory.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(texts), 1024):
+        block = texts[start:start + 1024]
+        keys = np.frombuffer(b"".join(hashlib.sha256(t.encode("utf-8")).digest()[:16] for t in block),
+                             dtype=np.uint8).reshape(len(block), 16)
+        mode = np.array([zlib.crc32(t.split("\n")[0].encode("utf-8")) % 40 for t in block])   # by question
+        vectors = centres[mode] + rng.normal(size=(len(block), 384)) * (0.5 / np.sqrt(384))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        with open(directory / f"shard-{hashlib.sha256(keys.tobytes()).hexdigest()[:24]}.npz", "wb") as fh:
+            np.savez(fh, keys=keys, vectors=vectors.astype(np.float32))
+    return {"bad_answer_texts": len(texts)}
+
+
 def worker(argv: list[str]) -> None:
     with stdout_to_stderr():
-        figures = engine(argv[1], argv[2]) if argv[0] == "engine" else verb(argv[1], argv[2:])
+        if argv[0] == "seed":
+            figures = seed_answer_vectors(argv[1])
+        else:
+            figures = engine(argv[1], argv[2]) if argv[0] == "engine" else verb(argv[1], argv[2:])
     emit_json(figures)
 
 
@@ -281,6 +325,8 @@ def main() -> None:
     parser.add_argument("--pandas-max-rows", type=int, default=20_000_000)
     parser.add_argument("--dir", help="build here (kept) instead of a temporary directory")
     parser.add_argument("--reuse", action="store_true", help="with --dir: use the run built there before")
+    parser.add_argument("--verbs", default="flag,emit,edit,cluster,report",
+                        help="which of refine's verbs to time (flag always runs first: the rest read its flags)")
     parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -308,18 +354,19 @@ def main() -> None:
                 log(f"engine {name} ...")
                 engines[name] = run_worker(__file__, "engine", name, str(run))
                 log(f"engine {name}: {engines[name]}")
-        log("refine flag ...")
-        flagged = run_worker(__file__, "verb", "flag", str(run))
-        log(f"refine flag: {flagged}")
-        log("refine emit ...")
-        emitted = run_worker(__file__, "verb", "emit", str(run), str(root / "out" / "train.jsonl"))
-        log(f"refine emit: {emitted}")
-        log("refine emit --mode edit ...")
-        edited = run_worker(__file__, "verb", "edit", str(run), str(root / "out-edit" / "train.jsonl"))
-        log(f"refine emit --mode edit: {edited}")
-        log("refine report ...")
-        reported = run_worker(__file__, "verb", "report", str(run))
-        log(f"refine report: {reported}")
+        verbs = set(args.verbs.split(","))
+        timed: dict[str, dict] = {}
+        os.environ["REFINE_CACHE_DIR"] = str(root / "cache")
+        for name, extra in (("flag", []), ("emit", [str(root / "out" / "train.jsonl")]),
+                            ("edit", [str(root / "out-edit" / "train.jsonl")]), ("cluster", []), ("report", [])):
+            if name != "flag" and name not in verbs:
+                continue
+            if name == "cluster":
+                log(f"bad answers' vectors: {run_worker(__file__, 'seed', str(run))}")
+            log(f"refine {name} ...")
+            timed[name] = run_worker(__file__, "verb", name, str(run), *extra)
+            log(f"refine {name}: {timed[name]}")
+        flagged, emitted = timed["flag"], timed.get("emit", {})
 
         import pyarrow.parquet as pq
 
@@ -334,13 +381,12 @@ def main() -> None:
             "attributions_parquet_mb": round((run / "attributions.parquet").stat().st_size / 1e6),
             "train_gb": round(train.stat().st_size / 1e9, 2),
             "engines": engines,
-            "flag_s": flagged["seconds"], "flag_peak_rss_mb": flagged["peak_rss_mb"],
-            "emit_s": emitted["seconds"], "emit_peak_rss_mb": emitted["peak_rss_mb"],
-            "emit_edit_s": edited["seconds"], "emit_edit_peak_rss_mb": edited["peak_rss_mb"],
-            "report_s": reported["seconds"], "report_peak_rss_mb": reported["peak_rss_mb"],
+            **{f"{'emit_edit' if name == 'edit' else name}_{what}": figures[key]
+               for name, figures in timed.items() for what, key in (("s", "seconds"), ("peak_rss_mb", "peak_rss_mb"))},
+            **({"cluster": timed["cluster"]} if "cluster" in timed else {}),
             "cited_pairs": flagged["cited_pairs"], "flagged": flagged["flagged"],
             "planted_pairs": len(planted), "planted_flagged": len(hit & planted),
-            "flagged_not_planted": len(hit - planted), "removed_lines": emitted["removed"],
+            "flagged_not_planted": len(hit - planted), "removed_lines": emitted.get("removed"),
             "target_peak_rss_mb": 4096, "duckdb_memory_limit": os.environ.get("REFINE_DUCKDB_MEMORY", "default"),
             "threads": os.cpu_count(), "total_s": round(time.perf_counter() - started),
             "loadavg_1m": [load_start, round(os.getloadavg()[0], 2)],
