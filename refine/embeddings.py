@@ -267,16 +267,18 @@ class _ShardCache:
 
         Only small shards are rewritten, so the cost stays bounded however large the cache."""
         sizes = np.diff(self._starts)
+        candidates = [i for i, size in enumerate(sizes) if 0 < size < _SMALL_SHARD and i not in self._merged]
+        if len(candidates) <= _MAX_SMALL_SHARDS:
+            return
         small, parts = [], []
-        for i, size in enumerate(sizes):
-            if 0 < size < _SMALL_SHARD and i not in self._merged:
-                try:
-                    with np.load(self._paths[i], allow_pickle=False) as data:
-                        parts.append((data["keys"], data["vectors"]))
-                except FileNotFoundError:      # merged by another process meanwhile
-                    continue
-                small.append(i)
-        if len(small) <= _MAX_SMALL_SHARDS:
+        for i in candidates:
+            try:
+                with np.load(self._paths[i], allow_pickle=False) as data:
+                    parts.append((data["keys"], data["vectors"]))
+            except FileNotFoundError:      # merged by another process meanwhile
+                continue
+            small.append(i)
+        if not parts:
             return
         keys = np.concatenate([k for k, _ in parts]).view(_KEY)
         vectors = np.concatenate([v for _, v in parts])
