@@ -105,6 +105,7 @@ class EmbeddingBackend(AttributionBackend):
         self._vectors: DiskMatrix | None = None
         self._queries: DiskMatrix | None = None           # the eval items', from prepare_queries
         self._query_rows: dict[tuple[str, str], int] = {}
+        self._n_queries = 0
         self._qa: np.ndarray | None = None
         self._answers: np.ndarray | None = None
         self._index = None
@@ -134,7 +135,7 @@ class EmbeddingBackend(AttributionBackend):
 
     def prepare_queries(self, items: list[EvalItem], progress) -> None:
         """Encode every eval item up front, in the executor's chunks (on Ray: by every worker at
-        once) rather than a batch of items at a time; attribute() then reads them from the cache."""
+        once) rather than a batch of items at a time; attribute() then reads their rows."""
         if not self.persist_queries:
             return
         question_answers = [(i.question, i.answer or "") for i in items]
@@ -146,6 +147,7 @@ class EmbeddingBackend(AttributionBackend):
         self._queries = self.model.encode_to_disk(texts, progress=progress("encode eval items", len(texts)),
                                                   executor=self.executor)
         self._query_rows = {qa: row for row, qa in enumerate(question_answers)}
+        self._n_queries = len(question_answers)    # answers' rows follow (items may repeat)
         if self._index is not None and items:
             self._probe_recall(items[:_RECALL_PROBE])
 
@@ -198,7 +200,7 @@ class EmbeddingBackend(AttributionBackend):
         question_answers = [(i.question, i.answer or "") for i in items]
         rows = [self._query_rows.get(qa) for qa in question_answers]
         if self._queries is not None and None not in rows:
-            n, queries = len(self._query_rows), self._queries.array
+            n, queries = self._n_queries, self._queries.array
             qa = queries[rows]
             answers = queries[[n + r for r in rows]] if self.options.answer_weight > 0 else None
             self._queries.release()

@@ -208,3 +208,20 @@ def test_a_cache_it_cannot_write_in_still_serves_a_training_set(tmp_path: Path,
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only_cache)
     np.testing.assert_array_equal(model.encode_to_disk(texts).array, expected)
+
+
+def test_items_read_from_their_own_file_score_as_items_encoded_one_batch_at_a_time(tmp_path: Path) -> None:
+    import dataclasses
+
+    data = people_dataset(tmp_path)
+    items = load_eval(str(data["eval"])).items
+    # The same question and answer twice, under two ids: the answers' rows must still line up.
+    items = [*items[:5], dataclasses.replace(items[3], id="twin"), *items[5:]]
+    prepared = _prepared(data, tmp_path / "cache")
+    prepared.prepare_queries(items, lambda desc, total: (lambda n: None))
+    by_batch = _prepared(data, tmp_path / "cache")      # no prepare_queries: encoded per batch
+    for start in range(0, len(items), 7):
+        batch = items[start:start + 7]
+        assert ([r.influences for r in prepared.attribute(batch)]
+                == [r.influences for r in by_batch.attribute(batch)])
+    assert any(r.influences for r in prepared.attribute(items))
