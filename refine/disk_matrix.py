@@ -51,12 +51,14 @@ class DiskMatrix:
         positions, data = positions[order], memoryview(vectors[order]).cast("B")
         starts = np.flatnonzero(np.diff(positions, prepend=-2) != 1)
         stops = np.append(starts[1:], len(positions))
-        fd, width = self._file.fileno(), self._row_bytes
-        for start, stop, row in zip(starts.tolist(), stops.tolist(), positions[starts].tolist()):
-            chunk, offset = data[start * width:stop * width], row * width
-            while chunk:                       # a write may take fewer bytes than it was given
-                written = os.pwrite(fd, chunk, offset)
-                chunk, offset = chunk[written:], offset + written
+        fd, width, pwrite = self._file.fileno(), self._row_bytes, os.pwrite
+        # One system call per run (per row, as rows usually arrive): the loop is kept lean.
+        for low, high, offset in zip((starts * width).tolist(), (stops * width).tolist(),
+                                     (positions[starts] * width).tolist()):
+            written = pwrite(fd, data[low:high], offset)
+            while written < high - low:        # a write may take fewer bytes than it was given
+                low, offset = low + written, offset + written
+                written = pwrite(fd, data[low:high], offset)
 
     @property
     def array(self) -> np.ndarray:
