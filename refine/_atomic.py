@@ -75,6 +75,17 @@ def write_parquet(path: str | os.PathLike[str], table: Any) -> None:
         pq.write_table(table, fh, compression="zstd", row_group_size=16384)
 
 
+def write_parquet_batches(path: str | os.PathLike[str], batches: Any) -> None:
+    """Write a pyarrow RecordBatchReader atomically, a batch at a time: memory stays at a batch
+    (row groups as :func:`write_parquet` writes them)."""
+    import pyarrow.parquet as pq
+
+    with atomic_open(path, "wb") as fh:
+        with pq.ParquetWriter(fh, batches.schema, compression="zstd") as writer:
+            for batch in batches:
+                writer.write_batch(batch, row_group_size=16384)
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     import hashlib
 

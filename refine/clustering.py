@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._atomic import atomic_open, write_parquet
+from ._atomic import atomic_open, write_parquet, write_parquet_batches
 from .errors import RunDirError
 from .settings import ClusterSettings
 from .rundir import CLUSTER_PAIRS, CLUSTERS, CLUSTERS_CSV, FLAG_MODES, THEMES_CSV, RunDir
@@ -138,125 +138,147 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
     bad = bad.assign(cluster=labels, label=[names.get(int(l), "unclustered") for l in labels])
 
     sizes = bad.groupby("cluster").size()
-    per_pair = _blame_by_mode(run, bad[["eval_id", "cluster"]], weights)
-    per_pair["share"] = per_pair["n_items"] / per_pair["cluster"].map(sizes)
-
-    first = run.first_rows(sorted(set(per_pair.groupby("cluster").head(settings.top_pairs)["pair_id"])),
-                           ["file", "line"])
-    centroids = {}
-    rows = []
-    for c in sorted(sizes.index):
-        if c < 0:
-            continue
-        members = np.flatnonzero(labels == c)
-        centroid = vectors[members].mean(axis=0)
-        centroid /= max(np.linalg.norm(centroid), 1e-12)
-        centroids[c] = centroid
-        representative = members[int(np.argmax(vectors[members] @ centroid))]
-        driving = per_pair[per_pair["cluster"] == c].head(settings.top_pairs)
-        rows.append({
-            "cluster": int(c), "label": names[c], "size": int(len(members)),
-            "representative_question": bad.at[representative, "question"],
-            "representative_answer": bad.at[representative, "answer"],
-            "example_questions": " | ".join(bad.loc[members[:3], "question"]),
-            "top_pairs": "; ".join(f"{first.at[p, 'file']}:{first.at[p, 'line']} (blame {b:g}, "
-                                   f"{n}/{len(members)} answers)"
-                                   for p, b, n in zip(driving["pair_id"], driving["blame"], driving["n_items"])),
-            "top_pair_ids": " ".join(driving["pair_id"]),
-        })
-    modes = pd.DataFrame(rows, columns=["cluster", "label", "size", "representative_question",
-                                        "representative_answer", "example_questions", "top_pairs",
-                                        "top_pair_ids"])
-    unclustered = int((labels < 0).sum())
     flags = run.flags(["file", "line"], flagged_only=True)
-    flag_modes, themes = _modes_of_pairs(per_pair, flags.set_index("pair_id"), names, centroids, settings)
+    from ._duckdb import connect
 
-    import pyarrow as pa
-    with run.stage("cluster", dataclasses.asdict(settings)) as stage:
-        write_parquet(stage.path(CLUSTERS), pa.Table.from_pandas(
-            bad[["eval_id", "cluster", "label"]], preserve_index=False))
-        write_parquet(stage.path(CLUSTER_PAIRS), pa.Table.from_pandas(per_pair.reset_index(drop=True),
-                                                                       preserve_index=False))
-        write_parquet(stage.path(FLAG_MODES), pa.Table.from_pandas(flag_modes, preserve_index=False))
-        with atomic_open(stage.path(CLUSTERS_CSV), "w", encoding="utf-8") as fh:
-            modes.to_csv(fh, index=False, lineterminator="\n")
-            if unclustered:
-                fh.write(f"-1,unclustered,{unclustered},,,,,\n")
-        with atomic_open(stage.path(THEMES_CSV), "w", encoding="utf-8") as fh:
-            themes.to_csv(fh, index=False, lineterminator="\n")
+    # The mode × pair table has a row per mode and pair the bad answers cite (millions at 10⁸
+    # citations): it stays in DuckDB and is written from there a batch at a time; Python
+    # sees each mode's top pairs only.
+    with connect() as con:
+        _blame_by_mode(con, run, bad[["eval_id", "cluster"]], weights, sizes)
+        top = con.sql(f"""SELECT * FROM per_pair QUALIFY row_number() OVER (
+                              PARTITION BY cluster ORDER BY blame DESC, n_items DESC, pair_id) <= {int(settings.top_pairs)}
+                          ORDER BY cluster, blame DESC, n_items DESC, pair_id""").df()
+        first = run.first_rows(sorted(set(top["pair_id"])), ["file", "line"])
+        centroids = {}
+        rows = []
+        for c in sorted(sizes.index):
+            if c < 0:
+                continue
+            members = np.flatnonzero(labels == c)
+            centroid = vectors[members].mean(axis=0)
+            centroid /= max(np.linalg.norm(centroid), 1e-12)
+            centroids[c] = centroid
+            representative = members[int(np.argmax(vectors[members] @ centroid))]
+            driving = top[top["cluster"] == c]
+            rows.append({
+                "cluster": int(c), "label": names[c], "size": int(len(members)),
+                "representative_question": bad.at[representative, "question"],
+                "representative_answer": bad.at[representative, "answer"],
+                "example_questions": " | ".join(bad.loc[members[:3], "question"]),
+                "top_pairs": "; ".join(f"{first.at[p, 'file']}:{first.at[p, 'line']} (blame {b:g}, "
+                                       f"{n}/{len(members)} answers)"
+                                       for p, b, n in zip(driving["pair_id"], driving["blame"], driving["n_items"])),
+                "top_pair_ids": " ".join(driving["pair_id"]),
+            })
+        modes = pd.DataFrame(rows, columns=["cluster", "label", "size", "representative_question",
+                                            "representative_answer", "example_questions", "top_pairs",
+                                            "top_pair_ids"])
+        unclustered = int((labels < 0).sum())
+        themes = _modes_of_pairs_in(con, flags.set_index("pair_id"), names, centroids, settings)
+
+        import pyarrow as pa
+        with run.stage("cluster", dataclasses.asdict(settings)) as stage:
+            write_parquet(stage.path(CLUSTERS), pa.Table.from_pandas(
+                bad[["eval_id", "cluster", "label"]], preserve_index=False))
+            write_parquet_batches(stage.path(CLUSTER_PAIRS), con.sql(
+                "SELECT cluster, pair_id, n_items, blame, share FROM per_pair "
+                "ORDER BY cluster, blame DESC, n_items DESC, pair_id").fetch_arrow_reader(_BATCH))
+            write_parquet_batches(stage.path(FLAG_MODES), con.sql(_FLAG_MODES_SQL).fetch_arrow_reader(_BATCH))
+            with atomic_open(stage.path(CLUSTERS_CSV), "w", encoding="utf-8") as fh:
+                modes.to_csv(fh, index=False, lineterminator="\n")
+                if unclustered:
+                    fh.write(f"-1,unclustered,{unclustered},,,,,\n")
+            with atomic_open(stage.path(THEMES_CSV), "w", encoding="utf-8") as fh:
+                themes.to_csv(fh, index=False, lineterminator="\n")
     return ClusterResult(run.path, bad[["eval_id", "cluster", "label"]], modes, themes)
 
 
-def _blame_by_mode(run: RunDir, modes: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
+def _blame_by_mode(con: Any, run: RunDir, modes: pd.DataFrame, weights: dict[str, float],
+                   sizes: pd.Series) -> None:
     """Per (failure mode, cited pair): the mode's answers citing the pair (one citation per
-    answer and pair, at its largest weight) and their summed weight; most blamed first.
+    answer and pair, at its largest weight), their summed weight and their share of the mode's
+    answers — as the table ``per_pair`` in `con`.
 
     Read by DuckDB straight from attributions.parquet: the citations of good answers, most
     of a run's rows, are never loaded (:mod:`refine._duckdb`)."""
-    from ._duckdb import connect, quoted
+    from ._duckdb import quoted
     from .flagging import weighted_sum_sql, weights_sql
     from .rundir import ATTRIBUTIONS
 
     run.current("collect")
-    with connect() as con:
-        con.register("modes", modes[modes["cluster"] >= 0])
-        return con.sql(f"""
-            WITH weights AS ({weights_sql(weights)}),
-            cited AS (SELECT a.eval_id, a.pair_id, max(w.weight) AS weight
-                      FROM read_parquet({quoted(str(run.file(ATTRIBUTIONS)))}) a
-                      SEMI JOIN modes m ON m.eval_id = a.eval_id
-                      LEFT JOIN weights w ON w.level = a.influence_level
-                      WHERE a.pair_id IS NOT NULL GROUP BY a.eval_id, a.pair_id)
-            SELECT m.cluster, c.pair_id, count(*) AS n_items, {weighted_sum_sql(weights, "true")} AS blame
-            FROM cited c JOIN modes m USING (eval_id) GROUP BY m.cluster, c.pair_id
-            ORDER BY m.cluster, blame DESC, n_items DESC, c.pair_id""").df()
+    con.register("modes", modes[modes["cluster"] >= 0])
+    con.register("sizes", pd.DataFrame({"cluster": sizes.index.astype("int64"), "size": sizes.to_numpy()}))
+    con.execute(f"""
+        CREATE TEMP TABLE per_pair AS
+        WITH weights AS ({weights_sql(weights)}),
+        cited AS (SELECT a.eval_id, a.pair_id, max(w.weight) AS weight
+                  FROM read_parquet({quoted(str(run.file(ATTRIBUTIONS)))}) a
+                  SEMI JOIN modes m ON m.eval_id = a.eval_id
+                  LEFT JOIN weights w ON w.level = a.influence_level
+                  WHERE a.pair_id IS NOT NULL GROUP BY a.eval_id, a.pair_id),
+        blamed AS (SELECT m.cluster, c.pair_id, count(*) AS n_items, {weighted_sum_sql(weights, "true")} AS blame
+                   FROM cited c JOIN modes m USING (eval_id) GROUP BY m.cluster, c.pair_id)
+        SELECT b.*, b.n_items / s.size AS share FROM blamed b JOIN sizes s USING (cluster)""").fetchall()
+    con.unregister("modes")
+
+
+_BATCH = 65_536   # rows a batch when the large tables are written from DuckDB
+_FLAG_MODES_SQL = "SELECT pair_id, failure_modes, theme, multi_mode FROM modes_of_pairs ORDER BY pair_id"
 
 
 def _modes_of_pairs(per_pair: pd.DataFrame, flags: pd.DataFrame, names: dict[int, str],
                     centroids: dict[int, np.ndarray],
                     settings: ClusterSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`_modes_of_pairs_in` over a per-pair table in memory: (the per-pair modes, the themes)."""
+    from ._duckdb import connect
+
+    with connect() as con:
+        con.register("per_pair", per_pair[["pair_id", "cluster", "blame", "n_items"]])
+        themes = _modes_of_pairs_in(con, flags, names, centroids, settings)
+        table = con.sql(_FLAG_MODES_SQL).df()
+    table["multi_mode"] = table["multi_mode"].astype(bool)
+    return table, themes
+
+
+def _modes_of_pairs_in(con: Any, flags: pd.DataFrame, names: dict[int, str],
+                       centroids: dict[int, np.ndarray], settings: ClusterSettings) -> pd.DataFrame:
     """Per cited pair: the failure modes it drives, its theme (the mode it drives most: highest
     blame, then most answers, then the lowest mode number) and whether it drives modes
-    unrelated to each other (flagged pairs only); and the flagged pairs of each theme.
+    unrelated to each other (flagged pairs only) — the table ``modes_of_pairs`` in `con`, from
+    its ``per_pair``; and, returned, the flagged pairs of each theme.
 
     In DuckDB, not a Python loop over the pairs: 10⁶ cited pairs take 3–5 s, not 2.5 minutes
     (bench/cluster_modes.py)."""
-    from ._duckdb import connect
-
     clusters = sorted(centroids)
     unrelated = [(a, b) for i, a in enumerate(clusters) for b in clusters[i + 1:]
                  if float(centroids[a] @ centroids[b]) < settings.unrelated_similarity]
-    with connect() as con:
-        con.register("per_pair", per_pair[["pair_id", "cluster", "blame", "n_items"]])
-        con.register("names", pd.DataFrame({"cluster": pd.Series(list(names), dtype="int64"),
-                                            "name": pd.Series(list(names.values()), dtype=object)}))
-        con.register("unrelated", pd.DataFrame({"a": pd.Series([a for a, _ in unrelated], dtype="int64"),
-                                                "b": pd.Series([b for _, b in unrelated], dtype="int64")}))
-        # One row per pair (flags.csv has one; the first, were there more).
-        con.register("flagged", flags.reset_index()[["pair_id", "file", "line"]]
-                     .drop_duplicates("pair_id"))
-        con.execute("""
-            CREATE TEMP TABLE modes_of_pairs AS
-            WITH labelled AS (
-                SELECT p.pair_id, p.cluster, p.blame, p.n_items, CAST(p.cluster AS VARCHAR) || ': ' || n.name AS mode
-                FROM per_pair p JOIN names n USING (cluster)),
-            mine AS (SELECT * FROM per_pair SEMI JOIN flagged USING (pair_id)),
-            multi AS (SELECT DISTINCT x.pair_id FROM mine x
-                      JOIN mine y ON x.pair_id = y.pair_id AND x.cluster < y.cluster
-                      JOIN unrelated u ON u.a = x.cluster AND u.b = y.cluster)
-            SELECT pair_id,
-                   string_agg(mode, ' | ' ORDER BY cluster) AS failure_modes,
-                   first(mode ORDER BY blame DESC, n_items DESC, cluster) AS theme,
-                   first(cluster ORDER BY blame DESC, n_items DESC, cluster) AS theme_cluster,
-                   pair_id IN (SELECT pair_id FROM multi) AS multi_mode
-            FROM labelled GROUP BY pair_id""").fetchall()
-        table = con.sql("SELECT pair_id, failure_modes, theme, multi_mode FROM modes_of_pairs "
-                        "ORDER BY pair_id").df()
-        themes = con.sql("""
-            SELECT m.theme_cluster AS theme, any_value(n.name) AS label, count(*) AS size,
-                   string_agg(coalesce(f.file, 'nan') || ':' || coalesce(CAST(f.line AS VARCHAR), '<NA>'),
-                              '; ' ORDER BY m.pair_id) AS pairs
-            FROM modes_of_pairs m JOIN flagged f USING (pair_id) JOIN names n ON n.cluster = m.theme_cluster
-            GROUP BY m.theme_cluster ORDER BY m.theme_cluster""").df()
-    table["multi_mode"] = table["multi_mode"].astype(bool)
-    return table, themes
+    con.register("names", pd.DataFrame({"cluster": pd.Series(list(names), dtype="int64"),
+                                        "name": pd.Series(list(names.values()), dtype=object)}))
+    con.register("unrelated", pd.DataFrame({"a": pd.Series([a for a, _ in unrelated], dtype="int64"),
+                                            "b": pd.Series([b for _, b in unrelated], dtype="int64")}))
+    # One row per pair (flags.csv has one; the first, were there more).
+    con.register("flagged", flags.reset_index()[["pair_id", "file", "line"]]
+                 .drop_duplicates("pair_id"))
+    con.execute("""
+        CREATE TEMP TABLE modes_of_pairs AS
+        WITH labelled AS (
+            SELECT p.pair_id, p.cluster, p.blame, p.n_items, CAST(p.cluster AS VARCHAR) || ': ' || n.name AS mode
+            FROM per_pair p JOIN names n USING (cluster)),
+        mine AS (SELECT * FROM per_pair SEMI JOIN flagged USING (pair_id)),
+        multi AS (SELECT DISTINCT x.pair_id FROM mine x
+                  JOIN mine y ON x.pair_id = y.pair_id AND x.cluster < y.cluster
+                  JOIN unrelated u ON u.a = x.cluster AND u.b = y.cluster)
+        SELECT pair_id,
+               string_agg(mode, ' | ' ORDER BY cluster) AS failure_modes,
+               first(mode ORDER BY blame DESC, n_items DESC, cluster) AS theme,
+               first(cluster ORDER BY blame DESC, n_items DESC, cluster) AS theme_cluster,
+               pair_id IN (SELECT pair_id FROM multi) AS multi_mode
+        FROM labelled GROUP BY pair_id""").fetchall()
+    themes = con.sql("""
+        SELECT m.theme_cluster AS theme, any_value(n.name) AS label, count(*) AS size,
+               string_agg(coalesce(f.file, 'nan') || ':' || coalesce(CAST(f.line AS VARCHAR), '<NA>'),
+                          '; ' ORDER BY m.pair_id) AS pairs
+        FROM modes_of_pairs m JOIN flagged f USING (pair_id) JOIN names n ON n.cluster = m.theme_cluster
+        GROUP BY m.theme_cluster ORDER BY m.theme_cluster""").df()
+    return themes
