@@ -63,6 +63,10 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         fh.write("\n")
 
 
+_PARQUET_COMPRESSION = "zstd"
+_PARQUET_ROW_GROUP = 16384
+
+
 def write_parquet(path: str | os.PathLike[str], table: Any) -> None:
     """Write a pyarrow Table atomically.
 
@@ -72,7 +76,7 @@ def write_parquet(path: str | os.PathLike[str], table: Any) -> None:
     import pyarrow.parquet as pq
 
     with atomic_open(path, "wb") as fh:
-        pq.write_table(table, fh, compression="zstd", row_group_size=16384)
+        pq.write_table(table, fh, compression=_PARQUET_COMPRESSION, row_group_size=_PARQUET_ROW_GROUP)
 
 
 def write_parquet_batches(path: str | os.PathLike[str], batches: Any) -> None:
@@ -81,9 +85,9 @@ def write_parquet_batches(path: str | os.PathLike[str], batches: Any) -> None:
     import pyarrow.parquet as pq
 
     with atomic_open(path, "wb") as fh:
-        with pq.ParquetWriter(fh, batches.schema, compression="zstd") as writer:
+        with pq.ParquetWriter(fh, batches.schema, compression=_PARQUET_COMPRESSION) as writer:
             for batch in batches:
-                writer.write_batch(batch, row_group_size=16384)
+                writer.write_batch(batch, row_group_size=_PARQUET_ROW_GROUP)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -245,7 +245,6 @@ class EmbeddingBackend(AttributionBackend):
         else:
             stats = np.concatenate([self._scores_of(qa, answers, sample[i:i + _SCORE_BLOCK])
                                     for i in range(0, len(sample), _SCORE_BLOCK)], axis=1)
-        self._release()
         # A slot the graph left empty (fewer pairs than k reachable) scores -inf: never cited.
         return levels_of_top(best_index, best_score, stats, self.options.calibration())
 
