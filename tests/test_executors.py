@@ -147,6 +147,47 @@ def test_an_embedding_run_on_ray_writes_the_same_bytes_and_so_the_same_flags_and
     assert outputs[0][1] != Path(data["train"]).read_bytes()     # something was flagged and removed
 
 
+def test_a_worker_hands_the_heap_a_task_freed_back_before_the_next_task(cluster: Any) -> None:
+    """glibc keeps freed memory resident; a worker trims it after every task, raising or not, so
+    its peak RSS follows its largest task, not how many it ran (refine._heap). The task frees
+    200 MB it allocated in 100 KB pieces (below glibc's mmap threshold, so on the heap), all but
+    the last, which pins the heap's top so glibc cannot shrink the heap on its own."""
+    from refine.executors import WorkerSpec
+
+    def worker_factory():
+        kept = []
+
+        def resident_anon_mb() -> int:
+            with open("/proc/self/status") as fh:
+                return next(int(line.split()[1]) // 1024 for line in fh if line.startswith("RssAnon:"))
+
+        def task(kind: str) -> int:
+            if kind != "measure":
+                pieces = [bytearray(100_000) for _ in range(2_000)]
+                kept.append(pieces[-1])
+                del pieces
+                if kind == "free, then raise":
+                    raise ValueError("the task's own error")
+            return resident_anon_mb()
+        return task
+
+    from refine._heap import release_free_heap
+
+    if not release_free_heap():
+        pytest.skip("this C library has no malloc_trim (not glibc)")
+    spec = WorkerSpec(factory=worker_factory, key="heap")
+    with make_executor({"kind": "ray", "workers": 1}) as executor:
+        def run(kind: str) -> int:
+            return [result for _, result in executor.map(spec, [kind])][0]
+
+        freed_but_resident = run("free")
+        trimmed = run("measure")
+        assert trimmed < freed_but_resident - 150
+        with pytest.raises(ValueError, match="the task's own error"):
+            run("free, then raise")
+        assert run("measure") < trimmed + 50
+
+
 def _kill_a_worker(executor: Any) -> None:
     os.kill(executor.worker_pids()[-1], signal.SIGKILL)
 

@@ -21,6 +21,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+from .._heap import release_free_heap
 from ..errors import BackendError, ConfigError, RefineError
 from ..settings import _number, number_problem
 from .base import Executor, WorkerSpec
@@ -121,7 +122,12 @@ class _Worker:
     def run(self, task: Any) -> Any:
         if self.error is not None:
             raise self.error
-        return self.run_task(task)
+        try:
+            return self.run_task(task)
+        finally:
+            # An actor lives for the whole map: without this its peak RSS grows with the
+            # number of tasks it ran, not with the largest one (see refine._heap).
+            release_free_heap()
 
 
 class RayExecutor(Executor):
