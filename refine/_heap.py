@@ -2,11 +2,12 @@
 
 glibc keeps memory a process frees for reuse; a model worker whose tensors grow from task to task
 (chunks sorted by text length pad to ever longer sequences) leaves holes in its heap that the
-next, larger tensors do not fit, while other threads' small allocations (a Ray worker's) pin the
-heap between them. Measured on a Ray embedding worker: 186 MB in use throughout, but the free yet
-resident part of its heap grew by ~7 MB per 1,024-text task, so its peak RSS grew with the number
-of pairs. ``malloc_trim(0)`` returns every free page (not only the heap's top) to the OS; it
-walks the free lists, which takes milliseconds against a task's seconds.
+next, larger tensors do not fit, and smaller allocations made in between (by Ray's threads, by
+the tokenizer) pin them in place. Measured on an embedding worker (bench/worker_heap.py): ~185 MB
+of heap in use throughout, while the heap freed but kept grew by ~20 MB per 1,024-text task, in a
+Ray actor and in a plain process alike, so a worker's peak RSS grew with the number of pairs.
+``malloc_trim(0)`` hands every free page back to the OS (not only the heap's top); it walks the
+free lists, milliseconds against a task's seconds. The executors call it after every task.
 """
 
 from __future__ import annotations

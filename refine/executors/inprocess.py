@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Sequence
 
+from .._heap import release_free_heap
 from .base import Executor, NoOptions, WorkerSpec
 
 __all__ = ["InProcessExecutor"]
@@ -22,7 +23,11 @@ class InProcessExecutor(Executor):
         if worker is None:
             worker = self._workers[spec.key] = spec.factory()
         for index, task in enumerate(tasks):
-            yield index, worker(task)
+            try:
+                result = worker(task)
+            finally:
+                release_free_heap()     # as a Ray worker does after each task (refine._heap)
+            yield index, result
 
     def close(self) -> None:
         self._workers.clear()
