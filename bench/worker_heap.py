@@ -65,10 +65,9 @@ def measuring_encoder(path: str, trimmed: bool):
     from refine.embeddings import text_encoder
 
     if not trimmed:     # in the process that encodes, and only there
-        import refine.executors.inprocess as in_process
-        import refine.executors.ray as ray_executor
+        from refine import _heap
 
-        in_process.release_free_heap = ray_executor.release_free_heap = lambda: False
+        _heap.trimmer.after_task = lambda: False
     encode = text_encoder(path, 32, "cpu")
 
     def task(texts: list[str]) -> dict:

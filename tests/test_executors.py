@@ -148,13 +148,16 @@ def test_an_embedding_run_on_ray_writes_the_same_bytes_and_so_the_same_flags_and
 
 
 def test_a_worker_hands_the_heap_a_task_freed_back_before_the_next_task(cluster: Any) -> None:
-    """glibc keeps freed memory resident; a worker trims it after every task, raising or not, so
-    its peak RSS follows its largest task, not how many it ran (refine._heap). The task frees
+    """glibc keeps freed memory resident; a worker trims it after its tasks, raising or not, so
+    its peak RSS follows its largest tasks, not how many it ran (refine._heap). The task frees
     200 MB it allocated in 100 KB pieces (below glibc's mmap threshold, so on the heap), all but
     the last, which pins the heap's top so glibc cannot shrink the heap on its own."""
     from refine.executors import WorkerSpec
 
     def worker_factory():
+        from refine import _heap
+
+        _heap.trimmer.every_s = 0.0     # after every task, however short (the pacing: test_heap.py)
         kept = []
 
         def resident_anon_mb() -> int:
@@ -323,6 +326,53 @@ def test_the_cli_refuses_bad_executor_flags_with_exit_2_and_writes_nothing(
     assert done.returncode == 2, done.stderr
     assert words in done.stderr and done.stderr.count("\n") <= 2
     assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_run_on_the_cluster_this_machine_belongs_to_gives_the_in_process_results(
+        cluster: Any, data: dict, in_process: dict, tmp_path: Path) -> None:
+    """The issue's promise: the same recipe with ``collect.executor: {kind: ray, address: auto}``,
+    run on a machine of a Ray cluster (Ray finds the cluster from RAY_ADDRESS, as on any node of
+    a cluster started with `ray start`), gives the same collect files, flags and dataset."""
+    import shutil
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""\
+name: on-the-cluster
+train: [{data['train']}]
+eval: {data['eval']}
+run_dir: run
+collect:
+  backend: embedding
+  top_k: 5
+  executor: {{kind: ray, address: auto, workers: 2}}
+cluster: {{enabled: false}}
+report: {{enabled: false}}
+emit:
+  out: run/refined
+""", encoding="utf-8")
+    def workers_ever_started() -> int:
+        # The GCS's actor table, dead actors included (ray.util.state needs the dashboard).
+        from ray._private import state
+
+        return sum(1 for actor in state.actors().values() if actor["ActorClassName"] == "_Worker")
+
+    before = workers_ever_started()
+    done = _cli("run", str(recipe), "--quiet",
+                env={"RAY_ADDRESS": cluster.address, "REFINE_CACHE_DIR": str(tmp_path / "cache"),
+                     "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr
+    assert workers_ever_started() == before + 2      # the recipe's two workers ran on this cluster
+    run = tmp_path / "run"
+    assert any((tmp_path / "cache" / "embeddings").rglob("*.npz"))   # encoded there, not read
+    _same_bytes(in_process["embedding"], run)
+
+    reference = tmp_path / "in-process"
+    shutil.copytree(in_process["embedding"], reference)
+    flag(reference, FlagSettings())
+    emitted = emit(reference, tmp_path / "in-process-refined", EmitSettings())
+    assert (run / "flags.csv").read_bytes() == (reference / "flags.csv").read_bytes()
+    assert (run / "refined").read_bytes() == Path(emitted.outputs[0]).read_bytes()   # one input: one file
+    assert Path(emitted.outputs[0]).read_bytes() != Path(data["train"]).read_bytes()   # pairs were removed
 
 
 def test_the_cli_starts_a_local_ray_cluster_and_writes_what_in_process_writes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Sequence
 
-from .._heap import release_free_heap
+from .. import _heap
 from .base import Executor, NoOptions, WorkerSpec
 
 __all__ = ["InProcessExecutor"]
@@ -26,7 +26,7 @@ class InProcessExecutor(Executor):
             try:
                 result = worker(task)
             finally:
-                release_free_heap()     # as a Ray worker does after each task (refine._heap)
+                _heap.trimmer.after_task()     # as a Ray worker does (refine._heap)
             yield index, result
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from .._heap import release_free_heap
+from .. import _heap
 from ..errors import BackendError, ConfigError, RefineError
 from ..settings import _number, number_problem
 from .base import Executor, WorkerSpec
@@ -127,7 +127,7 @@ class _Worker:
         finally:
             # An actor lives for the whole map: without this its peak RSS grows with the
             # number of tasks it ran, not with the largest one (see refine._heap).
-            release_free_heap()
+            _heap.trimmer.after_task()
 
 
 class RayExecutor(Executor):
