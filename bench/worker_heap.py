@@ -1,13 +1,13 @@
 """Benchmark: what a long-lived embedding worker's memory does task after task.
 
-    python bench/worker_heap.py                  # 12,000 pairs (24,000 texts, 24 tasks) per mode
+    python bench/worker_heap.py                  # 12,000 pairs (22 tasks of distinct texts) per mode
     python bench/worker_heap.py --pairs 25000
 
 Four modes, each in a fresh process (and, for Ray, a fresh local cluster of 2 CPUs), each
 encoding the same length-sorted chunks of 1,024 texts with one torch thread, as collect does:
 
-* ``ray``: refine's Ray executor, one worker; it hands the heap a task freed back after every
-  task (refine/_heap.py);
+* ``ray``: refine's Ray executor, one worker; it hands the heap a task freed back after its
+  tasks, at most every 2 s (refine/_heap.py; each task here takes longer);
 * ``in-process``: refine's in-process executor, which does the same in this process;
 * ``ray-untrimmed``, ``in-process-untrimmed``: the same with that hand-back turned off in the
   process that encodes.

@@ -350,6 +350,7 @@ report: {{enabled: false}}
 emit:
   out: run/refined
 """, encoding="utf-8")
+
     def workers_ever_started() -> int:
         # The GCS's actor table, dead actors included (ray.util.state needs the dashboard).
         from ray._private import state
