@@ -24,19 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _out import emit_json, stdout_to_stderr  # noqa: E402
+from _out import emit_json, peak_rss_mb, stdout_to_stderr  # noqa: E402
 from _synth import log  # noqa: E402
 
 THREADS = 2
 SHARD = 1024
-
-
-def _vmhwm_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def write_inputs(root: Path, n_pairs: int, n_items: int) -> tuple[Path, Path]:
@@ -95,7 +87,7 @@ def child(train: str, evalf: str, out: str, cache: str) -> None:
             t = time.perf_counter()
             refine.collect([train], evalf, Path(out), settings, progress=False)
             seconds = time.perf_counter() - t
-        figures = {"seconds": round(seconds, 1), "peak_rss_mb": round(_vmhwm_mb()),
+        figures = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb()),
                    "refine": str(Path(refine.__file__).resolve().parent.parent)}
         os.write(real_stdout, (json.dumps(figures) + "\n").encode())
 
