@@ -11,6 +11,7 @@ import pyarrow as pa
 from ._atomic import write_parquet
 from ._progress import Progress
 from .attribution.base import AttributionBackend, make_backend
+from .embeddings import EmbeddingModel
 from .errors import InputError
 from .evalset import EvalItem, load_eval
 from .executors import make_executor
@@ -18,7 +19,7 @@ from .grading import GradeSettings, grade_items
 from .settings import CollectSettings
 from .provenance import provenance
 from .records import Attribution
-from .rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir, StageWriter
+from .rundir import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, ITEMS, PAIRS, RunDir, StageWriter
 from .sources import open_source, source_digest
 from .training import TrainingInput, TrainingSet, load_training
 
@@ -61,6 +62,7 @@ def _settings_record(training: TrainingSet, eval_path: str, backend: Attribution
         },
         "collect": {"top_k": settings.top_k, **backend.settings()},
         "grade": asdict(settings.grade),
+        "evidence": {"lookup": settings.evidence_lookup},
     }
 
 
@@ -136,7 +138,12 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
                         bar.update(1)
                         bar.set_postfix(failed=failures, refresh=False)
             grader_model = getattr(backend, "model", None)
-            _finalize(stage, evalset.items, done, settings.grade, grader_model, eval_path)
+            item_table, attributions = _finalize(stage, evalset.items, done, settings.grade, grader_model,
+                                                 eval_path)
+            with Progress(progress).session() as bars:
+                _write_evidence(stage, item_table, _pairs_table(training), attributions,
+                                grader_model if isinstance(grader_model, EmbeddingModel) else None,
+                                settings.evidence_lookup, bars.callback)
 
     failed = [item.id for item in evalset.items if done[item.id].status != "done"]
     skipped = len(training.skipped) + len(evalset.skipped)
@@ -148,7 +155,7 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
 
 
 def _finalize(stage: StageWriter, items: list[EvalItem], records: dict[str, Attribution],
-              grade_settings: GradeSettings, grader_model: Any, eval_path: str) -> None:
+              grade_settings: GradeSettings, grader_model: Any, eval_path: str) -> tuple[pa.Table, pa.Table]:
     """Write items.parquet and attributions.parquet, in eval-set order."""
     # The answer a remote service generated stands in for a missing one.
     answered = [item if item.answer is not None or records[item.id].answer is None
@@ -203,3 +210,22 @@ def _finalize(stage: StageWriter, items: list[EvalItem], records: dict[str, Attr
     })
     write_parquet(stage.path(ATTRIBUTIONS), attributions)
     write_parquet(stage.path(ITEMS), item_table)
+    return item_table, attributions
+
+
+def _write_evidence(stage: StageWriter, items: pa.Table, pairs: pa.Table, attributions: pa.Table,
+                    model: EmbeddingModel | None, lookup: int, progress: Any = None) -> None:
+    """evidence.parquet, claims.parquet and claim_links.parquet (:mod:`refine.evidence`): the
+    sentences are encoded here (cached, like every text refine embeds), so that flag only
+    compares scores it is handed."""
+    from .evidence import gather
+
+    done = items.filter(pa.compute.equal(items["status"], "done")).select(
+        ["eval_id", "answer", "reference", "verdict"]).to_pandas()
+    encode = (model or EmbeddingModel()).encode
+    evidence = gather(done, pairs.select(["pair_id", "question", "answer"]).to_pandas(),
+                      attributions.select(["eval_id", "pair_id"]).to_pandas(), encode, lookup=lookup,
+                      progress=progress)
+    write_parquet(stage.path(EVIDENCE), pa.Table.from_pandas(evidence.rows, preserve_index=False))
+    write_parquet(stage.path(CLAIMS), pa.Table.from_pandas(evidence.claims, preserve_index=False))
+    write_parquet(stage.path(CLAIM_LINKS), pa.Table.from_pandas(evidence.links, preserve_index=False))

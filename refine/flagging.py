@@ -39,16 +39,16 @@ from ._atomic import atomic_path, write_json
 from ._duckdb import connect, quoted, squeezed
 from .errors import RunDirError
 from .settings import FlagSettings
-from .rundir import ATTRIBUTIONS, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir, first_rows_sql
+from .rundir import (ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir,
+                     first_rows_sql)
 
 __all__ = ["FLAG_COLUMNS", "FlagResult", "FlagSettings", "flag", "flag_statistics", "read_flags"]
 
 FLAG_COLUMNS = ["pair_id", "file", "line", "file_id", "question", "answer", "n_lines", "n_bad",
                 "n_good", "blame", "good_weight", "bad_share", "p_value", "q_value", "testable",
                 "topic_n_bad", "topic_n_good", "defect_group", "group_size", "group_n_bad",
-                "group_n_good", "group_p", "group_q", "flagged", "flagged_by"]
-_GROUP_COLUMNS = ["topic_n_bad", "topic_n_good", "defect_group", "group_size", "group_n_bad",
-                  "group_n_good", "group_p", "group_q"]
+                "group_n_good", "group_p", "group_q", "claim", "evidence_bad", "evidence_good",
+                "evidence_via", "flagged", "flagged_by"]
 _FLOATS = {"blame", "good_weight", "bad_share", "p_value", "q_value", "group_p", "group_q"}
 
 
@@ -249,17 +249,79 @@ def _flagged_by(codes: np.ndarray) -> Any:
     return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(["", "pair", "defect group"]))
 
 
+def _with_evidence(stats: dict[str, Any], evidence: Any, verdicts: pd.Series, settings: FlagSettings,
+                   n_items: int, n_bad_items: int) -> dict[str, Any]:
+    """The citation statistics (`stats`, pairs alone) with the text evidence's columns and flags
+    (:mod:`refine.evidence`): a pair is flagged when it is a member of a flagged claim group.
+    Pairs the evidence found that no item cites (a lookup, a scan, the same claim) join the table."""
+    from .evidence import judge
+
+    per_pair, groups = judge(evidence, verdicts, settings,
+                             lambda k, n: _test(k, n, n_items, n_bad_items, settings))
+    base = pd.DataFrame({k: v for k, v in stats.items() if k not in ("pair_id", "flagged_by")},
+                        index=pd.Index(stats["pair_id"].to_pylist(), name="pair_id"))
+    table = base.join(per_pair, how="outer")
+    for column, fill in (("n_bad", 0), ("n_good", 0), ("blame", 0.0), ("good_weight", 0.0),
+                         ("bad_share", 0.0), ("p_value", 1.0), ("q_value", 1.0), ("testable", False)):
+        table[column] = table[column].fillna(fill).astype(type(fill) if fill is not False else bool)
+    grouped = table["claim_group"].notna()
+    g = table["claim_group"].fillna(0).astype(np.int64).to_numpy()
+    pick = lambda column, fill: np.where(grouped, groups[column].to_numpy()[g] if len(groups) else fill, fill)
+    flagged = table["member"].fillna(False).astype(bool).to_numpy()
+    rule = pick("rule", "")
+    out: dict[str, Any] = {c: table[c].to_numpy() for c in
+                           ("n_bad", "n_good", "blame", "good_weight", "bad_share", "p_value", "q_value", "testable")}
+    out.update(
+        pair_id=table.index.to_numpy(dtype=object),
+        defect_group=np.where(grouped, g + 1, 0),
+        group_size=pick("size", 1).astype(np.int64), group_n_bad=pick("m_bad", 0).astype(np.int64),
+        group_n_good=pick("m_good", 0).astype(np.int64), group_p=pick("p", 1.0).astype(float),
+        group_q=pick("q", 1.0).astype(float),
+        claim=table["claim_text"].fillna("").to_numpy(dtype=object),
+        evidence_bad=table["evidence_bad"].fillna(0).astype(np.int64).to_numpy(),
+        evidence_good=table["evidence_good"].fillna(0).astype(np.int64).to_numpy(),
+        evidence_via=table["evidence_via"].fillna("").to_numpy(dtype=object),
+        flagged=flagged,
+        flagged_by=np.where(flagged, np.where(rule == "test", "claim test", "claim repeated"), ""),
+    )
+    return out
+
+
+def _evidence_of(run: RunDir) -> Any:
+    """The run's text evidence, or None when collect wrote none (no answers and references)."""
+    from .evidence import Evidence
+
+    if not run.file(EVIDENCE).exists():
+        return None
+    rows = pd.read_parquet(run.file(EVIDENCE))
+    if not len(rows):
+        return None
+    return Evidence(rows, pd.read_parquet(run.file(CLAIMS)), pd.read_parquet(run.file(CLAIM_LINKS)))
+
+
 def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: FlagSettings,
-                    pairs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int, int]:
+                    pairs: pd.DataFrame | None = None, *, model: Any = None) -> tuple[pd.DataFrame, int, int]:
     """Per-pair statistics from items (eval_id, verdict[, question]) and citations (eval_id,
     pair_id, influence_level); with `pairs` (pair_id, question, answer) and
     ``settings.defect_groups``, defect-group statistics too, and the flags are the group
-    members (:mod:`refine.defects`).
+    members (:mod:`refine.defects`). With `pairs`, items that have ``answer`` and ``reference``
+    and ``settings.evidence`` (the default), the text evidence decides (:mod:`refine.evidence`,
+    sentences encoded by `model`, the default embedding model unless given).
 
     Returns (table indexed by pair_id, N finished items, B bad items).
     """
-    if pairs is None and settings.defect_groups:
-        settings = FlagSettings(**{**asdict(settings), "defect_groups": False})
+    evidence = None
+    if settings.evidence and pairs is not None and {"answer", "reference"} <= set(items.columns) \
+            and items["answer"].notna().any():
+        from .embeddings import EmbeddingModel
+        from .evidence import gather
+
+        evidence = gather(items, pairs, citations, (model or EmbeddingModel()).encode)
+        evidence = evidence if len(evidence.rows) else None
+    if (pairs is None and settings.defect_groups) or evidence is not None:
+        counting = FlagSettings(**{**asdict(settings), "defect_groups": False})
+    else:
+        counting = settings
     with connect() as con:
         frame = items.assign(question=items["question"] if "question" in items else None)
         con.register("items_frame", frame[["eval_id", "question", "verdict"]])
@@ -274,8 +336,12 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: Flag
             con.execute("CREATE VIEW pairs_first AS SELECT pair_id::VARCHAR AS pair_id, question::VARCHAR AS question, "
                         "answer::VARCHAR AS answer FROM pairs_frame QUALIFY row_number() OVER "
                         "(PARTITION BY pair_id ORDER BY row) = 1")
-        n_items, n_bad_items = _prepare(con, settings)
-        stats = _statistics(con, settings, n_items, n_bad_items)
+        n_items, n_bad_items = _prepare(con, counting)
+        stats = _statistics(con, counting, n_items, n_bad_items)
+    if evidence is not None:
+        verdicts = items.set_index(items["eval_id"].astype(str))["verdict"]
+        stats = _with_evidence(stats, evidence, verdicts, settings, n_items, n_bad_items)
+        return pd.DataFrame(stats).set_index("pair_id"), n_items, n_bad_items
     table = pd.DataFrame({**stats, "pair_id": stats["pair_id"].to_pylist(),
                           "flagged_by": stats["flagged_by"].to_pylist()}).set_index("pair_id")
     return table, n_items, n_bad_items
@@ -320,8 +386,8 @@ def _write_csv(con: Any, present: set[str], path: Path) -> None:
             return f"printf('%.6g', s.{name}) AS {name}"
         if name in ("flagged", "testable"):     # as pandas writes them: True / False
             return f"CASE WHEN s.{name} THEN 'True' ELSE 'False' END AS {name}"
-        if name == "flagged_by":
-            return "nullif(s.flagged_by::VARCHAR, '') AS flagged_by"
+        if name in ("flagged_by", "claim", "evidence_via"):
+            return f"nullif(s.{name}::VARCHAR, '') AS {name}"
         if name == "n_lines":
             return "coalesce(p.n_lines, 0) AS n_lines"
         return f"{'p' if name in ('file', 'line', 'file_id', 'question', 'answer') else 's'}.{name}"
@@ -341,10 +407,18 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
     run = RunDir(run_dir)
     with connect() as con:
         _run_views(con, run)
-        n_items, n_bad_items = _prepare(con, settings)
+        evidence = _evidence_of(run) if settings.evidence else None
+        counting = FlagSettings(**{**asdict(settings), "defect_groups": False}) if evidence is not None else settings
+        n_items, n_bad_items = _prepare(con, counting)
         if n_items == 0:
             raise RunDirError(f"{run.path}: no eval item finished; nothing to flag")
-        stats = _statistics(con, settings, n_items, n_bad_items)
+        verdicts = None
+        if evidence is not None:
+            verdicts = con.sql("SELECT eval_id, coalesce(verdict, '') AS verdict FROM items_in").df()
+            verdicts = verdicts.set_index("eval_id")["verdict"]
+        stats = _statistics(con, counting, n_items, n_bad_items)
+        if evidence is not None:
+            stats = _with_evidence(stats, evidence, verdicts, settings, n_items, n_bad_items)
         flagged = stats["flagged"]
         summary: dict[str, Any] = {
             "settings": asdict(settings),
@@ -354,10 +428,11 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
             "cited_pairs": int(len(flagged)),
             "testable_pairs": int(stats["testable"].sum()),
             "flagged_pairs": int(flagged.sum()),
+            "rule": "evidence" if evidence is not None else "defect groups" if settings.defect_groups else "pairs",
             "defect_groups": int(np.unique(stats["defect_group"][stats["group_size"] > 1]).size)
-            if settings.defect_groups else 0,
-            "flagged_groups": int(np.unique(stats["defect_group"][flagged & (stats["group_size"] > 1)]).size)
-            if settings.defect_groups else 0,
+            if "defect_group" in stats else 0,
+            "flagged_groups": int(np.unique(stats["defect_group"][flagged & (stats["defect_group"] > 0)]).size)
+            if "defect_group" in stats else 0,
         }
         with squeezed(con):
             present = _store(con, stats)

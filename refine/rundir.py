@@ -7,6 +7,8 @@
       pairs.parquet                       collect: the pair index (pair_id, file, line, file_id, …)
       journal.jsonl                       collect: one line per finished eval item (the resume point)
       items.parquet, attributions.parquet collect: per eval item; per (item, influential pair)
+      evidence.parquet, claims.parquet,   collect: text evidence (refine.evidence): per (item, pair,
+      claim_links.parquet                 sentence) scores, the sentences, same-claim links
       flags.csv, flags.json               flag
       clusters.parquet, clusters.csv,     cluster: failure modes, their driving pairs, themes of
       cluster_pairs.parquet, themes.csv,  flagged pairs, and each cited pair's modes and theme
@@ -58,6 +60,9 @@ PAIRS = "pairs.parquet"
 JOURNAL = "journal.jsonl"
 ITEMS = "items.parquet"
 ATTRIBUTIONS = "attributions.parquet"
+EVIDENCE = "evidence.parquet"
+CLAIMS = "claims.parquet"
+CLAIM_LINKS = "claim_links.parquet"
 FLAGS_CSV = "flags.csv"
 FLAGS_JSON = "flags.json"
 CLUSTERS = "clusters.parquet"
@@ -80,7 +85,8 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("collect", (SETTINGS, PROVENANCE, PAIRS, ITEMS, ATTRIBUTIONS), (), (), "refine collect"),
+    Stage("collect", (SETTINGS, PROVENANCE, PAIRS, ITEMS, ATTRIBUTIONS, EVIDENCE, CLAIMS, CLAIM_LINKS), (), (),
+          "refine collect"),
     Stage("flag", (FLAGS_CSV, FLAGS_JSON), ("collect",), (), "refine flag"),
     Stage("cluster", (CLUSTERS, CLUSTERS_CSV, CLUSTER_PAIRS, THEMES_CSV, FLAG_MODES),
           ("collect", "flag"), (), "refine cluster"),
@@ -465,6 +471,7 @@ class RunDir:
         # Texts stay texts (a question "42" is not a number) and lines whole numbers in every
         # chunk, whatever else a chunk holds.
         options = dict(dtype={"pair_id": str, "file": str, "file_id": str, "question": str, "answer": str,
+                              "claim": str, "evidence_via": str,
                               "flagged_by": str, "line": "Int64"},
                        keep_default_na=False, na_values=[""], usecols=wanted)
         path = self.file(FLAGS_CSV)

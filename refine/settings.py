@@ -115,6 +115,9 @@ class CollectSettings:
     train_format: str | None = _help("Record layout of every training source (default: detected).",
                                      default=None)
     eval_format: str | None = _help("Record layout of the eval set (default: detected).", default=None)
+    evidence_lookup: int = _help("Training sentences each sentence of a bad answer is looked up "
+                                 "against (text evidence beyond citations; 0: citations only).",
+                                 default=20)
     executor: dict[str, Any] | None = _help(
         "Where the backend's heavy work runs: none (this process) or {kind: ray, address, workers, "
         "resources}. Never changes results.", default=None)
@@ -128,6 +131,7 @@ class CollectSettings:
             raise ConfigError(f"must be a backend name, got {self.backend!r}", key="collect.backend")
         _number(self.top_k, "collect.top_k", low=1, integer=True)
         _number(self.batch_size, "collect.batch_size", low=1, integer=True)
+        _number(self.evidence_lookup, "collect.evidence_lookup", low=0, integer=True)
         _flag(self.skip_invalid, "collect.skip_invalid")
         if not isinstance(self.backend_options, dict):
             raise ConfigError("must be a mapping", key="collect.backend_options")
@@ -151,8 +155,27 @@ class FlagSettings:
                                 "pair alone on all its citations.", default=True)
     member_max_good: int = _help("A member of a flagged defect group is flagged when at most this "
                                  "many good answers of its topic cite it.", default=0)
+    evidence: bool = _help("Judge pairs by what the texts say (refine.evidence): a bad answer that "
+                           "repeats a pair's sentence its reference lacks is evidence against the "
+                           "pair; off, or in a run without answers and references: the citation "
+                           "tests above.", default=True)
+    repeat_min: float = _help("Cosine at which a sentence of an answer repeats a pair's sentence.",
+                              default=0.7)
+    support_min: float = _help("Cosine at which a reference sentence states (or, with other numbers, "
+                               "contradicts) a pair's sentence.", default=0.65)
+    words_min: float = _help("Share of a pair sentence's content words an answer or reference must "
+                             "have to repeat or state it.", default=0.4)
+    same_claim_min: float = _help("Cosine at which two pairs' sentences (same numbers, no other "
+                                  "name) make the same claim: one defect group.", default=0.7)
 
     def __post_init__(self) -> None:
+        from .evidence_text import FLOOR, LINK_FLOOR
+
+        _flag(self.evidence, "flag.evidence")
+        for name in ("repeat_min", "support_min", "same_claim_min"):
+            floor = LINK_FLOOR if name == "same_claim_min" else FLOOR
+            _number(getattr(self, name), f"flag.{name}", low=floor, high=1)
+        _number(self.words_min, "flag.words_min", low=0, high=1)
         _number(self.min_bad, "flag.min_bad", low=1, integer=True)
         _flag(self.defect_groups, "flag.defect_groups")
         _number(self.member_max_good, "flag.member_max_good", low=0, integer=True)

