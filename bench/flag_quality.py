@@ -17,8 +17,13 @@ sample_data run as a check on real text.
 pairs (same names and number in question and answer) and every bad answer of a defect cites
 one or two of them and, by confusion, a look-alike entity's correct pair: precision and recall
 at the default thresholds with defect groups (the default) and with every pair tested alone.
-And both real samples (sample_data/ and sample_data/generalise/, embedding backend) the same way.
-Prints one JSON line.
+``samples`` — every real sample (sample_data/, the tiny LM's own answers, generalise/,
+helpdesk/) through the embedding backend, and the two with a model through the gradient backend,
+each flagged by every rule side by side — text evidence (the default), defect groups (the rule
+before it), pairs alone — with precision, recall, recall by defect kind and hard negatives
+flagged. The simulated worlds above carry no answer or reference texts, so text evidence cannot
+run there and they measure the citation rules only. Prints one JSON line (each sample row also
+on stderr as it finishes).
 """
 
 from __future__ import annotations
@@ -164,33 +169,68 @@ def grouped(worlds: int, seed: int) -> dict:
     return out
 
 
-def samples_check() -> dict:
-    """Both real samples through the embedding backend, with and without defect groups."""
-    from refine import collect, flag
+RULES = (("evidence", FlagSettings()),                                  # text evidence (default)
+         ("defect_groups", FlagSettings(evidence=False)),                # the rule before it
+         ("pairs_alone", FlagSettings(evidence=False, defect_groups=False)))
 
-    out = {}
+
+def _samples() -> list[tuple[str, list[str], Path, set, set, dict]]:
+    """(name, train, eval, planted (file name, line), hard negatives, truth kind by line)."""
+    sample, gen, desk = ROOT / "sample_data", ROOT / "sample_data" / "generalise", ROOT / "sample_data" / "helpdesk"
+    planted = json.loads((sample / "planted.json").read_text())["planted_pairs"]
+    tiny = json.loads((sample / "eval_tiny_lm.truth.json").read_text())["planted_pairs"]
+    gtruth = json.loads((gen / "truth.json").read_text())
+    dtruth = json.loads((desk / "truth.json").read_text())
+    train = sorted(str(p) for p in (sample / "train").glob("*.jsonl"))
+    return [
+        ("sample_data", train, sample / "eval.jsonl", {(Path(p["file"]).name, p["line"]) for p in planted}, set(),
+         {(Path(p["file"]).name, p["line"]): p["kind"] for p in planted}),
+        ("tiny_lm_answers", train, sample / "eval_tiny_lm.jsonl", {(Path(p["file"]).name, p["line"]) for p in tiny},
+         set(), {(Path(p["file"]).name, p["line"]): p["kind"] for p in tiny}),
+        ("generalise", [str(gen / "train.jsonl")], gen / "eval.jsonl",
+         {("train.jsonl", line) for g in gtruth["groups"] for line in g["lines"]},
+         {("train.jsonl", line) for lines in gtruth["hard_negatives"].values() for line in lines},
+         {("train.jsonl", line): g["kind"] for g in gtruth["groups"] for line in g["lines"]}),
+        ("helpdesk", [str(desk / "train.jsonl")], desk / "eval.jsonl",
+         {("train.jsonl", p["line"]) for p in dtruth["planted_pairs"]},
+         {("train.jsonl", line) for line in dtruth["hard_negatives"]},
+         {("train.jsonl", p["line"]): p["kind"] for p in dtruth["planted_pairs"]}),
+    ]
+
+
+def samples_check(gradient: bool = True) -> list[dict]:
+    """Every real sample through the embedding backend (and the generalising and tiny-LM ones
+    through the gradient backend, on their own models), every rule side by side: one row each."""
+    from refine import CollectSettings, collect, flag
+
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, train, eval_path, planted in (
-                ("sample_data", sorted(str(p) for p in (ROOT / "sample_data" / "train").glob("*.jsonl")),
-                 ROOT / "sample_data" / "eval.jsonl",
-                 {(Path(p["file"]).name, p["line"]) for p in
-                  json.loads((ROOT / "sample_data" / "planted.json").read_text())["planted_pairs"]}),
-                ("generalise", [str(ROOT / "sample_data" / "generalise" / "train.jsonl")],
-                 ROOT / "sample_data" / "generalise" / "eval.jsonl",
-                 {("train.jsonl", line) for g in json.loads(
-                     (ROOT / "sample_data" / "generalise" / "truth.json").read_text())["groups"]
-                  for line in g["lines"]})):
-            run = Path(tmp) / name
-            collect(train, str(eval_path), run, progress=False)
-            out[name] = {"planted": len(planted)}
-            for label, settings in (("defect_groups", FlagSettings()),
-                                    ("pairs_alone", FlagSettings(defect_groups=False))):
-                flagged = {(Path(r.file).name, r.line) for r in flag(run, settings).flagged_pairs.itertuples()}
-                hits = len(flagged & planted)
-                out[name][label] = {"flagged": len(flagged), "hits": hits,
-                                    "precision": round(hits / len(flagged), 3) if flagged else None,
-                                    "recall": round(hits / len(planted), 3)}
-    return out
+        for name, train, eval_path, planted, hard, kinds in _samples():
+            backends = [("embedding", CollectSettings())]
+            model = {"generalise": ROOT / "sample_data" / "generalise" / "tiny_lm",
+                     "tiny_lm_answers": ROOT / "sample_data" / "tiny_lm"}.get(name)
+            if gradient and model is not None:
+                backends.append(("gradient", CollectSettings(backend="gradient", backend_options={
+                    "model": str(model), "projection_dim": 4096, "measurement": "margin",
+                    "preconditioner": "layerwise"})))
+            for backend, settings in backends:
+                run = Path(tmp) / f"{name}-{backend}"
+                collect(train, str(eval_path), run, settings, progress=False)
+                for label, rule in RULES:
+                    flagged = {(Path(r.file).name, r.line) for r in flag(run, rule).flagged_pairs.itertuples()}
+                    hits = flagged & planted
+                    by_kind: dict[str, list[int]] = {}
+                    for pair, kind in kinds.items():
+                        by_kind.setdefault(kind, [0, 0])[1] += 1
+                        by_kind[kind][0] += pair in flagged
+                    rows.append({"sample": name, "backend": backend, "rule": label, "planted": len(planted),
+                                 "flagged": len(flagged), "hits": len(hits),
+                                 "precision": round(len(hits) / len(flagged), 3) if flagged else None,
+                                 "recall": round(len(hits) / len(planted), 3),
+                                 "hard_negatives_flagged": len(flagged & hard),
+                                 "recall_by_kind": {k: round(h / n, 3) for k, (h, n) in sorted(by_kind.items())}})
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
 
 
 def sample_check() -> dict:
@@ -200,9 +240,10 @@ def sample_check() -> dict:
         recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml",
                              [f"run_dir={tmp}/run", f"emit.out={tmp}/refined"])
         result = run_recipe(recipe, progress=False)
+        # Read before the temporary run directory goes.
+        flagged = {(Path(r.file).name, r.line) for r in result.flag.flagged_pairs.itertuples()}
     planted = json.loads((ROOT / "sample_data" / "planted.json").read_text())["planted_pairs"]
     expected = {(Path(p["file"]).name, p["line"]) for p in planted}
-    flagged = {(Path(r.file).name, r.line) for r in result.flag.flagged_pairs.itertuples()}
     return {"planted": len(expected), "flagged": len(flagged), "hits": len(flagged & expected)}
 
 
@@ -211,6 +252,7 @@ def main() -> None:
     parser.add_argument("--worlds", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--small", action="store_true", help="5 worlds, no sample-data run")
+    parser.add_argument("--no-gradient", action="store_true", help="samples through the embedding backend only")
     args = parser.parse_args()
     grid = sweep(5 if args.small else args.worlds, args.seed)
     default = next(g for g in grid if g["min_bad"] == 2 and g["alpha"] == 0.1)
@@ -219,7 +261,7 @@ def main() -> None:
               "defect_groups": grouped(5 if args.small else args.worlds, args.seed)}
     if not args.small:
         result["sample_data"] = sample_check()
-        result["samples"] = samples_check()
+        result["samples"] = samples_check(gradient=not args.no_gradient)
     print(json.dumps(result), flush=True)
 
 

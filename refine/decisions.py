@@ -34,7 +34,9 @@ __all__ = ["ACTIONS", "MODES", "Decision", "EditSettings", "EditSuggestion", "au
 
 ACTIONS = ("keep", "drop", "edit", "quarantine")
 STAT_COLUMNS = ("n_bad", "n_good", "blame", "bad_share", "p_value", "q_value")
-GROUP_COLUMNS = ("flagged_by", "defect_group", "group_size", "group_n_bad", "group_n_good", "group_q")
+GROUP_COLUMNS = ("flagged_by", "defect_group", "group_size", "group_n_bad", "group_n_good", "group_q", "claim",
+                 "evidence_bad", "evidence_good", "evidence_via")
+_BY_CLAIM = ("claim test", "claim repeated")
 
 
 @dataclass(frozen=True)
@@ -57,15 +59,25 @@ class Decision:
 def _stats(row: dict[str, Any]) -> dict[str, Any]:
     stats = {k: (int(row[k]) if k.startswith("n_") else round(float(row[k]), 6))
              for k in STAT_COLUMNS if k in row}
-    if row.get("flagged_by") == "defect group":
+    if row.get("flagged_by") == "defect group" or row.get("flagged_by") in _BY_CLAIM:
         stats.update({"defect_group": int(row["defect_group"]), "group_size": int(row["group_size"]),
                       "group_n_bad": int(row["group_n_bad"]), "group_n_good": int(row["group_n_good"]),
                       "group_q": round(float(row["group_q"]), 6)})
+    if row.get("flagged_by") in _BY_CLAIM:
+        stats.update({"claim": str(row["claim"]), "evidence_bad": int(row["evidence_bad"]),
+                      "evidence_good": int(row["evidence_good"]), "evidence_via": str(row["evidence_via"] or "")})
     return stats
 
 
 def flag_reason(row: dict[str, Any]) -> str:
     """Why a pair is flagged, in one line (the manifest's and the review sheet's)."""
+    if row.get("flagged_by") in _BY_CLAIM:
+        how = (f"group q = {float(row['group_q']):.3g}" if row["flagged_by"] == "claim test"
+               else "no answer or reference supports it")
+        return (f"flagged: {int(row['group_n_bad'])} bad answers repeat its claim \"{row['claim']}\" against "
+                f"their references ({int(row['group_size'])} pair{'s' if int(row['group_size']) != 1 else ''} "
+                f"make{'' if int(row['group_size']) != 1 else 's'} this claim; {int(row['group_n_good'])} "
+                f"answers or references support it; {how})")
     if row.get("flagged_by") == "defect group":
         return (f"flagged: member of defect group {int(row['defect_group'])}: {int(row['group_size'])} "
                 f"pairs teaching the same claim, cited by {int(row['group_n_bad'])} bad and "

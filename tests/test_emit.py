@@ -56,7 +56,7 @@ def test_the_manifest_records_inputs_outputs_and_every_removal(flagged_run: dict
     removed = manifest["removed"]
     assert [r["line"] for r in removed] == flagged_run["poisoned_lines"]
     first = removed[0]
-    assert first["reason"].startswith("flagged: cited by 6 bad and 0 good answers")
+    assert first["reason"].startswith("flagged: 2 bad answers repeat its claim \"Person5 lives in Atlantis.\" against their references")
     assert set(first["stats"]) >= {"n_bad", "n_good", "blame", "q_value"}
     assert first["answer"] == "Person5 lives in Atlantis."
     assert manifest["settings"]["flag"]["min_bad"] == 2 and manifest["tool"]["name"] == "refine"
