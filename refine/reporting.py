@@ -258,6 +258,7 @@ def report(run_dir: str | Path, settings: ReportSettings | None = None) -> Repor
     flagged_rows = []
     for row in flagged.to_dict("records"):
         flagged_rows.append({**row, "where": _where(row["file"], row["line"]),
+                             "claim_text": _text(row.get("claim")),
                              "failure_modes": _text(row.get("failure_modes")),
                              "theme": _text(row.get("theme")),
                              "multi_mode": bool(row.get("multi_mode")),
@@ -285,6 +286,7 @@ def report(run_dir: str | Path, settings: ReportSettings | None = None) -> Repor
         "unclustered": unclustered[:settings.max_unclustered], "n_unclustered": len(unclustered),
         "flagged": flagged_rows, "flagged_truncated": len(flagged_ids) > len(flagged_rows),
         "cited": cited_rows, "min_bad": summary["settings"]["min_bad"], "alpha": summary["settings"]["alpha"],
+        "rule": summary.get("rule", ""),
         "weights": summary["settings"]["level_weights"],
         "next": _next_steps(run, collected, has_modes),
         "settings_rows": _settings_rows(collected, summary["settings"],
@@ -354,11 +356,13 @@ def _markdown(c: dict) -> str:
                          f"e.g. “{_md_cell(m['representative_question'])}”; driven by "
                          + ", ".join(p["where"] for p in m["pairs"][:3]))
     lines += ["", f"## Flagged pairs ({c['n_flagged']})", "",
-              "| pair | question | bad | good | blame | q | theme |", "|---|---|---:|---:|---:|---:|---|"]
+              "| pair | question | bad | good | blame | q | theme | claim repeated against the references |",
+              "|---|---|---:|---:|---:|---:|---|---|"]
     lines += [f"| {p['where']} | {_md_cell(p['question'])} | {p['n_bad']} | {p['n_good']} | "
-              f"{p['blame']:g} | {p['q_value']:.2g} | {_md_cell(p['theme'])} |" for p in c["flagged"][:50]]
+              f"{p['blame']:g} | {p['q_value']:.2g} | {_md_cell(p['theme'])} | {_md_cell(p['claim_text'])} |"
+              for p in c["flagged"][:50]]
     if c["n_flagged"] > 50:
-        lines.append(f"| … | {c['n_flagged'] - 50} more in report.html / flags.csv | | | | | |")
+        lines.append(f"| … | {c['n_flagged'] - 50} more in report.html / flags.csv | | | | | | |")
     lines += ["", "## What next", ""]
     if c["next"]["emitted"]:
         lines.append(f"Emitted ({c['next']['emitted']['mode']}):")

@@ -36,6 +36,18 @@ def test_the_markdown_summary_is_a_table_a_reviewer_can_read(sample_run: dict) -
     assert "## Failure modes (4)" in md
 
 
+def test_each_flagged_pair_shows_the_claim_bad_answers_repeat(sample_run: dict) -> None:
+    html = (sample_run["run"] / "report.html").read_text()
+    md = (sample_run["run"] / "report.md").read_text()
+    flagged = sample_run["result"].flag.flagged_pairs
+    assert html.count('<p class="claim">') == len(flagged) == 13
+    assert "bad answers repeat its claim against their references" in html
+    for claim in flagged["claim"]:
+        assert claim in md
+    assert any("account owner" in claim for claim in flagged["claim"])         # the refusals
+    assert any("90" in claim for claim in flagged["claim"])                    # the refund window
+
+
 def test_report_is_deterministic(sample_run: dict) -> None:
     before = (sample_run["run"] / "report.html").read_bytes()
     report(sample_run["run"])
