@@ -288,82 +288,112 @@ def _components(nodes: list[tuple[str, int]], edges: list[tuple[tuple[str, int],
     return {n: number[find(n)] for n in nodes}
 
 
-def judge(evidence: Evidence, verdicts: pd.Series, settings: Any, test: Callable[..., Any]
-          ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per pair and per defect group, the text evidence and the flags (module docstring).
+def evidence_views(con: Any, evidence: "Evidence | None" = None, files: dict[str, str] | None = None) -> None:
+    """The views :func:`judge` reads — ``evidence_in``, ``claims_in``, ``claim_links_in`` — over
+    an in-memory :class:`Evidence` or over the run's Parquet files (`files`: name → path)."""
+    from ._duckdb import quoted
 
-    `verdicts`: each finished item's verdict, by eval id. `test(k, n)` gives (p, q, testable)
-    arrays of the count test. Returns (pairs, groups): pairs indexed by pair_id with columns
-    claim, claim_text, evidence_bad, evidence_good, evidence_via, claim_group, flagged_by_text;
-    groups indexed by group number with size, m_bad, m_good, p, q, flagged, rule."""
-    rows = evidence.rows
-    rows = rows[rows["eval_id"].isin(verdicts.index)]
-    bad = rows["eval_id"].map(verdicts).eq("bad").to_numpy()
-    repeats = ((rows["repeat"] >= settings.repeat_min) & (rows["repeat_words"] >= settings.words_min)).to_numpy()
-    states = ((rows["support"] >= settings.support_min) & (rows["support_words"] >= settings.words_min)).to_numpy()
-    contradicted = (rows["contradict"] >= settings.support_min).to_numpy()
-    against = bad & (repeats | contradicted) & ~states
-    for_ = (repeats & ~bad) | (states & (repeats | (rows["via"] == "cited").to_numpy()))
-    frame = pd.DataFrame({"eval_id": rows["eval_id"].to_numpy(), "pair_id": rows["pair_id"].to_numpy(),
-                          "claim": rows["claim"].to_numpy(), "via": rows["via"].to_numpy(),
-                          "against": against, "for": for_})
-    frame = frame[frame["against"] | frame["for"]]
-    candidates = sorted(set(zip(frame.loc[frame["against"], "pair_id"], frame.loc[frame["against"], "claim"])))
-    links = evidence.links
-    cand_set = set(candidates)
-    # Same claim: similar enough in any case; or, when both claims are repeated against a
-    # reference and state the same numbers, similar at all (two wordings of one wrong number).
-    edges = [((a, int(b)), (c, int(d))) for a, b, c, d, sim, numbered in
-             zip(links["pair_id"], links["claim"], links["other_pair_id"], links["other_claim"],
-                 links["similarity"], links["numbered"])
-             if (a, int(b)) in cand_set
-             and (sim >= settings.same_claim_min or (numbered and (c, int(d)) in cand_set))]
-    nodes = sorted(cand_set | {e[1] for e in edges})
-    group_of = _components(nodes, edges)
+    for name, table in (("evidence_in", "rows"), ("claims_in", "claims"), ("claim_links_in", "links")):
+        if evidence is not None:
+            con.register(f"{name}_frame", getattr(evidence, table))
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_frame")
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({quoted(files[name])})")
+
+
+def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per pair and per claim group, the text evidence and the flags (module docstring).
+
+    Reads the views of :func:`evidence_views` and ``verdicts_in`` (eval_id, bad: the finished
+    items), in DuckDB: the 10⁸ rows of a large run are scanned, never held; only the claims some
+    bad answer repeats against its reference (and the claims linked to them) reach Python.
+    `test(k, n)` gives (p, q, testable) arrays of the count test. Returns (pairs, groups):
+    pairs indexed by pair_id with columns claim, claim_text, evidence_bad, evidence_good,
+    evidence_via, claim_group, member; groups indexed by group number with size, claims, m_bad,
+    m_good, p, q, flagged, rule."""
+    r, s_, w = (float(settings.repeat_min), float(settings.support_min), float(settings.words_min))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW judged AS
+        SELECT eval_id, pair_id, claim, via, against, "for" FROM (
+          SELECT e.eval_id, e.pair_id, e.claim, e.via,
+                 v.bad AND (rep OR con) AND NOT st AS against,
+                 (rep AND NOT v.bad) OR (st AND (rep OR e.via = 'cited')) AS "for"
+          FROM (SELECT *, repeat >= {r!r} AND repeat_words >= {w!r} AS rep,
+                          support >= {s_!r} AND support_words >= {w!r} AS st,
+                          contradict >= {s_!r} AS con FROM evidence_in) e
+          JOIN verdicts_in v USING (eval_id))
+        WHERE against OR "for" """)
+    candidates = con.execute("SELECT DISTINCT pair_id, claim FROM judged WHERE against "
+                             "ORDER BY pair_id, claim").fetchall()
     empty_pairs = pd.DataFrame(columns=["claim", "claim_text", "evidence_bad", "evidence_good", "evidence_via",
                                         "claim_group", "member"]).rename_axis("pair_id")
-    if not nodes:
-        return empty_pairs, pd.DataFrame(columns=["size", "m_bad", "m_good", "p", "q", "flagged", "rule"])
-    keyed = frame[[(p, c) in group_of for p, c in zip(frame["pair_id"], frame["claim"])]].copy()
-    keyed["group"] = [group_of[(p, c)] for p, c in zip(keyed["pair_id"], keyed["claim"])]
+    empty_groups = pd.DataFrame(columns=["size", "claims", "m_bad", "m_good", "p", "q", "flagged", "rule"])
+    if not candidates:
+        return empty_pairs, empty_groups
+    cand_set = {(p, int(c)) for p, c in candidates}
+    con.register("candidates_frame", pd.DataFrame(candidates, columns=["pair_id", "claim"]))
+    links = con.execute(f"""
+        SELECT l.pair_id, l.claim, l.other_pair_id, l.other_claim, l.similarity, l.numbered
+        FROM claim_links_in l SEMI JOIN candidates_frame c ON c.pair_id = l.pair_id AND c.claim = l.claim
+        ORDER BY ALL""").fetchall()
+    # Same claim: similar enough in any case; or, when both claims are repeated against a
+    # reference and state the same numbers, similar at all (two wordings of one wrong number).
+    edges = [((a, int(b)), (c, int(d))) for a, b, c, d, sim, numbered in links
+             if sim >= settings.same_claim_min or (numbered and (c, int(d)) in cand_set)]
+    nodes = sorted(cand_set | {e[1] for e in edges})
+    group_of = _components(nodes, edges)
     n_groups = max(group_of.values()) + 1
+    con.register("group_frame", pd.DataFrame([(p, c, g) for (p, c), g in group_of.items()],
+                                             columns=["pair_id", "claim", "grp"]))
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE judged_grouped AS
+        SELECT g.grp, j.* FROM judged j JOIN group_frame g ON g.pair_id = j.pair_id AND g.claim = j.claim""")
     # Per group, each item once: for wins over against (its reference or verdict vouches).
-    per_item = keyed.groupby(["group", "eval_id"]).agg(against=("against", "any"), for_=("for", "any"))
-    per_item["against"] &= ~per_item["for_"]
-    counts = per_item.groupby(level="group").agg(m_bad=("against", "sum"), m_good=("for_", "sum"))
-    counts = counts.reindex(range(n_groups), fill_value=0)
+    counts = con.execute("""
+        SELECT grp, count(*) FILTER (a AND NOT f) AS m_bad, count(*) FILTER (f) AS m_good
+        FROM (SELECT grp, eval_id, bool_or(against) AS a, bool_or("for") AS f FROM judged_grouped GROUP BY ALL)
+        GROUP BY grp ORDER BY grp""").df().set_index("grp").reindex(range(n_groups), fill_value=0)
+    own = con.execute("""
+        SELECT pair_id, claim, count(*) FILTER (against) AS evidence_bad, count(*) FILTER ("for") AS evidence_good,
+               any_value(grp) AS grp,
+               coalesce(string_agg(DISTINCT via, ',' ORDER BY via) FILTER (against), '') AS evidence_via
+        FROM judged_grouped GROUP BY pair_id, claim ORDER BY pair_id, claim""").df()
+    con.execute("DROP TABLE judged_grouped")
+    for name in ("candidates_frame", "group_frame"):
+        con.unregister(name)
+
     m_bad, m_good = counts["m_bad"].to_numpy(np.int64), counts["m_good"].to_numpy(np.int64)
     p, q, _ = test(m_bad, m_bad + m_good)
     enough = m_bad >= settings.min_bad
     by_test = enough & (q <= settings.alpha) & (m_bad > m_good)
     by_text = enough & (m_good == 0)
-    size = np.bincount(np.fromiter((g for (pid, _), g in group_of.items()), np.int64, len(group_of)),
-                       minlength=n_groups)
     pair_sets: dict[int, set[str]] = {}
+    claim_count = np.zeros(n_groups, dtype=np.int64)
     for (pid, _), g in group_of.items():
         pair_sets.setdefault(g, set()).add(pid)
-    groups = pd.DataFrame({"size": [len(pair_sets[g]) for g in range(n_groups)], "claims": size,
-                           "m_bad": m_bad, "m_good": m_good, "p": p, "q": q,
-                           "flagged": by_test | by_text,
+        claim_count[g] += 1
+    groups = pd.DataFrame({"size": [len(pair_sets[g]) for g in range(n_groups)], "claims": claim_count,
+                           "m_bad": m_bad, "m_good": m_good, "p": p, "q": q, "flagged": by_test | by_text,
                            "rule": np.where(by_test, "test", np.where(by_text, "text", ""))})
 
-    # Per pair: its claim with the most evidence against, and that claim's own counts.
-    own = keyed.groupby(["pair_id", "claim"]).agg(evidence_bad=("against", "sum"), evidence_good=("for", "sum"),
-                                                  group=("group", "first"))
-    vias = keyed[keyed["against"]].groupby(["pair_id", "claim"])["via"].agg(lambda v: ",".join(sorted(set(v))))
-    own["evidence_via"] = vias.reindex(own.index).fillna("")
-    linked_only = [n for n in nodes if n not in own.index]
+    # Per pair: its claim in a flagged group, else its claim with the most evidence against.
+    seen = set(zip(own["pair_id"], own["claim"].astype(int)))
+    linked_only = [n for n in nodes if n not in seen]
     if linked_only:
-        extra = pd.DataFrame({"evidence_bad": 0, "evidence_good": 0, "group": [group_of[n] for n in linked_only],
-                              "evidence_via": "same claim"},
-                             index=pd.MultiIndex.from_tuples(linked_only, names=["pair_id", "claim"]))
-        own = pd.concat([own, extra])
-    own["member"] = own["group"].map(groups["flagged"]).fillna(False).astype(bool) & (own["evidence_good"] == 0)
-    own = own.reset_index().sort_values(["pair_id", "member", "evidence_bad", "evidence_good", "claim"],
-                                        ascending=[True, False, False, True, True])
+        own = pd.concat([own, pd.DataFrame({
+            "pair_id": [p for p, _ in linked_only], "claim": [c for _, c in linked_only],
+            "evidence_bad": 0, "evidence_good": 0, "grp": [group_of[n] for n in linked_only],
+            "evidence_via": "same claim"})], ignore_index=True)
+    own["member"] = groups["flagged"].to_numpy()[own["grp"].to_numpy(np.int64)] & (own["evidence_good"] == 0)
+    own = own.sort_values(["pair_id", "member", "evidence_bad", "evidence_good", "claim"],
+                          ascending=[True, False, False, True, True], kind="mergesort")
     best = own.drop_duplicates("pair_id").set_index("pair_id")
-    texts = evidence.claims.set_index(["pair_id", "claim"])["text"]
-    best["claim_text"] = [texts.get((p, c), "") for p, c in zip(best.index, best["claim"])]
-    best = best.rename(columns={"group": "claim_group"})
+    con.register("best_frame", best.reset_index()[["pair_id", "claim"]])
+    texts = dict(((p, int(c)), t) for p, c, t in con.execute(
+        "SELECT c.pair_id, c.claim, c.text FROM claims_in c SEMI JOIN best_frame b "
+        "ON b.pair_id = c.pair_id AND b.claim = c.claim").fetchall())
+    con.unregister("best_frame")
+    best["claim_text"] = [texts.get((pid, int(c)), "") for pid, c in zip(best.index, best["claim"])]
+    best = best.rename(columns={"grp": "claim_group"})
     return best[["claim", "claim_text", "evidence_bad", "evidence_good", "evidence_via", "claim_group",
                  "member"]], groups

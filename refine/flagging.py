@@ -249,54 +249,76 @@ def _flagged_by(codes: np.ndarray) -> Any:
     return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(["", "pair", "defect group"]))
 
 
-def _with_evidence(stats: dict[str, Any], evidence: Any, verdicts: pd.Series, settings: FlagSettings,
-                   n_items: int, n_bad_items: int) -> dict[str, Any]:
-    """The citation statistics (`stats`, pairs alone) with the text evidence's columns and flags
-    (:mod:`refine.evidence`): a pair is flagged when it is a member of a flagged claim group.
-    Pairs the evidence found that no item cites (a lookup, a scan, the same claim) join the table."""
-    from .evidence import judge
+def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.DataFrame) -> dict[str, Any]:
+    """The citation statistics (`stats`, pairs alone, in pair_id order) with the text evidence's
+    columns and flags from :func:`refine.evidence.judge`: a pair is flagged when it is a member
+    of a flagged claim group. Pairs the evidence found that no item cites (a lookup, a scan, the
+    same claim) are appended. Arrays are spliced, never a frame of every pair."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    per_pair, groups = judge(evidence, verdicts, settings,
-                             lambda k, n: _test(k, n, n_items, n_bad_items, settings))
-    base = pd.DataFrame({k: v for k, v in stats.items() if k not in ("pair_id", "flagged_by")},
-                        index=pd.Index(stats["pair_id"].to_pylist(), name="pair_id"))
-    table = base.join(per_pair, how="outer")
-    for column, fill in (("n_bad", 0), ("n_good", 0), ("blame", 0.0), ("good_weight", 0.0),
-                         ("bad_share", 0.0), ("p_value", 1.0), ("q_value", 1.0), ("testable", False)):
-        table[column] = table[column].fillna(fill).astype(type(fill) if fill is not False else bool)
-    grouped = table["claim_group"].notna()
-    g = table["claim_group"].fillna(0).astype(np.int64).to_numpy()
-    pick = lambda column, fill: np.where(grouped, groups[column].to_numpy()[g] if len(groups) else fill, fill)
-    flagged = table["member"].fillna(False).astype(bool).to_numpy()
-    rule = pick("rule", "")
-    out: dict[str, Any] = {c: table[c].to_numpy() for c in
-                           ("n_bad", "n_good", "blame", "good_weight", "bad_share", "p_value", "q_value", "testable")}
+    ids = stats["pair_id"].cast(pa.string())
+    found = pa.array(list(per_pair.index), pa.string())
+    where = pc.index_in(found, value_set=ids)
+    cited = where.is_valid().to_numpy(zero_copy_only=False) if len(found) else np.zeros(0, bool)
+    extra = [pid for pid, hit in zip(per_pair.index, cited) if not hit]
+    n = len(ids)
+    rows = np.empty(len(per_pair), dtype=np.int64)
+    rows[cited] = where.fill_null(0).to_numpy(zero_copy_only=False)[cited]
+    rows[~cited] = n + np.arange(len(extra))
+    total = n + len(extra)
+
+    def grown(name: str, fill: Any) -> np.ndarray:
+        values = np.asarray(stats[name])
+        return np.concatenate([values, np.full(len(extra), fill, dtype=values.dtype)])
+
+    out: dict[str, Any] = {"pair_id": pa.concat_arrays([ids, pa.array(extra, pa.string())])}
+    for name, fill in (("n_bad", 0), ("n_good", 0), ("blame", 0.0), ("good_weight", 0.0), ("bad_share", 0.0),
+                       ("p_value", 1.0), ("q_value", 1.0), ("testable", False)):
+        out[name] = grown(name, fill)
+
+    def column(values: Any, fill: Any, dtype: Any) -> np.ndarray:
+        array = np.full(total, fill, dtype=dtype)
+        array[rows] = values
+        return array
+
+    g = per_pair["claim_group"].to_numpy(np.int64)
+    flagged = column(per_pair["member"].to_numpy(bool), False, bool)
+    rule = column(groups["rule"].to_numpy(object)[g], "", object)
     out.update(
-        pair_id=table.index.to_numpy(dtype=object),
-        defect_group=np.where(grouped, g + 1, 0),
-        group_size=pick("size", 1).astype(np.int64), group_n_bad=pick("m_bad", 0).astype(np.int64),
-        group_n_good=pick("m_good", 0).astype(np.int64), group_p=pick("p", 1.0).astype(float),
-        group_q=pick("q", 1.0).astype(float),
-        claim=table["claim_text"].fillna("").to_numpy(dtype=object),
-        evidence_bad=table["evidence_bad"].fillna(0).astype(np.int64).to_numpy(),
-        evidence_good=table["evidence_good"].fillna(0).astype(np.int64).to_numpy(),
-        evidence_via=table["evidence_via"].fillna("").to_numpy(dtype=object),
+        defect_group=column(g + 1, 0, np.int64),
+        group_size=column(groups["size"].to_numpy(np.int64)[g], 1, np.int64),
+        group_n_bad=column(groups["m_bad"].to_numpy(np.int64)[g], 0, np.int64),
+        group_n_good=column(groups["m_good"].to_numpy(np.int64)[g], 0, np.int64),
+        group_p=column(groups["p"].to_numpy(float)[g], 1.0, float),
+        group_q=column(groups["q"].to_numpy(float)[g], 1.0, float),
+        claim=column(per_pair["claim_text"].to_numpy(object), "", object),
+        evidence_bad=column(per_pair["evidence_bad"].to_numpy(np.int64), 0, np.int64),
+        evidence_good=column(per_pair["evidence_good"].to_numpy(np.int64), 0, np.int64),
+        evidence_via=column(per_pair["evidence_via"].to_numpy(object), "", object),
         flagged=flagged,
-        flagged_by=np.where(flagged, np.where(rule == "test", "claim test", "claim repeated"), ""),
+        flagged_by=np.where(flagged, np.where(rule == "test", "claim test", "claim repeated"), "").astype(object),
     )
     return out
 
 
-def _evidence_of(run: RunDir) -> Any:
-    """The run's text evidence, or None when collect wrote none (no answers and references)."""
-    from .evidence import Evidence
+def _judge_evidence(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`refine.evidence.judge` over the views already made, with the finished items'
+    verdicts from the table ``items`` (:func:`_prepare`)."""
+    from .evidence import judge
 
-    if not run.file(EVIDENCE).exists():
-        return None
-    rows = pd.read_parquet(run.file(EVIDENCE))
-    if not len(rows):
-        return None
-    return Evidence(rows, pd.read_parquet(run.file(CLAIMS)), pd.read_parquet(run.file(CLAIM_LINKS)))
+    con.execute("CREATE OR REPLACE TEMP VIEW verdicts_in AS SELECT eval_id, bad FROM items")
+    return judge(con, settings, lambda k, n: _test(k, n, n_items, n_bad_items, settings))
+
+
+def _has_evidence(run: RunDir) -> bool:
+    """Whether collect wrote text evidence with any row (runs without answers and references
+    have none: flag falls back to the citation rules)."""
+    import pyarrow.parquet as pq
+
+    path = run.file(EVIDENCE)
+    return path.exists() and pq.ParquetFile(path).metadata.num_rows > 0
 
 
 def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: FlagSettings,
@@ -318,6 +340,7 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: Flag
 
         evidence = gather(items, pairs, citations, (model or EmbeddingModel()).encode)
         evidence = evidence if len(evidence.rows) else None
+    judged = None
     if (pairs is None and settings.defect_groups) or evidence is not None:
         counting = FlagSettings(**{**asdict(settings), "defect_groups": False})
     else:
@@ -337,11 +360,16 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: Flag
                         "answer::VARCHAR AS answer FROM pairs_frame QUALIFY row_number() OVER "
                         "(PARTITION BY pair_id ORDER BY row) = 1")
         n_items, n_bad_items = _prepare(con, counting)
+        if evidence is not None:
+            from .evidence import evidence_views
+
+            evidence_views(con, evidence)
+            judged = _judge_evidence(con, settings, n_items, n_bad_items)
         stats = _statistics(con, counting, n_items, n_bad_items)
-    if evidence is not None:
-        verdicts = items.set_index(items["eval_id"].astype(str))["verdict"]
-        stats = _with_evidence(stats, evidence, verdicts, settings, n_items, n_bad_items)
-        return pd.DataFrame(stats).set_index("pair_id"), n_items, n_bad_items
+    if judged is not None:
+        stats = _with_evidence(stats, *judged)
+        return (pd.DataFrame({**stats, "pair_id": stats["pair_id"].to_pylist()}).set_index("pair_id"),
+                n_items, n_bad_items)
     table = pd.DataFrame({**stats, "pair_id": stats["pair_id"].to_pylist(),
                           "flagged_by": stats["flagged_by"].to_pylist()}).set_index("pair_id")
     return table, n_items, n_bad_items
@@ -407,18 +435,21 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
     run = RunDir(run_dir)
     with connect() as con:
         _run_views(con, run)
-        evidence = _evidence_of(run) if settings.evidence else None
-        counting = FlagSettings(**{**asdict(settings), "defect_groups": False}) if evidence is not None else settings
+        evidence = settings.evidence and _has_evidence(run)
+        counting = FlagSettings(**{**asdict(settings), "defect_groups": False}) if evidence else settings
         n_items, n_bad_items = _prepare(con, counting)
         if n_items == 0:
             raise RunDirError(f"{run.path}: no eval item finished; nothing to flag")
-        verdicts = None
-        if evidence is not None:
-            verdicts = con.sql("SELECT eval_id, coalesce(verdict, '') AS verdict FROM items_in").df()
-            verdicts = verdicts.set_index("eval_id")["verdict"]
+        judged = None
+        if evidence:
+            from .evidence import evidence_views
+
+            evidence_views(con, files={"evidence_in": str(run.file(EVIDENCE)), "claims_in": str(run.file(CLAIMS)),
+                                       "claim_links_in": str(run.file(CLAIM_LINKS))})
+            judged = _judge_evidence(con, settings, n_items, n_bad_items)
         stats = _statistics(con, counting, n_items, n_bad_items)
-        if evidence is not None:
-            stats = _with_evidence(stats, evidence, verdicts, settings, n_items, n_bad_items)
+        if judged is not None:
+            stats = _with_evidence(stats, *judged)
         flagged = stats["flagged"]
         summary: dict[str, Any] = {
             "settings": asdict(settings),
@@ -428,7 +459,7 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
             "cited_pairs": int(len(flagged)),
             "testable_pairs": int(stats["testable"].sum()),
             "flagged_pairs": int(flagged.sum()),
-            "rule": "evidence" if evidence is not None else "defect groups" if settings.defect_groups else "pairs",
+            "rule": "evidence" if evidence else "defect groups" if settings.defect_groups else "pairs",
             "defect_groups": int(np.unique(stats["defect_group"][stats["group_size"] > 1]).size)
             if "defect_group" in stats else 0,
             "flagged_groups": int(np.unique(stats["defect_group"][flagged & (stats["defect_group"] > 0)]).size)
