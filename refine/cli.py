@@ -222,6 +222,12 @@ def _report_flags(result: Any, show: int) -> None:
     click.echo(f"{result.flagged} of {result.cited_pairs} cited pairs flagged "
                f"({result.bad_items} bad of {result.items} answers) -> {Path(result.run_dir) / 'flags.csv'}")
     for row in result.flagged_pairs.head(show).itertuples():
+        if getattr(row, "flagged_by", "") in ("claim test", "claim repeated"):
+            # What bad answers repeat against their references, and how many answers back it.
+            claim = row.claim if len(row.claim) <= 70 else row.claim[:69] + "…"
+            click.echo(f"  {row.file}:{row.line}  repeated by {row.group_n_bad} bad, supported by "
+                       f"{row.group_n_good}  \"{claim}\"")
+            continue
         question = row.question if len(row.question) <= 70 else row.question[:69] + "…"
         click.echo(f"  {row.file}:{row.line}  bad={row.n_bad} good={row.n_good} "
                    f"q={row.q_value:.2g}  {question}")
