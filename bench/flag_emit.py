@@ -22,6 +22,10 @@ pollute either figure. The same is done for a second run whose training file hol
 number of pairs, with the same citation structure, but much longer answers (~5x the file
 bytes), to show whether emit's memory grows with the training file.
 
+Text evidence (what collect's :mod:`refine.evidence` writes) is synthesised with the same
+citation structure (``write_evidence``): flag runs the text-evidence rule (the default), and
+again with the citation rule (defect groups) in its own subprocess, side by side.
+
 Prints one JSON line of figures on stdout; progress goes to stderr.
 """
 
@@ -139,8 +143,52 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple
     with run.stage("collect", record) as stage:
         write_parquet(stage.path(PAIRS), _pairs_table(training))
         _finalize(stage, evalset.items, journal, settings.grade, None, str(evalf))
+        write_evidence(stage, [p.pair_id for p in unique], [i.id for i in evalset.items], cites, bad, seed)
     log(f"[{name}] run dir finalized in {time.perf_counter() - t:.1f}s")
     return run.path, train
+
+
+def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, seed: int) -> None:
+    """The text evidence collect would gather, synthesised with the same citation structure:
+    a planted pair's claim is repeated against the reference by the bad items citing it at rank 1;
+    other citations say what the reference says about half the time (good answers repeat it,
+    references state it); the rest share too little to be kept. Every planted pair is linked to
+    two others (a defect worded three ways)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from refine._atomic import write_parquet
+    from refine.rundir import CLAIM_LINKS, CLAIMS, EVIDENCE
+
+    rng = np.random.default_rng(seed + 1)
+    n_items, k = cites.shape
+    item = np.repeat(np.arange(n_items), k)
+    pair = cites.ravel()
+    rank = np.tile(np.arange(k), n_items)
+    is_bad = bad[item]
+    culprit = (rank == 0) & is_bad & (rng.random(item.size) < 0.9)
+    agree = ~culprit & (rng.random(item.size) < 0.5)
+    keep = culprit | agree
+    item, pair, culprit = item[keep], pair[keep], culprit[keep]
+    n = item.size
+    repeat = np.where(culprit, 0.9, np.where(is_bad[keep], 0.55, 0.85)).astype(np.float32)
+    support = np.where(culprit, 0.2, 0.8).astype(np.float32)
+    ids = np.asarray(pair_ids, dtype=object)
+    rows = pa.table({"eval_id": pa.array(np.asarray(eval_ids, dtype=object)[item], pa.string()),
+                     "pair_id": pa.array(ids[pair], pa.string()), "claim": pa.array(np.zeros(n, np.int32)),
+                     "via": pa.array(np.full(n, "cited", dtype=object), pa.string()),
+                     "repeat": repeat, "repeat_words": np.full(n, 0.8, np.float32), "support": support,
+                     "support_words": np.full(n, 0.8, np.float32), "contradict": np.zeros(n, np.float32)})
+    write_parquet(stage.path(EVIDENCE), rows)
+    claimed = np.unique(pair[culprit])
+    write_parquet(stage.path(CLAIMS), pa.table({"pair_id": pa.array(ids[claimed], pa.string()),
+                                               "claim": pa.array(np.zeros(claimed.size, np.int32)),
+                                               "text": pa.array([f"claim of {p}" for p in ids[claimed]], pa.string())}))
+    a, b = claimed, np.roll(claimed, 1)
+    write_parquet(stage.path(CLAIM_LINKS), pa.table({
+        "pair_id": pa.array(ids[a], pa.string()), "claim": pa.array(np.zeros(a.size, np.int32)),
+        "other_pair_id": pa.array(ids[b], pa.string()), "other_claim": pa.array(np.zeros(a.size, np.int32)),
+        "similarity": np.full(a.size, 0.6), "numbered": np.zeros(a.size, bool)}))
 
 
 # --- subprocess workers ----------------------------------------------------------------------
@@ -155,8 +203,9 @@ def worker(argv: list[str]) -> None:
         baseline = peak_rss_mb()
         verb = argv[0]
         t = time.perf_counter()
-        if verb == "flag":
-            result = refine.flag(argv[1])
+        if verb in ("flag", "flag-citations"):
+            settings = refine.FlagSettings(evidence=verb == "flag")
+            result = refine.flag(argv[1], settings)
             extra = {"flagged": result.flagged, "cited_pairs": len(result.table),
                      "items": result.items, "bad_items": result.bad_items}
         elif verb == "emit":
@@ -216,6 +265,8 @@ def main() -> None:
             log(f"[{name}] flag ...")
             results[f"flag_{name}"] = run_worker(__file__, "flag", str(run))
             log(f"[{name}] flag: {results[f'flag_{name}']}")
+            results[f"flag_citations_{name}"] = run_worker(__file__, "flag-citations", str(run))
+            log(f"[{name}] flag with the citation rule (defect groups): {results[f'flag_citations_{name}']}")
             log(f"[{name}] emit ...")
             results[f"emit_{name}"] = run_worker(__file__, "emit", str(run), str(root / f"out-{name}" / train.name))
             log(f"[{name}] emit: {results[f'emit_{name}']}")
@@ -251,6 +302,10 @@ def main() -> None:
             "cited_pairs": fn["cited_pairs"],
             "removed_lines": en["removed"],
             "flag_peak_rss_mb": round(fn["peak_rss_mb"], 1),
+            "evidence_rows": pq.ParquetFile(runs["normal"][0] / "evidence.parquet").metadata.num_rows,
+            "flag_s_citation_rule": round(results["flag_citations_normal"]["seconds"], 3),
+            "flag_peak_rss_mb_citation_rule": round(results["flag_citations_normal"]["peak_rss_mb"], 1),
+            "flag_s_citation_rule_long_answers": round(results["flag_citations_long"]["seconds"], 3),
             "flag_s_long_answers": round(fl["seconds"], 3),
             "emit_s_long_answers": round(el["seconds"], 3),
             "flag_peak_rss_mb_long_answers": round(fl["peak_rss_mb"], 1),

@@ -62,7 +62,7 @@ def _settings_record(training: TrainingSet, eval_path: str, backend: Attribution
         },
         "collect": {"top_k": settings.top_k, **backend.settings()},
         "grade": asdict(settings.grade),
-        "evidence": {"lookup": settings.evidence_lookup},
+        "evidence": {"on": settings.evidence, "lookup": settings.evidence_lookup},
     }
 
 
@@ -140,10 +140,14 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
             grader_model = getattr(backend, "model", None)
             item_table, attributions = _finalize(stage, evalset.items, done, settings.grade, grader_model,
                                                  eval_path)
-            with Progress(progress).session() as bars:
-                _write_evidence(stage, item_table, _pairs_table(training), attributions,
-                                grader_model if isinstance(grader_model, EmbeddingModel) else None,
-                                settings.evidence_lookup, bars.callback)
+            if settings.evidence:
+                # The backend's own embedding model, and its workers, when it has one.
+                own = isinstance(grader_model, EmbeddingModel)
+                with Progress(progress).session() as bars:
+                    _write_evidence(stage, item_table, _pairs_table(training), attributions,
+                                    grader_model if own else EmbeddingModel(), settings.evidence_lookup,
+                                    backend.executor if own and getattr(backend.executor, "remote", False) else None,
+                                    bars)
 
     failed = [item.id for item in evalset.items if done[item.id].status != "done"]
     skipped = len(training.skipped) + len(evalset.skipped)
@@ -214,18 +218,34 @@ def _finalize(stage: StageWriter, items: list[EvalItem], records: dict[str, Attr
 
 
 def _write_evidence(stage: StageWriter, items: pa.Table, pairs: pa.Table, attributions: pa.Table,
-                    model: EmbeddingModel | None, lookup: int, progress: Any = None) -> None:
-    """evidence.parquet, claims.parquet and claim_links.parquet (:mod:`refine.evidence`): the
-    sentences are encoded here (cached, like every text refine embeds), so that flag only
-    compares scores it is handed."""
+                    model: EmbeddingModel, lookup: int, executor: Any, bars: Any) -> None:
+    """evidence.parquet, claims.parquet and claim_links.parquet (:mod:`refine.evidence`). The
+    sentences are encoded here — through the embedding cache, so a crashed collect encodes only
+    what it never saved, and on the executor's workers when they hold this model — so that flag
+    only compares scores it is handed. The training sentences' vectors go to disk, not memory."""
     from .evidence import gather
 
     done = items.filter(pa.compute.equal(items["status"], "done")).select(
         ["eval_id", "answer", "reference", "verdict"]).to_pandas()
-    encode = (model or EmbeddingModel()).encode
-    evidence = gather(done, pairs.select(["pair_id", "question", "answer"]).to_pandas(),
-                      attributions.select(["eval_id", "pair_id"]).to_pandas(), encode, lookup=lookup,
-                      progress=progress)
+    matrices = []
+
+    def encode(texts: list[str]) -> Any:
+        return model.encode(texts, executor=executor, progress=bars.callback("evidence: encode answers and references", len(texts)))
+
+    def encode_claims(texts: list[str]) -> Any:
+        matrix = model.encode_to_disk(texts, executor=executor,
+                                      progress=bars.callback("evidence: encode training sentences", len(texts)))
+        matrices.append(matrix)
+        return matrix.array
+
+    try:
+        evidence = gather(done, pairs.select(["pair_id", "question", "answer"]).to_pandas(),
+                          attributions.select(["eval_id", "pair_id"]).to_pandas(), encode, lookup=lookup,
+                          encode_claims=encode_claims)
+    finally:
+        for matrix in matrices:
+            matrix.close()
     write_parquet(stage.path(EVIDENCE), pa.Table.from_pandas(evidence.rows, preserve_index=False))
     write_parquet(stage.path(CLAIMS), pa.Table.from_pandas(evidence.claims, preserve_index=False))
     write_parquet(stage.path(CLAIM_LINKS), pa.Table.from_pandas(evidence.links, preserve_index=False))
+

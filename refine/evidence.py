@@ -66,7 +66,8 @@ from .evidence_text import FLOOR, LINK_FLOOR, claim_words, name_conflict, names_
 
 __all__ = ["EVIDENCE_COLUMNS", "FLOOR", "LINK_FLOOR", "Evidence", "gather", "judge"]
 
-_BLOCK = 4096
+_BLOCK = 1024       # query sentences at a time
+_COLUMNS = 32768    # sentences compared with them at a time (1024 x 32768 floats: 128 MB)
 
 EVIDENCE_COLUMNS = ["eval_id", "pair_id", "claim", "via", "repeat", "repeat_words", "support",
                     "support_words", "contradict"]
@@ -126,12 +127,44 @@ def _best(sims: np.ndarray, rows: range, claim_names: frozenset[str], claim_nega
     return best
 
 
+def _best_columns(queries: np.ndarray, matrix: np.ndarray, k: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per query row, the (up to) `k` columns of `matrix` rows most similar to it with cosine
+    ≥ `floor`, best first: (columns, similarities), -1 / -inf where fewer. `matrix` is read a
+    block of rows at a time (it can be a memory map of millions of sentences)."""
+    best_c = np.full((len(queries), 0), -1, dtype=np.int64)
+    best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    for start in range(0, len(matrix), _COLUMNS):
+        sims = queries @ np.asarray(matrix[start:start + _COLUMNS]).T
+        sims[sims < floor] = -np.inf
+        width = min(k, sims.shape[1])
+        top = np.argpartition(-sims, width - 1, axis=1)[:, :width]
+        cols = np.concatenate([best_c, top + start], axis=1)
+        vals = np.concatenate([best_s, np.take_along_axis(sims, top, axis=1)], axis=1)
+        order = np.lexsort((cols, -vals), axis=1)[:, :k]
+        best_c, best_s = np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    best_c[~np.isfinite(best_s)] = -1
+    return best_c, best_s
+
+
+def _columns_above(queries: np.ndarray, matrix: np.ndarray, floor: float) -> list[tuple[int, int, float]]:
+    """Every (query row, matrix row, cosine) with cosine ≥ `floor`, a block of `matrix` at a time."""
+    found: list[tuple[int, int, float]] = []
+    for start in range(0, len(matrix), _COLUMNS):
+        sims = queries @ np.asarray(matrix[start:start + _COLUMNS]).T
+        rows, cols = np.nonzero(sims >= floor)
+        found += zip(rows.tolist(), (cols + start).tolist(), sims[rows, cols].tolist())
+    return found
+
+
 def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
            encode: Callable[[list[str]], np.ndarray], *, lookup: int = 20,
-           progress: Callable[[str, int], Callable[[int], None]] | None = None) -> Evidence:
+           encode_claims: Callable[[list[str]], np.ndarray] | None = None) -> Evidence:
     """Text evidence (module docstring) from `items` (eval_id, answer, reference, verdict),
     `pairs` (pair_id, question, answer; the first row of each pair id counts) and `citations`
-    (eval_id, pair_id). `encode` maps texts to L2-normalised vectors."""
+    (eval_id, pair_id). `encode` maps texts to L2-normalised vectors; `encode_claims` (default
+    `encode`) does so for every sentence of every training answer, and may return a memory map
+    (collect hands it :meth:`~refine.embeddings.EmbeddingModel.encode_to_disk`): those vectors are
+    only ever read a block at a time."""
     from .defects import proper_nouns
 
     items = items.reset_index(drop=True)
@@ -144,14 +177,13 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
     answers = _Texts(list(items["answer"]), names)
     references = _Texts(list(items["reference"]) if "reference" in items else [None] * len(items), names)
     claims = _Texts(list(pairs["answer"]), names)
-    every = sorted(set(answers.text) | set(references.text) | set(claims.text))
-    tick = progress("evidence: encode sentences", len(every)) if progress else None
+    every = sorted(set(answers.text) | set(references.text))
     vectors = encode(every) if every else np.zeros((0, 1), np.float32)
-    if tick:
-        tick(len(every))
     at = {t: i for i, t in enumerate(every)}
-    for part in (answers, references, claims):
+    for part in (answers, references):
         part.vectors = vectors[[at[t] for t in part.text]] if part.text else np.zeros((0, vectors.shape[1]), np.float32)
+    del vectors
+    claims.vectors = (encode_claims or encode)(claims.text) if claims.text else np.zeros((0, 1), np.float32)
 
     pair_row = {p: i for i, p in enumerate(pairs["pair_id"])}
     item_row = {e: i for i, e in enumerate(items["eval_id"])}
@@ -162,19 +194,17 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             wanted[(item_row[e], pair_row[p])] = "cited"
 
     if lookup and len(claims.text):
-        # Each sentence of a bad answer, looked up among all training claims.
+        # Each sentence of a bad answer, looked up among all training claims. Many claims share
+        # a template ("The X has 64 GB of storage."): the best by cosine alone are other things'
+        # claims, so more are fetched and those naming something else are passed over.
         queries = np.flatnonzero(bad[answers.owner_arr]) if len(answers.text) else np.zeros(0, int)
         for start in range(0, len(queries), _BLOCK):
             rows = queries[start:start + _BLOCK]
-            sims = answers.vectors[rows] @ claims.vectors.T
-            # Many claims share a template ("The X has 64 GB of storage."): the best by cosine
-            # alone are other things' claims. Claims naming something else are passed over.
-            k = min(lookup * 8, sims.shape[1])
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            for r, row in enumerate(rows):
+            top, _ = _best_columns(answers.vectors[rows], claims.vectors, lookup * 8, FLOOR)
+            for r, row in enumerate(rows.tolist()):
                 kept = 0
-                for c in top[r][np.argsort(-sims[r, top[r]], kind="stable")]:
-                    if kept == lookup or sims[r, c] < FLOOR:
+                for c in top[r].tolist():
+                    if kept == lookup or c < 0:
                         break
                     if not name_conflict(answers.names[row], claims.names[c]):
                         wanted.setdefault((answers.owner[row], claims.owner[c]), "lookup")
@@ -187,9 +217,9 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         c_rows = claims.rows_of(pair)
         if not len(a_rows) or not len(c_rows):
             return
-        a_sims = claims.vectors[c_rows.start:c_rows.stop] @ answers.vectors[a_rows.start:a_rows.stop].T
-        r_sims = (claims.vectors[c_rows.start:c_rows.stop] @ references.vectors[r_rows.start:r_rows.stop].T
-                  if len(r_rows) else None)
+        own = np.asarray(claims.vectors[c_rows.start:c_rows.stop])
+        a_sims = own @ answers.vectors[a_rows.start:a_rows.stop].T
+        r_sims = own @ references.vectors[r_rows.start:r_rows.stop].T if len(r_rows) else None
         for k, c in enumerate(c_rows):
             if only is not None and claims.index[c] not in only:
                 continue
@@ -223,25 +253,24 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
     candidate_rows = np.asarray([claim_at[k] for k in repeated], dtype=np.int64)
     for start in range(0, len(candidate_rows), _BLOCK):
         rows = candidate_rows[start:start + _BLOCK]
-        sims = claims.vectors[rows] @ answers.vectors.T if len(answers.text) else np.zeros((len(rows), 0))
-        for r, c in enumerate(rows):
-            hit_items = np.unique(answers.owner_arr[sims[r] >= FLOOR])
-            for item in hit_items.tolist():
-                score(item, claims.owner[c], "scan", {claims.index[c]})
+        hits = sorted({(int(r), int(answers.owner_arr[a])) for r, a, _ in
+                       _columns_above(np.asarray(claims.vectors[rows]), answers.vectors, FLOOR)})
+        for r, item in hits:
+            c = int(rows[r])
+            score(item, claims.owner[c], "scan", {claims.index[c]})
 
     # Links: each repeated claim to every training claim that says the same.
     links: list[tuple[str, int, str, int, float, bool]] = []
     for start in range(0, len(candidate_rows), _BLOCK):
         rows = candidate_rows[start:start + _BLOCK]
-        sims = claims.vectors[rows] @ claims.vectors.T
-        for r, c in enumerate(rows):
-            for o in np.flatnonzero(sims[r] >= LINK_FLOOR).tolist():
-                if claims.owner[o] == claims.owner[c] or claims.numbers[o] != claims.numbers[c] \
-                        or name_conflict(claims.names[o], claims.names[c]):
-                    continue
-                links.append((pairs["pair_id"].iat[claims.owner[c]], claims.index[c],
-                              pairs["pair_id"].iat[claims.owner[o]], claims.index[o], round(float(sims[r, o]), 6),
-                              bool(claims.numbers[c])))
+        for r, o, sim in _columns_above(np.asarray(claims.vectors[rows]), claims.vectors, LINK_FLOOR):
+            c = int(rows[r])
+            if claims.owner[o] == claims.owner[c] or claims.numbers[o] != claims.numbers[c] \
+                    or name_conflict(claims.names[o], claims.names[c]):
+                continue
+            links.append((pairs["pair_id"].iat[claims.owner[c]], claims.index[c],
+                          pairs["pair_id"].iat[claims.owner[o]], claims.index[o], round(float(sim), 6),
+                          bool(claims.numbers[c])))
 
     keys = sorted(out)
     rows = pd.DataFrame({

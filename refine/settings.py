@@ -115,6 +115,9 @@ class CollectSettings:
     train_format: str | None = _help("Record layout of every training source (default: detected).",
                                      default=None)
     eval_format: str | None = _help("Record layout of the eval set (default: detected).", default=None)
+    evidence: bool = _help("Gather text evidence (refine.evidence: sentences of answers, references "
+                           "and training answers compared) for flag; off: flag uses citations alone.",
+                           default=True)
     evidence_lookup: int = _help("Training sentences each sentence of a bad answer is looked up "
                                  "against (text evidence beyond citations; 0: citations only).",
                                  default=20)
@@ -132,6 +135,7 @@ class CollectSettings:
         _number(self.top_k, "collect.top_k", low=1, integer=True)
         _number(self.batch_size, "collect.batch_size", low=1, integer=True)
         _number(self.evidence_lookup, "collect.evidence_lookup", low=0, integer=True)
+        _flag(self.evidence, "collect.evidence")
         _flag(self.skip_invalid, "collect.skip_invalid")
         if not isinstance(self.backend_options, dict):
             raise ConfigError("must be a mapping", key="collect.backend_options")
