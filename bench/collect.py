@@ -27,6 +27,11 @@ start and the end, and "cpu_s" the process CPU seconds of each span: where cpu_s
 seconds falls well below torch_threads the process did not get its cores, and that span's
 wall time (and so the ratio) is inflated by other processes.
 
+The two collects gather no text evidence (``collect.evidence`` off), so that they and the raw
+encode embed the same texts. ``evidence`` times what collect does besides by default —
+``refine.evidence.gather`` on the cold run's tables, with a fresh cache and then a warm one —
+against the raw encode of exactly its sentences (answers, references, every training answer's).
+
 Prints one JSON line of figures on stdout; progress goes to stderr.
 """
 
@@ -72,6 +77,51 @@ def make_inputs(root: Path, n_pairs: int, n_eval: int, seed: int) -> tuple[Path,
     return train, evalf
 
 
+def evidence_spans(root: Path, run: Path, model, raw, timed) -> dict:
+    """The text evidence collect gathers (refine.evidence.gather: every sentence of the answers,
+    references and training answers encoded, then compared), cold (an empty cache) and warm,
+    against the raw encode of exactly those sentences."""
+    import pandas as pd
+
+    from refine.embeddings import EmbeddingModel
+    from refine.evidence import gather
+    from refine.evidence_text import sentences
+
+    items = pd.read_parquet(run / "items.parquet")
+    items = items[items["status"] == "done"]
+    pairs = pd.read_parquet(run / "pairs.parquet")
+    cites = pd.read_parquet(run / "attributions.parquet", columns=["eval_id", "pair_id"])
+    texts = sorted({s for column in (items["answer"], items["reference"]) for t in column for s in sentences(t)})
+    claims = [s for t in pairs.drop_duplicates("pair_id")["answer"] for s in sentences(t)]
+    _, raw_s, raw_cpu = timed("raw encode of the evidence sentences",
+                              lambda: (raw(texts), raw(list(dict.fromkeys(claims)))))
+    spans = {}
+    for label, cache in (("cold", root / "evidence-cache"), ("warm", root / "evidence-cache")):
+        # The loaded model is shared (loaded once per process), so no span loads it.
+        fresh = EmbeddingModel(cache_dir=cache, batch_size=model.batch_size)
+
+        def run_gather():
+            matrices = []
+
+            def to_disk(t):
+                matrices.append(fresh.encode_to_disk(t))
+                return matrices[-1].array
+            try:
+                return gather(items, pairs, cites, fresh.encode, encode_claims=to_disk)
+            finally:
+                for m in matrices:
+                    m.close()
+        result, seconds, cpu = timed(f"evidence gather ({label} cache)", run_gather)
+        spans[label] = (result, seconds, cpu)
+    return {"sentences": {"eval": len(texts), "training": len(claims)},
+            "raw_encode_s": round(raw_s, 3), "gather_cold_s": round(spans["cold"][1], 3),
+            "gather_warm_s": round(spans["warm"][1], 3),
+            "ratio_vs_raw_encode": round(spans["cold"][1] / raw_s, 4),
+            "cpu_s": {"raw_encode": round(raw_cpu, 3), "gather_cold": round(spans["cold"][2], 3),
+                      "gather_warm": round(spans["warm"][2], 3)},
+            "rows": len(spans["cold"][0].rows), "links": len(spans["cold"][0].links)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="1,000 pairs x 50 eval items")
@@ -110,7 +160,9 @@ def main() -> None:
             f"({train.stat().st_size / 1e6:.1f} MB)")
 
         options = EmbeddingOptions(cache_dir=str(cache_dir))
-        settings = refine.CollectSettings(backend_options={"cache_dir": str(cache_dir)})
+        # Attribution alone here, like for like with the raw encode of the same texts; the text
+        # evidence collect gathers besides is timed on its own below, against its own raw encode.
+        settings = refine.CollectSettings(backend_options={"cache_dir": str(cache_dir)}, evidence=False)
 
         t = time.perf_counter()
         model = EmbeddingModel(cache_dir=cache_dir, batch_size=options.batch_size)
@@ -179,6 +231,7 @@ def main() -> None:
         raw_train, raw_encode_s, raw_encode_cpu_s = done["raw_encode"]
         cold, collect_cold_s, collect_cold_cpu_s = done["collect_cold"]
         warm, collect_warm_s, collect_warm_cpu_s = done["collect_warm"]
+        evidence = evidence_spans(root, cold.run_dir, model, raw, timed)
         # The vectors collect used (read back from the cache it filled) are the raw encode's.
         where = {x: i for i, x in enumerate(train_texts)}
         used = backend.model.encode(train_all)
@@ -214,6 +267,7 @@ def main() -> None:
             "warm_same_attributions": bool(same),
             "max_abs_diff_vs_raw": max_abs_diff,
             "items_done": [cold.done, warm.done],
+            "evidence": evidence,
             "small": args.small,
         }
     emit_json(figures)

@@ -86,7 +86,7 @@ def make_citations(n_pairs: int, n_items: int, n_planted: int, seed: int):
 
 
 # --- one run directory -----------------------------------------------------------------------
-def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple[Path, Path]:
+def build_run(root: Path, name: str, pair_texts, cites, bad, planted, seed: int) -> tuple[Path, Path]:
     import numpy as np
 
     from refine import CollectSettings, load_eval, load_training
@@ -143,17 +143,17 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, seed: int) -> tuple
     with run.stage("collect", record) as stage:
         write_parquet(stage.path(PAIRS), _pairs_table(training))
         _finalize(stage, evalset.items, journal, settings.grade, None, str(evalf))
-        write_evidence(stage, [p.pair_id for p in unique], [i.id for i in evalset.items], cites, bad, seed)
+        write_evidence(stage, [p.pair_id for p in unique], [i.id for i in evalset.items], cites, bad, planted, seed)
     log(f"[{name}] run dir finalized in {time.perf_counter() - t:.1f}s")
     return run.path, train
 
 
-def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, seed: int) -> None:
+def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, planted, seed: int) -> None:
     """The text evidence collect would gather, synthesised with the same citation structure:
-    a planted pair's claim is repeated against the reference by the bad items citing it at rank 1;
-    other citations say what the reference says about half the time (good answers repeat it,
-    references state it); the rest share too little to be kept. Every planted pair is linked to
-    two others (a defect worded three ways)."""
+    a planted pair's claim is repeated against the reference by the bad items citing it at rank 1
+    (and shared by no other answer); other pairs' citations say what the reference says about half the time (good answers repeat it,
+    references state it); the rest share too little to be kept. Planted claims are linked in
+    triples (a defect worded three ways)."""
     import numpy as np
     import pyarrow as pa
 
@@ -166,8 +166,9 @@ def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, 
     pair = cites.ravel()
     rank = np.tile(np.arange(k), n_items)
     is_bad = bad[item]
-    culprit = (rank == 0) & is_bad & (rng.random(item.size) < 0.9)
-    agree = ~culprit & (rng.random(item.size) < 0.5)
+    wrong = np.isin(pair, planted)
+    culprit = wrong & (rank == 0) & is_bad & (rng.random(item.size) < 0.9)
+    agree = ~wrong & (rng.random(item.size) < 0.5)
     keep = culprit | agree
     item, pair, culprit = item[keep], pair[keep], culprit[keep]
     n = item.size
@@ -184,7 +185,9 @@ def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, 
     write_parquet(stage.path(CLAIMS), pa.table({"pair_id": pa.array(ids[claimed], pa.string()),
                                                "claim": pa.array(np.zeros(claimed.size, np.int32)),
                                                "text": pa.array([f"claim of {p}" for p in ids[claimed]], pa.string())}))
-    a, b = claimed, np.roll(claimed, 1)
+    # Links within triples of claims (a defect worded three ways), not one chain of them all.
+    a = claimed[: claimed.size // 3 * 3].reshape(-1, 3)
+    a, b = a[:, [0, 1, 2]].ravel(), a[:, [1, 2, 0]].ravel()
     write_parquet(stage.path(CLAIM_LINKS), pa.table({
         "pair_id": pa.array(ids[a], pa.string()), "claim": pa.array(np.zeros(a.size, np.int32)),
         "other_pair_id": pa.array(ids[b], pa.string()), "other_claim": pa.array(np.zeros(a.size, np.int32)),
@@ -253,7 +256,7 @@ def main() -> None:
             t = time.perf_counter()
             texts = unique_pairs(n_pairs, args.seed, answer_factor=factor)
             log(f"[{name}] {n_pairs} pairs generated in {time.perf_counter() - t:.1f}s")
-            runs[name] = build_run(root, name, texts, cites, bad, args.seed)
+            runs[name] = build_run(root, name, texts, cites, bad, planted, args.seed)
             if name == "normal":
                 from refine.text import pair_key
                 planted_ids = {pair_key(texts[j][0], texts[j][1]) for j in planted.tolist()}
@@ -263,10 +266,12 @@ def main() -> None:
         results = {}
         for name, (run, train) in runs.items():
             log(f"[{name}] flag ...")
-            results[f"flag_{name}"] = run_worker(__file__, "flag", str(run))
-            log(f"[{name}] flag: {results[f'flag_{name}']}")
+            # The citation rule first: the text-evidence rule's flags.csv is the one emit and the
+            # recall below read.
             results[f"flag_citations_{name}"] = run_worker(__file__, "flag-citations", str(run))
             log(f"[{name}] flag with the citation rule (defect groups): {results[f'flag_citations_{name}']}")
+            results[f"flag_{name}"] = run_worker(__file__, "flag", str(run))
+            log(f"[{name}] flag: {results[f'flag_{name}']}")
             log(f"[{name}] emit ...")
             results[f"emit_{name}"] = run_worker(__file__, "emit", str(run), str(root / f"out-{name}" / train.name))
             log(f"[{name}] emit: {results[f'emit_{name}']}")
@@ -303,6 +308,7 @@ def main() -> None:
             "removed_lines": en["removed"],
             "flag_peak_rss_mb": round(fn["peak_rss_mb"], 1),
             "evidence_rows": pq.ParquetFile(runs["normal"][0] / "evidence.parquet").metadata.num_rows,
+            "flagged_citation_rule": results["flag_citations_normal"]["flagged"],
             "flag_s_citation_rule": round(results["flag_citations_normal"]["seconds"], 3),
             "flag_peak_rss_mb_citation_rule": round(results["flag_citations_normal"]["peak_rss_mb"], 1),
             "flag_s_citation_rule_long_answers": round(results["flag_citations_long"]["seconds"], 3),

@@ -332,7 +332,7 @@ _PRODUCT_ATTRS: dict[str, dict] = {
                         "For how long is {t} covered?"),
                      pair=("{t} comes with a warranty of {v}.", "The warranty on {t} runs for {v}.",
                            "{t} is covered by warranty for {v}."),
-                     answer=("{t} has a {v} warranty.", "You get {v} of warranty with {t}.",
+                     answer=("{t} is guaranteed for {v}.", "You get {v} of warranty with {t}.",
                              "Warranty cover for {t} lasts {v}.", "{t} is under warranty for {v}."),
                      ref=("{t} carries a warranty of {v}.", "Warranty on {t}: {v} from purchase.")),
 }
@@ -446,7 +446,7 @@ _LOWER_KINDS: dict[str, dict] = {
                "hours": dict(unit="hours", values=(4, 5, 6, 7, 8, 9, 10, 11, 12),
                              q=("How long is {t}?", "How many hours is {t}?", "how long does {t} last?"),
                              pair=("{t} lasts {v}.", "{t} is {v} long.", "A turn on {t} takes {v}."),
-                             answer=("{t} runs for {v}.", "You work {v} on {t}.", "{t} is a {v} block.",
+                             answer=("{t} runs for {v}.", "You work {v} on {t}.", "{t} is a block of {v}.",
                                      "Plan for {v} on {t}."),
                              ref=("{t} is {v} in length.", "The length of {t} is {v}."))}),
 }
@@ -506,7 +506,7 @@ _TASKS: dict[str, dict] = {
                           "Open {a} again after 30 seconds."),
                          ("Open {a} from the start menu rather than an old shortcut.",
                           "Launch {a} from the start menu instead of an old shortcut.",
-                          "Use the start menu entry of {a}, not an old shortcut."),
+                          "Use the start menu entry of {a} instead of an old shortcut."),
                          _SERVICE_DESK)),
     "signin": dict(q=("I can't sign in to {a}, help?", "How do I fix sign-in problems with {a}?",
                       "{a} rejects my login, what now?"),

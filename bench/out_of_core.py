@@ -12,7 +12,10 @@ Two parts, one JSON line:
    (what refine used before; run only up to ``--pandas-max-rows``: at 10⁸ rows its frames alone
    are tens of GB). Each in its own subprocess; time and peak RSS (VmHWM) side by side. Both
    DuckDB and polars use 2 threads here (the machine's cores).
-2. **refine** — `refine.flag` (defect groups on, the default), `refine.emit` (prune), `refine.emit`
+2. **refine** — `refine.flag` (text evidence, the default: the evidence collect would gather is
+   synthesised — a bad answer about a planted product repeats its top pair's wrong claim against
+   its reference, half the other citations say what the reference says; with
+   ``--verbs flag_citations,...`` the rule before it, defect groups, is timed too), `refine.emit` (prune), `refine.emit`
    with `mode="edit"` (its inputs read out of core; the items have no references, so no edit
    is made and the model is never loaded), `refine.cluster` and `refine.report` on a run
    directory laid out as `refine collect` lays it out, each in a fresh subprocess, timed around
@@ -102,7 +105,7 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
     from refine._atomic import sha256_file
     from refine.collection import _settings_record
     from refine.provenance import provenance
-    from refine.rundir import ATTRIBUTIONS, ITEMS, PAIRS, RunDir
+    from refine.rundir import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, ITEMS, PAIRS, RunDir
     from refine.text import pair_key
 
     t = time.perf_counter()
@@ -164,7 +167,12 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
         del questions, answers
         pq.write_table(items, stage.path(ITEMS), compression="zstd")
         chunk = max(1, 1_000_000 // per_item)
-        writer = None
+        writer = evidence_writer = None
+        evidence_schema = pa.schema([("eval_id", pa.string()), ("pair_id", pa.string()), ("claim", pa.int32()),
+                                     ("via", pa.string()), ("repeat", pa.float32()), ("repeat_words", pa.float32()),
+                                     ("support", pa.float32()), ("support_words", pa.float32()),
+                                     ("contradict", pa.float32())])
+        n_planted = 3 * n_defects
         for start in range(0, n_items, chunk):
             m = min(chunk, n_items - start)
             cites = np.searchsorted(cdf, rng.random((m, per_item)))
@@ -192,7 +200,43 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
             if writer is None:
                 writer = pq.ParquetWriter(stage.path(ATTRIBUTIONS), table.schema, compression="zstd")
             writer.write_table(table, row_group_size=1_000_000)
+            # Text evidence as collect gathers it: a bad answer about a planted product repeats
+            # its top pair's wrong claim against its reference; half the other citations say
+            # what the reference says; the rest share too little to be kept.
+            flat = cites.ravel()
+            item = np.repeat(np.arange(start, start + m), per_item)
+            first = np.tile(np.arange(per_item) == 0, m)
+            wrong = flat < n_planted
+            culprit = wrong & first & bad[item] & (rng.random(rows) < 0.9)
+            keep = culprit | (~wrong & (rng.random(rows) < 0.5))
+            kept = int(keep.sum())
+            good_side = ~culprit[keep]
+            evidence = pa.table({
+                "eval_id": eval_ids.take(pa.array(item[keep])), "pair_id": pair_ids.take(pa.array(flat[keep])),
+                "claim": pa.array(np.zeros(kept, np.int32)), "via": pa.repeat(pa.scalar("cited"), kept),
+                "repeat": pa.array(np.where(good_side, np.where(bad[item[keep]], 0.55, 0.85), 0.9).astype(np.float32)),
+                "repeat_words": pa.array(np.full(kept, 0.8, np.float32)),
+                "support": pa.array(np.where(good_side, 0.8, 0.2).astype(np.float32)),
+                "support_words": pa.array(np.full(kept, 0.8, np.float32)),
+                "contradict": pa.array(np.zeros(kept, np.float32))}, schema=evidence_schema)
+            if evidence_writer is None:
+                evidence_writer = pq.ParquetWriter(stage.path(EVIDENCE), evidence_schema, compression="zstd")
+            evidence_writer.write_table(evidence, row_group_size=1_000_000)
         writer.close()
+        evidence_writer.close()
+        # The planted claims, linked within each product's three wordings.
+        claimed = np.arange(n_planted)
+        pq.write_table(pa.table({"pair_id": pair_ids.take(pa.array(claimed)),
+                                 "claim": pa.array(np.zeros(n_planted, np.int32)),
+                                 "text": pa.array([f"claim {i}" for i in range(n_planted)])}),
+                       stage.path(CLAIMS))
+        triples = claimed.reshape(-1, 3)
+        a, b = triples[:, [0, 1, 2]].ravel(), triples[:, [1, 2, 0]].ravel()
+        pq.write_table(pa.table({"pair_id": pair_ids.take(pa.array(a)), "claim": pa.array(np.zeros(a.size, np.int32)),
+                                 "other_pair_id": pair_ids.take(pa.array(b)),
+                                 "other_claim": pa.array(np.zeros(a.size, np.int32)),
+                                 "similarity": pa.array(np.full(a.size, 0.8)),
+                                 "numbered": pa.array(np.ones(a.size, bool))}), stage.path(CLAIM_LINKS))
     log(f"run directory: {n_items:,} items, {n_items * per_item:,} citations in "
         f"{time.perf_counter() - t:.0f}s")
     return run.path, train
@@ -259,8 +303,8 @@ def verb(name: str, args: list[str]) -> dict:
 
     baseline = peak_rss_mb()
     t = time.perf_counter()
-    if name == "flag":
-        result = refine.flag(args[0])
+    if name in ("flag", "flag_citations"):
+        result = refine.flag(args[0], refine.FlagSettings(evidence=name == "flag"))
         extra = {"flagged": result.flagged, "cited_pairs": result.cited_pairs}
     elif name == "report":
         result = refine.report(args[0])
@@ -357,10 +401,10 @@ def main() -> None:
         verbs = set(args.verbs.split(","))
         timed: dict[str, dict] = {}
         os.environ["REFINE_CACHE_DIR"] = str(root / "cache")
-        for name, extra in (("flag", []), ("emit", [str(root / "out" / "train.jsonl")]),
+        for name, extra in (("flag_citations", []), ("flag", []), ("emit", [str(root / "out" / "train.jsonl")]),
                             ("edit", [str(root / "out-edit" / "train.jsonl")]), ("cluster", []), ("report", [])):
             if name != "flag" and name not in verbs:
-                continue
+                continue   # flag_citations (the rule before text evidence) runs only when asked for
             if name == "cluster":
                 log(f"bad answers' vectors: {run_worker(__file__, 'seed', str(run))}")
             log(f"refine {name} ...")
@@ -384,6 +428,7 @@ def main() -> None:
             **{f"{'emit_edit' if name == 'edit' else name}_{what}": figures[key]
                for name, figures in timed.items() for what, key in (("s", "seconds"), ("peak_rss_mb", "peak_rss_mb"))},
             **({"cluster": timed["cluster"]} if "cluster" in timed else {}),
+            "evidence_rows": pq.ParquetFile(run / "evidence.parquet").metadata.num_rows,
             "cited_pairs": flagged["cited_pairs"], "flagged": flagged["flagged"],
             "planted_pairs": len(planted), "planted_flagged": len(hit & planted),
             "flagged_not_planted": len(hit - planted), "removed_lines": emitted.get("removed"),
