@@ -21,6 +21,13 @@ def test_the_generator_reproduces_the_committed_files(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == (SAMPLE / name).read_bytes(), name
 
 
+def test_the_help_desk_generator_reproduces_the_committed_files(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(SAMPLE / "make_helpdesk_sample.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    for name in ("train.jsonl", "eval.jsonl", "truth.json"):
+        assert (tmp_path / name).read_bytes() == (SAMPLE / "helpdesk" / name).read_bytes(), name
+
+
 def test_quickstart_flags_exactly_the_planted_pairs(sample_run: dict) -> None:
     result = sample_run["result"]
     expected = planted_pairs()
