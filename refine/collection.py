@@ -226,7 +226,7 @@ def _write_evidence(stage: StageWriter, items: pa.Table, pairs: pa.Table, attrib
     from .evidence import gather
 
     done = items.filter(pa.compute.equal(items["status"], "done")).select(
-        ["eval_id", "answer", "reference", "verdict"]).to_pandas()
+        ["eval_id", "question", "answer", "reference", "verdict"]).to_pandas()
     matrices = []
 
     def encode(texts: list[str]) -> Any:

@@ -27,17 +27,21 @@ cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
 
 **Judging** (:func:`judge`, run by ``flag`` with :class:`~refine.settings.FlagSettings`):
 
-* an item *repeats* a claim when ``repeat ≥ repeat_min`` and ``repeat_words ≥ words_min``;
-  its reference *states* the claim when ``support ≥ support_min`` and ``support_words ≥ words_min``;
+* an item *repeats* a claim when ``repeat ≥ repeat_min`` and ``repeat_words ≥
+  repeat_words_min`` (a model echoes training text in its words), or ``repeat ≥
+  paraphrase_min`` with ``support_words_min`` of its words (a close paraphrase); its reference *states* the
+  claim when ``support ≥ support_min`` and ``support_words ≥ support_words_min`` (a reference
+  is written apart, in its own words, so it needs fewer of them);
 * **against** the claim: a bad answer repeats it and its reference does not state it;
 * **for** the claim: a good answer repeats it, or the reference of an item that repeats or
   cites it states it (a pair whose answer agrees with the reference of the questions that cite
   it is never flagged);
-* claims linked with similarity ≥ ``same_claim_min`` form a **defect group**, whatever their
-  wording and topic (one unsafe sentence on six topics is one group) — and so do two claims
-  that bad answers both repeat against their references and that state the same numbers
-  (links need the same numbers and no conflicting name in any case); each group counts the
-  distinct items against (``m_bad``) and for (``m_good``) any of its claims;
+* claims that bad answers repeat against their references, linked with similarity ≥
+  ``same_claim_min`` — or at all when they state the same numbers — form a **defect group**,
+  whatever their wording and topic (one unsafe sentence on six topics is one group; links
+  need the same numbers and nothing that says they are about different things in any case);
+  each group counts the distinct items against any of its claims (``m_bad``) and those for
+  one and against none (``m_good``);
 * test: of the N finished items, B bad, the m = m_bad + m_good items that repeat the group's
   claim are under the null a random draw: p = P(X ≥ m_bad), X ~ Hypergeometric(N, B, m),
   Benjamini–Hochberg over testable groups (Tarone's filter on m, as for pairs);
@@ -46,7 +50,8 @@ cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
   is at most alpha when verdicts are independent of which claim an answer repeats) or no item
   at all is for it (``text``: every answer that repeats it is bad and contradicted by its
   reference — evidence a person accepts, with no probabilistic guarantee beyond its counts);
-* a flagged group's **members** are the pairs with a claim in it that no item is for.
+* a flagged group's **members** are the pairs with a claim in it (so repeated against a
+  reference by a bad answer at least once) that no item is for.
 
 What still holds when verdicts come from a grader: the test conditions on verdicts, so a
 grader's errors that do not depend on the claim only cost power; a grader that marks answers
@@ -62,7 +67,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .evidence_text import FLOOR, LINK_FLOOR, claim_words, name_conflict, names_in, negated, numbers, sentences, word_recall
+from .evidence_text import FLOOR, LINK_FLOOR, claim_words, clauses, name_conflict, names_in, negated, numbers, sentences, word_recall
 
 __all__ = ["EVIDENCE_COLUMNS", "FLOOR", "LINK_FLOOR", "Evidence", "gather", "judge"]
 
@@ -92,13 +97,14 @@ class Evidence:
 class _Texts:
     """Sentences of many texts, flattened, with what the gates need per sentence and per text."""
 
-    def __init__(self, texts: Sequence[Any], names: frozenset[str]) -> None:
+    def __init__(self, texts: Sequence[Any], names: frozenset[str], questions: Sequence[Any],
+                 split: Callable[[str | None], list[str]] = sentences) -> None:
         texts = [t if isinstance(t, str) else None for t in texts]     # pandas gives NaN for none
         self.owner: list[int] = []
         self.index: list[int] = []
         self.text: list[str] = []
         for i, text in enumerate(texts):
-            for j, sentence in enumerate(sentences(text)):
+            for j, sentence in enumerate(split(text)):
                 self.owner.append(i)
                 self.index.append(j)
                 self.text.append(sentence)
@@ -110,19 +116,44 @@ class _Texts:
         self.negated = [negated(t) for t in self.text]
         self.whole_numbers = [numbers(t) if t else frozenset() for t in texts]
         self.whole_words = [claim_words(t) if t else frozenset() for t in texts]
+        # What each text is about: the words of its question (numbers are compared apart), and
+        # of each sentence the words it shares with its question — its subject.
+        self.asked = [frozenset(w for w in claim_words(q) if not w.isdigit()) if isinstance(q, str) else frozenset()
+                      for q in questions]
+        self.subject = [w & self.asked[o] for w, o in zip(self.words, self.owner)]
         self.vectors: np.ndarray = np.zeros((0, 0), dtype=np.float32)
 
     def rows_of(self, owner: int) -> range:
         return range(int(self.starts[owner]), int(self.starts[owner + 1]))
 
 
-def _best(sims: np.ndarray, rows: range, claim_names: frozenset[str], claim_negated: bool, texts: _Texts) -> float:
-    """The best similarity of a claim to the sentences `rows` that name nothing it contradicts
-    and negate as it does."""
+def _other_things(a: _Texts, i: int, b: _Texts, j: int) -> bool:
+    """Whether sentence `i` of `a` and sentence `j` of `b` are about different things: each names
+    something the other does not; or the two say the same in parallel words (half their content
+    words shared) but each puts a subject word of its own — a word it shares with its own
+    question, that neither the other sentence nor the other's question has — in the same place:
+    what tells "bereavement leave is 30 days" from "annual leave is 30 days" when nothing is
+    capitalised. Sentences worded apart ("Individual files can be up to 5 GB" against "the
+    mobile apps accept files of up to 5 GB") are left to their meaning."""
+    if name_conflict(a.names[i], b.names[j]):
+        return True
+    a_words, b_words = a.words[i], b.words[j]
+    a_subject, b_subject = a.subject[i], b.subject[j]
+    if not a_subject or not b_subject:
+        return False
+    plain_a = {w for w in a_words if not w.isdigit()}
+    plain_b = {w for w in b_words if not w.isdigit()}
+    if len(plain_a & plain_b) * 2 < len(plain_a | plain_b):
+        return False
+    return bool(a_subject - b_words - b.asked[b.owner[j]]) and bool(b_subject - a_words - a.asked[a.owner[i]])
+
+
+def _best(sims: np.ndarray, rows: range, claims: _Texts, c: int, texts: _Texts) -> float:
+    """The best similarity of claim `c` to the sentences `rows` of `texts` that are about the
+    same thing and negate as it does."""
     best = 0.0
     for k, row in enumerate(rows):
-        if sims[k] > best and texts.negated[row] == claim_negated \
-                and not name_conflict(claim_names, texts.names[row]):
+        if sims[k] > best and texts.negated[row] == claims.negated[c] and not _other_things(claims, c, texts, row):
             best = float(sims[k])
     return best
 
@@ -174,9 +205,11 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
     # Numbers are compared as numbers, so a name is a word without digits.
     names = frozenset(n for n in proper_nouns(list(pairs["question"]) + list(pairs["answer"]))
                       if not any(ch.isdigit() for ch in n))
-    answers = _Texts(list(items["answer"]), names)
-    references = _Texts(list(items["reference"]) if "reference" in items else [None] * len(items), names)
-    claims = _Texts(list(pairs["answer"]), names)
+    questions = list(items["question"]) if "question" in items else [None] * len(items)
+    answers = _Texts(list(items["answer"]), names, questions)
+    references = _Texts(list(items["reference"]) if "reference" in items else [None] * len(items), names, questions,
+                        clauses)
+    claims = _Texts(list(pairs["answer"]), names, list(pairs["question"]))
     every = sorted(set(answers.text) | set(references.text))
     vectors = encode(every) if every else np.zeros((0, 1), np.float32)
     at = {t: i for i, t in enumerate(every)}
@@ -206,7 +239,7 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
                 for c in top[r].tolist():
                     if kept == lookup or c < 0:
                         break
-                    if not name_conflict(answers.names[row], claims.names[c]):
+                    if not _other_things(answers, row, claims, c):
                         wanted.setdefault((answers.owner[row], claims.owner[c]), "lookup")
                         kept += 1
 
@@ -230,10 +263,10 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             # An answer repeats a claim's numbers when it states at least half of them (a claim
             # can list several; a stray "(1)" in a pair must not hide what it says).
             said = len(need & answers.whole_numbers[item]) * 2 >= len(need)
-            rep = _best(a_sims[k], a_rows, claims.names[c], claims.negated[c], answers) if said else 0.0
+            rep = _best(a_sims[k], a_rows, claims, c, answers) if said else 0.0
             sup = con = 0.0
             if r_sims is not None:
-                close = _best(r_sims[k], r_rows, claims.names[c], claims.negated[c], references)
+                close = _best(r_sims[k], r_rows, claims, c, references)
                 if need <= references.whole_numbers[item]:
                     sup = close
                 elif via != "scan" and claims.names[c]:
@@ -266,7 +299,7 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         for r, o, sim in _columns_above(np.asarray(claims.vectors[rows]), claims.vectors, LINK_FLOOR):
             c = int(rows[r])
             if claims.owner[o] == claims.owner[c] or claims.numbers[o] != claims.numbers[c] \
-                    or name_conflict(claims.names[o], claims.names[c]):
+                    or _other_things(claims, o, claims, c):
                 continue
             links.append((pairs["pair_id"].iat[claims.owner[c]], claims.index[c],
                           pairs["pair_id"].iat[claims.owner[o]], claims.index[o], round(float(sim), 6),
@@ -340,15 +373,17 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
     pairs indexed by pair_id with columns claim, claim_text, evidence_bad, evidence_good,
     evidence_via, claim_group, member; groups indexed by group number with size, claims, m_bad,
     m_good, p, q, flagged, rule."""
-    r, s_, w = (float(settings.repeat_min), float(settings.support_min), float(settings.words_min))
+    r, pr, s_ = float(settings.repeat_min), float(settings.paraphrase_min), float(settings.support_min)
+    rw, sw = float(settings.repeat_words_min), float(settings.support_words_min)
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW judged AS
         SELECT eval_id, pair_id, claim, via, against, "for" FROM (
           SELECT e.eval_id, e.pair_id, e.claim, e.via,
                  v.bad AND (rep OR con) AND NOT st AS against,
                  (rep AND NOT v.bad) OR (st AND (rep OR e.via = 'cited')) AS "for"
-          FROM (SELECT *, repeat >= {r!r} AND repeat_words >= {w!r} AS rep,
-                          support >= {s_!r} AND support_words >= {w!r} AS st,
+          FROM (SELECT *, (repeat >= {r!r} AND repeat_words >= {rw!r})
+                          OR (repeat >= {pr!r} AND repeat_words >= {sw!r}) AS rep,
+                          support >= {s_!r} AND support_words >= {sw!r} AS st,
                           contradict >= {s_!r} AS con FROM evidence_in) e
           JOIN verdicts_in v USING (eval_id))
         WHERE against OR "for" """)
@@ -365,11 +400,14 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
         SELECT l.pair_id, l.claim, l.other_pair_id, l.other_claim, l.similarity, l.numbered
         FROM claim_links_in l SEMI JOIN candidates_frame c ON c.pair_id = l.pair_id AND c.claim = l.claim
         ORDER BY ALL""").fetchall()
-    # Same claim: similar enough in any case; or, when both claims are repeated against a
-    # reference and state the same numbers, similar at all (two wordings of one wrong number).
+    # Only claims that bad answers repeat against their references are grouped: a claim no bad
+    # answer repeats is no evidence of a defect (and single linkage through such claims — a
+    # correct step like every other step — would chain unrelated defects together). Two are the
+    # same claim when similar enough, or, stating the same numbers, similar at all (two wordings
+    # of one wrong number).
     edges = [((a, int(b)), (c, int(d))) for a, b, c, d, sim, numbered in links
-             if sim >= settings.same_claim_min or (numbered and (c, int(d)) in cand_set)]
-    nodes = sorted(cand_set | {e[1] for e in edges})
+             if (c, int(d)) in cand_set and (sim >= settings.same_claim_min or numbered)]
+    nodes = sorted(cand_set)
     group_of = _components(nodes, edges)
     n_groups = max(group_of.values()) + 1
     con.register("group_frame", pd.DataFrame([(p, c, g) for (p, c), g in group_of.items()],
@@ -377,9 +415,11 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
     con.execute("""
         CREATE OR REPLACE TEMP TABLE judged_grouped AS
         SELECT g.grp, j.* FROM judged j JOIN group_frame g ON g.pair_id = j.pair_id AND g.claim = j.claim""")
-    # Per group, each item once: for wins over against (its reference or verdict vouches).
+    # Per group, each item once: against when it repeats one of the group's claims against its
+    # reference (a bad answer that also repeats the correct rest of a pair is still against);
+    # for when it supports one and is against none.
     counts = con.execute("""
-        SELECT grp, count(*) FILTER (a AND NOT f) AS m_bad, count(*) FILTER (f) AS m_good
+        SELECT grp, count(*) FILTER (a) AS m_bad, count(*) FILTER (f AND NOT a) AS m_good
         FROM (SELECT grp, eval_id, bool_or(against) AS a, bool_or("for") AS f FROM judged_grouped GROUP BY ALL)
         GROUP BY grp ORDER BY grp""").df().set_index("grp").reindex(range(n_groups), fill_value=0)
     own = con.execute("""
@@ -406,13 +446,6 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
                            "rule": np.where(by_test, "test", np.where(by_text, "text", ""))})
 
     # Per pair: its claim in a flagged group, else its claim with the most evidence against.
-    seen = set(zip(own["pair_id"], own["claim"].astype(int)))
-    linked_only = [n for n in nodes if n not in seen]
-    if linked_only:
-        own = pd.concat([own, pd.DataFrame({
-            "pair_id": [p for p, _ in linked_only], "claim": [c for _, c in linked_only],
-            "evidence_bad": 0, "evidence_good": 0, "grp": [group_of[n] for n in linked_only],
-            "evidence_via": "same claim"})], ignore_index=True)
     own["member"] = groups["flagged"].to_numpy()[own["grp"].to_numpy(np.int64)] & (own["evidence_good"] == 0)
     own = own.sort_values(["pair_id", "member", "evidence_bad", "evidence_good", "claim"],
                           ascending=[True, False, False, True, True], kind="mergesort")

@@ -26,7 +26,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["FLOOR", "LINK_FLOOR", "claim_words", "name_conflict", "names_in", "negated", "numbers", "sentences", "word_recall"]
+__all__ = ["FLOOR", "LINK_FLOOR", "claim_words", "clauses", "name_conflict", "names_in", "negated", "numbers", "sentences", "word_recall"]
 
 # A sentence ends at . ! ? (followed by space) or a line break; numbered or bulleted steps start
 # new sentences ("1. Open ... 2. Click ..."). Abbreviations split a sentence in two now and then,
@@ -34,13 +34,15 @@ __all__ = ["FLOOR", "LINK_FLOOR", "claim_words", "name_conflict", "names_in", "n
 _BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+|\s(?=\d{1,2}[.)]\s)|(?<=:)\s+(?=\d{1,2}[.)]\s)")
 _MARKER = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
+_POSSESSIVE = re.compile(r"['’]s$")
 _DIGITS = re.compile(r"\d+(?:[.,]\d{3})*(?:\.\d+)?")
 _MIN_WORDS = 2
 #: Scores below this are not kept by collect (flag's thresholds must be at least this).
 FLOOR = 0.5
 #: Claims at least this similar (and otherwise compatible) are linked by collect.
 LINK_FLOOR = 0.5
-_NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|neither|nor|cannot|without)\b|n['’]t\b", re.IGNORECASE)
+# Sentence negation, not a determiner: "no questions asked" and "without downtime" affirm.
+_NEGATION = re.compile(r"\b(?:not|never|cannot|unable|no longer)\b|n['’]t\b", re.IGNORECASE)
 
 _UNITS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -147,7 +149,8 @@ def _stop_words() -> frozenset[str]:
 def claim_words(text: str) -> frozenset[str]:
     """The content words of `text`, stemmed; numbers in words count as their digits."""
     stop = _stop_words()
-    words = [w.lower() for w in _WORD.findall(unicodedata.normalize("NFKC", text))]
+    # A possessive is its word: "the expense app's cache" has "app".
+    words = [_POSSESSIVE.sub("", w.lower()) for w in _WORD.findall(unicodedata.normalize("NFKC", text))]
     out = {_stem(w) for w in words if w not in stop and w not in _NUMBER_WORDS and not w.isdigit()}
     return frozenset(out | numbers(text))
 
@@ -160,5 +163,21 @@ def word_recall(claim: frozenset[str], other: frozenset[str]) -> float:
 
 
 def negated(text: str) -> bool:
-    """Whether a sentence negates (not, no, never, can't, …)."""
+    """Whether a sentence negates (not, never, can't, unable, …)."""
     return bool(_NEGATION.search(text))
+
+
+_CLAUSE = re.compile(r"\s*(?:[,;:]|\s[-–—]\s)\s*(?:and |then |but |or )?|\s(?:and then|then)\s")
+
+
+def clauses(text: str | None) -> list[str]:
+    """The sentences of `text` and, of those that list several steps or facts in one sentence
+    ("Check your connection, clear the cache, sign out and back in, then upload again."), their
+    clauses too: a reference that states a claim inside a long sentence still states it."""
+    out = []
+    for sentence in sentences(text):
+        out.append(sentence)
+        parts = [p.strip() for p in _CLAUSE.split(sentence) if p and p.strip()]
+        if len(parts) > 1:
+            out += [p for p in parts if len(_WORD.findall(p)) >= _MIN_WORDS]
+    return out

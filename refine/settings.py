@@ -167,8 +167,12 @@ class FlagSettings:
                               default=0.7)
     support_min: float = _help("Cosine at which a reference sentence states (or, with other numbers, "
                                "contradicts) a pair's sentence.", default=0.65)
-    words_min: float = _help("Share of a pair sentence's content words an answer or reference must "
-                             "have to repeat or state it.", default=0.4)
+    paraphrase_min: float = _help("Cosine at which an answer sentence repeats a pair's sentence in its own "
+                                  "words (needing only support_words_min of the pair's words).", default=0.8)
+    repeat_words_min: float = _help("Share of a pair sentence's content words an answer must have to "
+                                    "repeat it (a model echoes training text in its words).", default=0.5)
+    support_words_min: float = _help("Share of a pair sentence's content words a reference must have to "
+                                     "state it (a reference is written apart, in its own words).", default=0.4)
     same_claim_min: float = _help("Cosine at which two pairs' sentences (same numbers, no other "
                                   "name) make the same claim: one defect group.", default=0.7)
 
@@ -176,10 +180,11 @@ class FlagSettings:
         from .evidence_text import FLOOR, LINK_FLOOR
 
         _flag(self.evidence, "flag.evidence")
-        for name in ("repeat_min", "support_min", "same_claim_min"):
+        for name in ("repeat_min", "paraphrase_min", "support_min", "same_claim_min"):
             floor = LINK_FLOOR if name == "same_claim_min" else FLOOR
             _number(getattr(self, name), f"flag.{name}", low=floor, high=1)
-        _number(self.words_min, "flag.words_min", low=0, high=1)
+        for name in ("repeat_words_min", "support_words_min"):
+            _number(getattr(self, name), f"flag.{name}", low=0, high=1)
         _number(self.min_bad, "flag.min_bad", low=1, integer=True)
         _flag(self.defect_groups, "flag.defect_groups")
         _number(self.member_max_good, "flag.member_max_good", low=0, integer=True)

@@ -58,7 +58,8 @@ def test_every_stage_records_its_settings_inputs_and_outputs(base: dict) -> None
                                               "level_weights": {"high": 1.0, "medium": 0.5, "low": 0.25},
                                               "defect_groups": True, "member_max_good": 0,
                                               "evidence": True, "repeat_min": 0.7, "support_min": 0.65,
-                                              "words_min": 0.4, "same_claim_min": 0.7}
+                                              "paraphrase_min": 0.8, "repeat_words_min": 0.5,
+                                              "support_words_min": 0.4, "same_claim_min": 0.7}
     emitted = run.record("emit")["external"]
     assert any(path.endswith("refined.jsonl") for path in emitted)
     assert all(len(meta["sha256"]) == 64 for meta in emitted.values())

@@ -34,21 +34,28 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.mark.parametrize("evidence,flagged_by", [(True, "claim test"), (False, "defect group")])
 def test_flags_are_the_same_bytes_when_duckdb_must_spill_to_disk(big_run: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path, evidence: bool,
+                                                                  flagged_by: str) -> None:
+    """Both rules: text evidence (the builder writes the evidence collect would gather) and
+    the citation rule it replaced."""
+    from refine import FlagSettings
+
+    settings = FlagSettings(evidence=evidence)
     # Scratch files go to a folder of this test's, to see that none is left behind.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    flag(big_run)
+    flag(big_run, settings)
     roomy = (big_run / "flags.csv").read_bytes(), (big_run / "flags.json").read_bytes()
     monkeypatch.setenv("REFINE_DUCKDB_MEMORY", "60MB")   # DuckDB writes ~66 MB of temporary files here
-    result = flag(big_run)
+    result = flag(big_run, settings)
     assert ((big_run / "flags.csv").read_bytes(), (big_run / "flags.json").read_bytes()) == roomy
     assert list(tmp_path.iterdir()) == []
     # the planted defects' pairs (less those a good answer on their topic also cites), nothing else
     planted = set(pd.read_parquet(big_run / "pairs.parquet", columns=["pair_id"])["pair_id"][:30])
     flagged = read_flags(big_run, ["flagged_by"]).query("flagged")
     assert set(flagged["pair_id"]) <= planted and result.flagged == len(flagged) >= 25
-    assert set(flagged["flagged_by"]) == {"defect group"}
+    assert set(flagged["flagged_by"]) == {flagged_by}
 
 
 @pytest.mark.parametrize("limit,message", [("lots", "cannot start DuckDB"), ("8MB", "ran out of memory")])
