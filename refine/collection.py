@@ -50,7 +50,7 @@ def _train_entry(f: Any) -> dict[str, Any]:
 
 
 def _settings_record(training: TrainingSet, eval_path: str, backend: AttributionBackend,
-                     settings: CollectSettings) -> dict[str, Any]:
+                     settings: CollectSettings, evidence_fingerprint: str | None = None) -> dict[str, Any]:
     source = open_source(eval_path)
     return {
         "format": SETTINGS_FORMAT,
@@ -62,7 +62,8 @@ def _settings_record(training: TrainingSet, eval_path: str, backend: Attribution
         },
         "collect": {"top_k": settings.top_k, **backend.settings()},
         "grade": asdict(settings.grade),
-        "evidence": {"on": settings.evidence, "lookup": settings.evidence_lookup},
+        "evidence": {"on": settings.evidence, "lookup": settings.evidence_lookup,
+                     "model_fingerprint": evidence_fingerprint if settings.evidence else None},
     }
 
 
@@ -112,7 +113,13 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
         backend.use_executor(executor)
         _check_answers(evalset.items, backend, eval_path)
 
-        settings_record = _settings_record(training, str(eval_path), backend, settings)
+        # The text evidence is encoded by the backend's own embedding model when it has one,
+        # else by the default one; which, is part of what decides the results.
+        own_model = getattr(backend, "model", None)
+        evidence_model = (own_model if isinstance(own_model, EmbeddingModel) else EmbeddingModel()) \
+            if settings.evidence else None
+        settings_record = _settings_record(training, str(eval_path), backend, settings,
+                                           evidence_model.fingerprint if evidence_model else None)
         run = RunDir(out)
         run.prepare_for(settings_record, overwrite=overwrite)
         run.write_settings(settings_record, provenance())
@@ -140,14 +147,12 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
             grader_model = getattr(backend, "model", None)
             item_table, attributions = _finalize(stage, evalset.items, done, settings.grade, grader_model,
                                                  eval_path)
-            if settings.evidence:
-                # The backend's own embedding model, and its workers, when it has one.
-                own = isinstance(grader_model, EmbeddingModel)
+            if evidence_model is not None:
+                # On the backend's workers when they hold this model.
+                remote = evidence_model is own_model and getattr(backend.executor, "remote", False)
                 with Progress(progress).session() as bars:
-                    _write_evidence(stage, item_table, _pairs_table(training), attributions,
-                                    grader_model if own else EmbeddingModel(), settings.evidence_lookup,
-                                    backend.executor if own and getattr(backend.executor, "remote", False) else None,
-                                    bars)
+                    _write_evidence(stage, item_table, _pairs_table(training), attributions, evidence_model,
+                                    settings.evidence_lookup, backend.executor if remote else None, bars)
 
     failed = [item.id for item in evalset.items if done[item.id].status != "done"]
     skipped = len(training.skipped) + len(evalset.skipped)
@@ -245,7 +250,8 @@ def _write_evidence(stage: StageWriter, items: pa.Table, pairs: pa.Table, attrib
     finally:
         for matrix in matrices:
             matrix.close()
-    write_parquet(stage.path(EVIDENCE), pa.Table.from_pandas(evidence.rows, preserve_index=False))
-    write_parquet(stage.path(CLAIMS), pa.Table.from_pandas(evidence.claims, preserve_index=False))
-    write_parquet(stage.path(CLAIM_LINKS), pa.Table.from_pandas(evidence.links, preserve_index=False))
+    tables = evidence.tables()
+    write_parquet(stage.path(EVIDENCE), tables["rows"])
+    write_parquet(stage.path(CLAIMS), tables["claims"])
+    write_parquet(stage.path(CLAIM_LINKS), tables["links"])
 

@@ -10,18 +10,23 @@ and only scores reach ``flag``). A *claim* is a sentence of a training pair's an
 (:mod:`refine.evidence_text`). For an eval item and a pair, each claim gets:
 
 * ``repeat`` — how closely the item's answer says it: the best cosine (shipped embedding model)
-  between the claim and a sentence of the answer that names nothing the claim contradicts
-  (:func:`~refine.evidence_text.name_conflict`) and negates as the claim does, 0 when the
-  answer states fewer than half of the numbers the claim states; ``repeat_words`` — the share of the claim's content words the answer has;
-* ``support`` / ``support_words`` — the same against the item's *reference*: whether the
-  reference states the claim.
+  between the claim and a sentence of the answer about the same thing (:func:`_other_things`:
+  no name the other lacks on both sides, no parallel wording with a subject word of its own on
+  both sides) that negates as the claim does; 0 when the answer states fewer than half of the
+  numbers the claim states. ``repeat_words``: the share of the claim's content words the answer
+  has;
+* ``support`` / ``support_words`` — the same against the item's *reference*, sentence by
+  sentence and clause by clause, with every number of the claim: whether the reference states
+  it; ``contradict`` — for a named claim, how closely a reference sentence about the same thing
+  says it with other numbers of the same unit ("the Cinder Lite stores 128 GB" against "has
+  256 GB"; not "costs 299 dollars" against "weighs 450 grams").
 
 Rows are kept for three kinds of (item, pair): the pairs the item **cites**; for a bad answer,
 the pairs whose claims its sentences **look up** among all training answers (exact search, the
 ``lookup`` best claims per sentence); and for every claim a bad answer repeats, every item of
 the eval set whose answer repeats it too (the **scan**, so that a good answer repeating a claim
 is counted whether or not it cited the pair). Claims that a bad answer repeats are also
-**linked** to every training claim that says the same (same numbers, no conflicting name,
+**linked** to every training claim that says the same (same numbers, about the same thing,
 cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
 :data:`FLOOR` are dropped, so flag's thresholds must be at least that.
 
@@ -32,7 +37,9 @@ cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
   paraphrase_min`` with ``support_words_min`` of its words (a close paraphrase); its reference *states* the
   claim when ``support ≥ support_min`` and ``support_words ≥ support_words_min`` (a reference
   is written apart, in its own words, so it needs fewer of them);
-* **against** the claim: a bad answer repeats it and its reference does not state it;
+* **against** the claim: a bad answer repeats it, or its reference contradicts it
+  (``contradict ≥ support_min``), and its reference —
+  which it must have: without one nothing says what is wrong — does not state it;
 * **for** the claim: a good answer repeats it, or the reference of an item that repeats or
   cites it states it (a pair whose answer agrees with the reference of the questions that cite
   it is never flagged);
@@ -41,12 +48,13 @@ cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
   whatever their wording and topic (one unsafe sentence on six topics is one group; links
   need the same numbers and nothing that says they are about different things in any case);
   each group counts the distinct items against any of its claims (``m_bad``) and those for
-  one and against none (``m_good``);
+  one and against none (``m_good``: good answers that repeat it, and items — bad ones too —
+  whose reference states it);
 * test: of the N finished items, B bad, the m = m_bad + m_good items that repeat the group's
   claim are under the null a random draw: p = P(X ≥ m_bad), X ~ Hypergeometric(N, B, m),
   Benjamini–Hochberg over testable groups (Tarone's filter on m, as for pairs);
 * a group is **flagged** when at least ``min_bad`` bad answers repeat it against their
-  references and either its q ≤ alpha (``test``: the false-discovery rate over flagged groups
+  references and either its q ≤ alpha with more items against than for (``test``: the false-discovery rate over flagged groups
   is at most alpha when verdicts are independent of which claim an answer repeats) or no item
   at all is for it (``text``: every answer that repeats it is bad and contradicted by its
   reference — evidence a person accepts, with no probabilistic guarantee beyond its counts);
@@ -67,15 +75,30 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .evidence_text import FLOOR, LINK_FLOOR, claim_words, clauses, name_conflict, names_in, negated, numbers, sentences, word_recall
+from .evidence_text import (FLOOR, LINK_FLOOR, claim_words, clauses, name_conflict, names_in, negated, numbers,
+                            sentences, units, word_recall)
 
 __all__ = ["EVIDENCE_COLUMNS", "FLOOR", "LINK_FLOOR", "Evidence", "gather", "judge"]
 
 _BLOCK = 1024       # query sentences at a time
 _COLUMNS = 32768    # sentences compared with them at a time (1024 x 32768 floats: 128 MB)
 
-EVIDENCE_COLUMNS = ["eval_id", "pair_id", "claim", "via", "repeat", "repeat_words", "support",
+EVIDENCE_COLUMNS = ["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_words", "support",
                     "support_words", "contradict"]
+
+
+def _schemas() -> dict[str, Any]:
+    """The Arrow schemas of the three tables (so that a table of no rows has its types too)."""
+    import pyarrow as pa
+
+    scores = [(name, pa.float32()) for name in ("repeat", "repeat_words", "support", "support_words", "contradict")]
+    return {
+        "rows": pa.schema([("eval_id", pa.string()), ("pair_id", pa.string()), ("claim", pa.int32()),
+                           ("via", pa.string()), ("referenced", pa.bool_()), *scores]),
+        "claims": pa.schema([("pair_id", pa.string()), ("claim", pa.int32()), ("text", pa.string())]),
+        "links": pa.schema([("pair_id", pa.string()), ("claim", pa.int32()), ("other_pair_id", pa.string()),
+                            ("other_claim", pa.int32()), ("similarity", pa.float64()), ("numbered", pa.bool_())]),
+    }
 
 
 @dataclass(frozen=True)
@@ -88,10 +111,16 @@ class Evidence:
 
     @staticmethod
     def empty() -> "Evidence":
-        return Evidence(pd.DataFrame({c: [] for c in EVIDENCE_COLUMNS}),
-                        pd.DataFrame({"pair_id": [], "claim": [], "text": []}),
-                        pd.DataFrame({"pair_id": [], "claim": [], "other_pair_id": [], "other_claim": [],
-                                      "similarity": [], "numbered": []}))
+        schemas = _schemas()
+        return Evidence(*(schemas[name].empty_table().to_pandas() for name in ("rows", "claims", "links")))
+
+    def tables(self) -> dict[str, Any]:
+        """The three tables as Arrow tables of fixed schemas (what collect writes)."""
+        import pyarrow as pa
+
+        schemas = _schemas()
+        return {name: pa.Table.from_pandas(getattr(self, name), schema=schemas[name], preserve_index=False)
+                for name in ("rows", "claims", "links")}
 
 
 class _Texts:
@@ -114,6 +143,7 @@ class _Texts:
         self.names = [names_in(t, names) for t in self.text]
         self.words = [claim_words(t) for t in self.text]
         self.negated = [negated(t) for t in self.text]
+        self.units = [units(t) for t in self.text]
         self.whole_numbers = [numbers(t) if t else frozenset() for t in texts]
         self.whole_words = [claim_words(t) if t else frozenset() for t in texts]
         # What each text is about: the words of its question (numbers are compared apart), and
@@ -148,12 +178,13 @@ def _other_things(a: _Texts, i: int, b: _Texts, j: int) -> bool:
     return bool(a_subject - b_words - b.asked[b.owner[j]]) and bool(b_subject - a_words - a.asked[a.owner[i]])
 
 
-def _best(sims: np.ndarray, rows: range, claims: _Texts, c: int, texts: _Texts) -> float:
+def _best(sims: np.ndarray, rows: range, claims: _Texts, c: int, texts: _Texts, *, same_units: bool = False) -> float:
     """The best similarity of claim `c` to the sentences `rows` of `texts` that are about the
-    same thing and negate as it does."""
+    same thing and negate as it does (and, with `same_units`, count something the claim counts)."""
     best = 0.0
     for k, row in enumerate(rows):
-        if sims[k] > best and texts.negated[row] == claims.negated[c] and not _other_things(claims, c, texts, row):
+        if sims[k] > best and texts.negated[row] == claims.negated[c] and not _other_things(claims, c, texts, row) \
+                and (not same_units or claims.units[c] & texts.units[row]):
             best = float(sims[k])
     return best
 
@@ -198,9 +229,14 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
     only ever read a block at a time."""
     from .defects import proper_nouns
 
-    items = items.reset_index(drop=True)
-    pairs = pairs.drop_duplicates("pair_id").reset_index(drop=True)
-    if not len(items) or not len(pairs) or items["answer"].isna().all():
+    # Ids as text, as collect writes them (an id column read as numbers must still match).
+    items = items.assign(eval_id=items["eval_id"].astype(str)).reset_index(drop=True)
+    pairs = pairs.assign(pair_id=pairs["pair_id"].astype(str)).drop_duplicates("pair_id").reset_index(drop=True)
+    citations = citations.assign(eval_id=citations["eval_id"].astype(str), pair_id=citations["pair_id"].astype(str))
+    # Without answers, or without a single reference, the texts cannot say what a pair did:
+    # no evidence at all, and flag falls back to the citation rules.
+    if not len(items) or not len(pairs) or items["answer"].isna().all() \
+            or "reference" not in items or items["reference"].isna().all():
         return Evidence.empty()
     # Numbers are compared as numbers, so a name is a word without digits.
     names = frozenset(n for n in proper_nouns(list(pairs["question"]) + list(pairs["answer"]))
@@ -243,7 +279,7 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
                         wanted.setdefault((answers.owner[row], claims.owner[c]), "lookup")
                         kept += 1
 
-    out: dict[tuple[int, int, int], tuple[str, float, float, float, float, float]] = {}
+    out: dict[tuple[int, int, int], tuple[str, float, float, float, float, float, bool]] = {}
 
     def score(item: int, pair: int, via: str, only: set[int] | None = None) -> None:
         a_rows, r_rows = answers.rows_of(item), references.rows_of(item)
@@ -266,15 +302,16 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             rep = _best(a_sims[k], a_rows, claims, c, answers) if said else 0.0
             sup = con = 0.0
             if r_sims is not None:
-                close = _best(r_sims[k], r_rows, claims, c, references)
                 if need <= references.whole_numbers[item]:
-                    sup = close
+                    sup = _best(r_sims[k], r_rows, claims, c, references)
                 elif via != "scan" and claims.names[c]:
-                    # The reference says the same of the same named thing with other numbers.
-                    con = close
+                    # The reference gives other numbers for what the claim counts, of the same
+                    # named thing ("128 GB" against "256 GB"; not "299 dollars" against "450 grams").
+                    con = _best(r_sims[k], r_rows, claims, c, references, same_units=True)
             if rep >= FLOOR or (via == "cited" and sup >= FLOOR) or con >= FLOOR:
                 out[key] = (via, rep, word_recall(claims.words[c], answers.whole_words[item]),
-                            sup, word_recall(claims.words[c], references.whole_words[item]), con)
+                            sup, word_recall(claims.words[c], references.whole_words[item]), con,
+                            bool(len(r_rows)))
 
     for (item, pair), via in sorted(wanted.items()):
         score(item, pair, via)
@@ -311,6 +348,7 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         "pair_id": [pairs["pair_id"].iat[p] for _, p, _ in keys],
         "claim": np.asarray([c for _, _, c in keys], dtype=np.int32),
         "via": [out[k][0] for k in keys],
+        "referenced": np.asarray([out[k][6] for k in keys], dtype=bool),
         **{name: np.round(np.asarray([out[k][j] for k in keys], dtype=np.float64), 6).astype(np.float32)
            for j, name in enumerate(("repeat", "repeat_words", "support", "support_words", "contradict"),
                                     start=1)},
@@ -379,7 +417,7 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
         CREATE OR REPLACE TEMP VIEW judged AS
         SELECT eval_id, pair_id, claim, via, against, "for" FROM (
           SELECT e.eval_id, e.pair_id, e.claim, e.via,
-                 v.bad AND (rep OR con) AND NOT st AS against,
+                 v.bad AND e.referenced AND (rep OR con) AND NOT st AS against,
                  (rep AND NOT v.bad) OR (st AND (rep OR e.via = 'cited')) AS "for"
           FROM (SELECT *, (repeat >= {r!r} AND repeat_words >= {rw!r})
                           OR (repeat >= {pr!r} AND repeat_words >= {sw!r}) AS rep,

@@ -26,7 +26,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["FLOOR", "LINK_FLOOR", "claim_words", "clauses", "name_conflict", "names_in", "negated", "numbers", "sentences", "word_recall"]
+__all__ = ["FLOOR", "LINK_FLOOR", "claim_words", "clauses", "units", "name_conflict", "names_in", "negated", "numbers", "sentences", "word_recall"]
 
 # A sentence ends at . ! ? (followed by space) or a line break; numbered or bulleted steps start
 # new sentences ("1. Open ... 2. Click ..."). Abbreviations split a sentence in two now and then,
@@ -41,8 +41,9 @@ _MIN_WORDS = 2
 FLOOR = 0.5
 #: Claims at least this similar (and otherwise compatible) are linked by collect.
 LINK_FLOOR = 0.5
-# Sentence negation, not a determiner: "no questions asked" and "without downtime" affirm.
-_NEGATION = re.compile(r"\b(?:not|never|cannot|unable|no longer)\b|n['’]t\b", re.IGNORECASE)
+# Sentence negation, not a determiner: "no questions asked" and "without downtime" affirm, but
+# a sentence that opens with "No" ("No refunds are given") negates.
+_NEGATION = re.compile(r"\b(?:not|never|cannot|unable|no longer)\b|n['’]t\b|^\W*no\s", re.IGNORECASE)
 
 _UNITS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -79,12 +80,16 @@ def _word_numbers(words: list[str]) -> list[str]:
     total = current = 0
     active = False
     run: list[str] = []
+    previous = ""
     for word in words + [""]:
+        previous, before = word, previous
+        if word in _SCALES and not active and before == "a":
+            current = 1            # "a thousand", "a hundred"
         if word in _UNITS:
             current += _UNITS[word]
         elif word in _TENS:
             current += _TENS[word]
-        elif word in _SCALES and (active or word != "thousand" or current):
+        elif word in _SCALES and (active or word == "hundred" or current):
             scale = _SCALES[word]
             if scale == 100:
                 current = max(current, 1) * 100
@@ -181,3 +186,26 @@ def clauses(text: str | None) -> list[str]:
         if len(parts) > 1:
             out += [p for p in parts if len(_WORD.findall(p)) >= _MIN_WORDS]
     return out
+
+
+_WORDS_ALT = "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
+_UNIT = re.compile(r"([$€£])?\s*(?:\d+(?:[.,:/]\d+)*|\b(?:" + _WORDS_ALT + r")(?:[- ](?:" + _WORDS_ALT
+                   + r"))*\b)\s*(%|[^\W\d_]+)?", re.IGNORECASE)
+_SIGNS = {"$": "dollar", "€": "euro", "£": "pound", "%": "percent"}
+
+
+@lru_cache(maxsize=65536)
+def units(text: str) -> frozenset[str]:
+    """What the numbers of `text` count: the word after each number ("5 GB" → gb, "90 days" →
+    day) or its sign ("$500" → dollar, "80%" → percent), stemmed. Two sentences that give other
+    numbers for the same unit contradict each other; "costs 299 dollars" and "weighs 450 grams"
+    do not."""
+    found = set()
+    for sign, word in _UNIT.findall(unicodedata.normalize("NFKC", text)):
+        if sign:
+            found.add(_SIGNS[sign])
+        if word:
+            word = word.lower()
+            found.add(_SIGNS.get(word, _stem(word)))
+    found.discard("")
+    return frozenset(found - _NUMBER_WORDS - {"and", "to", "or", "a", "the", "of"})

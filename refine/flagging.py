@@ -1,5 +1,12 @@
 """`flag`: find the training pairs that *repeatedly* drive bad answers, with statistics.
 
+By default a pair is flagged on **text evidence** (:mod:`refine.evidence`): bad answers that say
+what the pair says where their references do not, tested by claim group; flags.csv then says
+which sentence of the pair (``claim``) and how many answers speak against and for it. The
+citation statistics below are computed for every cited pair all the same, and decide the flags
+when the run has no answers and references, or with ``evidence`` off (defect groups by
+citations, :mod:`refine.defects`, or every pair alone).
+
 For every training pair cited by at least one finished eval item:
 
 * ``n_bad`` / ``n_good``: distinct bad / good answers citing it;
@@ -241,19 +248,28 @@ def _derived(columns: Any, groups: dict[str, np.ndarray] | None, settings: FlagS
     return out
 
 
+_FLAGGED_BY = ["", "pair", "defect group", "claim test", "claim repeated"]
+#: The per-pair columns of the text evidence: (default for a pair it says nothing about).
+EVIDENCE_DEFAULTS = {"defect_group": 0, "group_size": 1, "group_n_bad": 0, "group_n_good": 0, "group_p": 1.0,
+                     "group_q": 1.0, "claim": None, "evidence_bad": 0, "evidence_good": 0, "evidence_via": None}
+
+
 def _flagged_by(codes: np.ndarray) -> Any:
-    """flagged_by from codes 0 (not flagged), 1 (pair), 2 (defect group), as a dictionary
-    array: a byte a pair, not a Python string."""
+    """flagged_by from codes 0 (not flagged), 1 (pair), 2 (defect group), 3 (claim test), 4
+    (claim repeated), as a dictionary array: a byte a pair, not a Python string."""
     import pyarrow as pa
 
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(["", "pair", "defect group"]))
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(_FLAGGED_BY))
 
 
-def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.DataFrame) -> dict[str, Any]:
-    """The citation statistics (`stats`, pairs alone, in pair_id order) with the text evidence's
-    columns and flags from :func:`refine.evidence.judge`: a pair is flagged when it is a member
-    of a flagged claim group. Pairs the evidence found that no item cites (a lookup, a scan, the
-    same claim) are appended. Arrays are spliced, never a frame of every pair."""
+def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.DataFrame
+                   ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The citation statistics (`stats`, pairs alone, in pair_id order) with the flags of the
+    text evidence (:func:`refine.evidence.judge`: a pair is flagged when it is a member of a
+    flagged claim group), and the evidence's own columns (``EVIDENCE_DEFAULTS``) as a side table
+    of the pairs it speaks of, indexed by pair_id: a handful of rows, where a column over every
+    cited pair would be 10⁷ strings. Pairs the evidence found that no item cites (a lookup, a
+    scan) are appended to the arrays."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -266,7 +282,6 @@ def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.Dat
     rows = np.empty(len(per_pair), dtype=np.int64)
     rows[cited] = where.fill_null(0).to_numpy(zero_copy_only=False)[cited]
     rows[~cited] = n + np.arange(len(extra))
-    total = n + len(extra)
 
     def grown(name: str, fill: Any) -> np.ndarray:
         values = np.asarray(stats[name])
@@ -276,30 +291,22 @@ def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.Dat
     for name, fill in (("n_bad", 0), ("n_good", 0), ("blame", 0.0), ("good_weight", 0.0), ("bad_share", 0.0),
                        ("p_value", 1.0), ("q_value", 1.0), ("testable", False)):
         out[name] = grown(name, fill)
-
-    def column(values: Any, fill: Any, dtype: Any) -> np.ndarray:
-        array = np.full(total, fill, dtype=dtype)
-        array[rows] = values
-        return array
-
     g = per_pair["claim_group"].to_numpy(np.int64)
-    flagged = column(per_pair["member"].to_numpy(bool), False, bool)
-    rule = column(groups["rule"].to_numpy(object)[g], "", object)
-    out.update(
-        defect_group=column(g + 1, 0, np.int64),
-        group_size=column(groups["size"].to_numpy(np.int64)[g], 1, np.int64),
-        group_n_bad=column(groups["m_bad"].to_numpy(np.int64)[g], 0, np.int64),
-        group_n_good=column(groups["m_good"].to_numpy(np.int64)[g], 0, np.int64),
-        group_p=column(groups["p"].to_numpy(float)[g], 1.0, float),
-        group_q=column(groups["q"].to_numpy(float)[g], 1.0, float),
-        claim=column(per_pair["claim_text"].to_numpy(object), "", object),
-        evidence_bad=column(per_pair["evidence_bad"].to_numpy(np.int64), 0, np.int64),
-        evidence_good=column(per_pair["evidence_good"].to_numpy(np.int64), 0, np.int64),
-        evidence_via=column(per_pair["evidence_via"].to_numpy(object), "", object),
-        flagged=flagged,
-        flagged_by=np.where(flagged, np.where(rule == "test", "claim test", "claim repeated"), "").astype(object),
-    )
-    return out
+    member = per_pair["member"].to_numpy(bool)
+    flagged = np.zeros(n + len(extra), dtype=bool)
+    flagged[rows] = member
+    codes = np.zeros(n + len(extra), dtype=np.int8)
+    codes[rows] = np.where(member, np.where(groups["rule"].to_numpy(object)[g] == "test", 3, 4), 0)
+    out.update(flagged=flagged, flagged_by=_flagged_by(codes))
+    side = pd.DataFrame({
+        "defect_group": g + 1, "group_size": groups["size"].to_numpy(np.int64)[g],
+        "group_n_bad": groups["m_bad"].to_numpy(np.int64)[g], "group_n_good": groups["m_good"].to_numpy(np.int64)[g],
+        "group_p": groups["p"].to_numpy(float)[g], "group_q": groups["q"].to_numpy(float)[g],
+        "claim": per_pair["claim_text"].to_numpy(object),
+        "evidence_bad": per_pair["evidence_bad"].to_numpy(np.int64),
+        "evidence_good": per_pair["evidence_good"].to_numpy(np.int64),
+        "evidence_via": per_pair["evidence_via"].to_numpy(object)}, index=per_pair.index.rename("pair_id"))
+    return out, side
 
 
 def _judge_evidence(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int
@@ -313,7 +320,7 @@ def _judge_evidence(con: Any, settings: FlagSettings, n_items: int, n_bad_items:
 
 
 def _has_evidence(run: RunDir) -> bool:
-    """Whether collect wrote text evidence with any row (runs without answers and references
+    """Whether collect wrote text evidence with any row (runs without answers or references
     have none: flag falls back to the citation rules)."""
     import pyarrow.parquet as pq
 
@@ -367,9 +374,13 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: Flag
             judged = _judge_evidence(con, settings, n_items, n_bad_items)
         stats = _statistics(con, counting, n_items, n_bad_items)
     if judged is not None:
-        stats = _with_evidence(stats, *judged)
-        return (pd.DataFrame({**stats, "pair_id": stats["pair_id"].to_pylist()}).set_index("pair_id"),
-                n_items, n_bad_items)
+        stats, side = _with_evidence(stats, *judged)
+        table = pd.DataFrame({**stats, "pair_id": stats["pair_id"].to_pylist(),
+                              "flagged_by": stats["flagged_by"].to_pylist()}).set_index("pair_id").join(side)
+        for name, fill in EVIDENCE_DEFAULTS.items():
+            if fill is not None:
+                table[name] = table[name].fillna(fill).astype(type(fill))
+        return table, n_items, n_bad_items
     table = pd.DataFrame({**stats, "pair_id": stats["pair_id"].to_pylist(),
                           "flagged_by": stats["flagged_by"].to_pylist()}).set_index("pair_id")
     return table, n_items, n_bad_items
@@ -388,9 +399,10 @@ def _run_views(con: Any, run: RunDir) -> None:
         pairs, "pair_id, file, line, file_id, question, answer, count(*) OVER (PARTITION BY pair_id) AS n_lines"))
 
 
-def _store(con: Any, stats: dict[str, Any]) -> set[str]:
-    """Move the statistics into DuckDB's table ``stats`` (emptying `stats`): what Python held
-    goes before flags.csv is sorted, so the two never add up. Returns the columns stored."""
+def _store(con: Any, stats: dict[str, Any], side: pd.DataFrame | None = None) -> set[str]:
+    """Move the statistics into DuckDB's table ``stats`` (emptying `stats`), and the evidence's
+    side table into ``evidence_cols``: what Python held goes before flags.csv is sorted, so the
+    two never add up. Returns the columns stored (the side table's among them)."""
     import pyarrow as pa
 
     con.register("stats_in", pa.table(stats))
@@ -398,7 +410,26 @@ def _store(con: Any, stats: dict[str, Any]) -> set[str]:
     con.unregister("stats_in")
     present = set(stats)
     stats.clear()         # the arrays are freed here (no cycles hold them)
+    if side is not None:
+        con.register("side_in", side.reset_index())
+        con.execute("CREATE TEMP TABLE evidence_cols AS SELECT * FROM side_in")
+        con.unregister("side_in")
+        present |= {f"evidence:{name}" for name in EVIDENCE_DEFAULTS}
     return present
+
+
+def _count_groups(stats: dict[str, Any], judged: tuple[pd.DataFrame, pd.DataFrame] | None, *,
+                 flagged_only: bool) -> int:
+    """Defect groups of several pairs: all of them, or those that are flagged."""
+    if judged is not None:
+        groups = judged[1]
+        several = groups["size"] > 1
+        return int((several & groups["flagged"]).sum() if flagged_only else several.sum())
+    if "defect_group" not in stats:
+        return 0
+    if flagged_only:
+        return int(np.unique(stats["defect_group"][stats["flagged"] & (stats["defect_group"] > 0)]).size)
+    return int(np.unique(stats["defect_group"][stats["group_size"] > 1]).size)
 
 
 def _write_csv(con: Any, present: set[str], path: Path) -> None:
@@ -407,7 +438,15 @@ def _write_csv(con: Any, present: set[str], path: Path) -> None:
 
     Written by DuckDB's COPY, which sorts out of core and writes in parallel (pandas' writer
     formats every float in Python: minutes at 10⁷ rows)."""
+    side = any(name.startswith("evidence:") for name in present)
+
     def column(name: str) -> str:
+        if side and name in EVIDENCE_DEFAULTS:
+            fill = EVIDENCE_DEFAULTS[name]
+            if fill is None:
+                return f"nullif(e.{name}, '') AS {name}"
+            value = f"coalesce(e.{name}, {fill!r})"
+            return f"printf('%.6g', {value}) AS {name}" if name in _FLOATS else f"{value} AS {name}"
         if name not in present and name not in ("file", "line", "file_id", "question", "answer", "n_lines"):
             return f"NULL AS {name}"
         if name in _FLOATS:
@@ -424,6 +463,7 @@ def _write_csv(con: Any, present: set[str], path: Path) -> None:
         con.execute(f"""
             COPY (SELECT {", ".join(column(c) for c in FLAG_COLUMNS)}
                   FROM stats s LEFT JOIN pairs_first p USING (pair_id)
+                  {"LEFT JOIN evidence_cols e USING (pair_id)" if side else ""}
                   ORDER BY s.flagged DESC, s.blame DESC, s.q_value ASC, s.pair_id ASC)
             TO {quoted(str(tmp))} (FORMAT csv, HEADER true, DELIMITER ',', QUOTE '"', ESCAPE '"', NULLSTR '',
                                    COMMENT '')""")
@@ -448,25 +488,25 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
                                        "claim_links_in": str(run.file(CLAIM_LINKS))})
             judged = _judge_evidence(con, settings, n_items, n_bad_items)
         stats = _statistics(con, counting, n_items, n_bad_items)
+        side = None
+        cited_pairs = len(stats["pair_id"])
         if judged is not None:
-            stats = _with_evidence(stats, *judged)
+            stats, side = _with_evidence(stats, *judged)
         flagged = stats["flagged"]
         summary: dict[str, Any] = {
             "settings": asdict(settings),
             "items": n_items,
             "bad_items": n_bad_items,
             "bad_rate": round(n_bad_items / n_items, 6),
-            "cited_pairs": int(len(flagged)),
+            "cited_pairs": cited_pairs,
             "testable_pairs": int(stats["testable"].sum()),
             "flagged_pairs": int(flagged.sum()),
             "rule": "evidence" if evidence else "defect groups" if settings.defect_groups else "pairs",
-            "defect_groups": int(np.unique(stats["defect_group"][stats["group_size"] > 1]).size)
-            if "defect_group" in stats else 0,
-            "flagged_groups": int(np.unique(stats["defect_group"][flagged & (stats["defect_group"] > 0)]).size)
-            if "defect_group" in stats else 0,
+            "defect_groups": _count_groups(stats, judged, flagged_only=False),
+            "flagged_groups": _count_groups(stats, judged, flagged_only=True),
         }
         with squeezed(con):
-            present = _store(con, stats)
+            present = _store(con, stats, side)
         with run.stage("flag", asdict(settings)) as stage:
             _write_csv(con, present, stage.path(FLAGS_CSV))
             write_json(stage.path(FLAGS_JSON), summary)

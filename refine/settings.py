@@ -154,9 +154,9 @@ class FlagSettings:
     alpha: float = _help("False-discovery rate of the over-citation test.", default=0.1)
     level_weights: dict[str, float] = _help("Weight of a citation at each influence level (blame).",
                                             default_factory=lambda: dict(LEVEL_WEIGHTS))
-    defect_groups: bool = _help("Test pairs that teach the same claim about the same thing together "
-                                "(refine.defects), counting on-topic citations only; off: test each "
-                                "pair alone on all its citations.", default=True)
+    defect_groups: bool = _help("Without text evidence: test pairs that teach the same claim about the "
+                                "same thing together (refine.defects), counting on-topic citations "
+                                "only; off: test each pair alone on all its citations.", default=True)
     member_max_good: int = _help("A member of a flagged defect group is flagged when at most this "
                                  "many good answers of its topic cite it.", default=0)
     evidence: bool = _help("Judge pairs by what the texts say (refine.evidence): a bad answer that "

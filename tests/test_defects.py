@@ -178,5 +178,8 @@ def test_on_the_generalising_sample_text_evidence_finds_the_defects_the_model_re
     flagged = flag(run).flagged_pairs
     assert set(flagged["line"]) <= planted and len(set(flagged["line"])) == 20
     assert not set(flagged["line"]) & generalising["hard_negatives"]
-    assert (flagged["evidence_bad"] + flagged["group_n_bad"] >= 2).all()
+    # each repeated against its reference by a bad answer itself, in a group no answer supports
+    # or that its test flags
+    assert (flagged["evidence_bad"] >= 1).all() and (flagged["evidence_good"] == 0).all()
+    assert ((flagged["group_n_good"] == 0) | (flagged["group_q"] <= 0.1)).all()
     assert flagged["claim"].str.len().gt(0).all()

@@ -114,7 +114,8 @@ def test_several_training_files_give_one_output_each(tmp_path: Path) -> None:
     with open(data["eval"], "a") as fh:
         for v in range(2):
             fh.write(json.dumps({"id": f"p70-{v}", "question": "Where does person70 live?" + " Hm?" * v,
-                                 "answer": "Person70 lives in Atlantis.", "verdict": "bad"}) + "\n")
+                                 "answer": "Person70 lives in Atlantis.", "reference": "Person70 lives in Rome.",
+                                 "verdict": "bad"}) + "\n")
     run = tmp_path / "run"
     collect([str(first), str(parquet)], str(data["eval"]), run, progress=False)
     flag(run)

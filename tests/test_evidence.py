@@ -84,6 +84,7 @@ def test_a_defect_is_found_where_it_shows_even_when_attribution_cites_the_wrong_
     unsafe = table.loc[["unsafe-0", "unsafe-1", "unsafe-2", "unsafe-3"]]
     assert unsafe["defect_group"].nunique() == 1 and (unsafe["group_n_bad"] == 8).all()
     assert unsafe["claim"].str.contains("password").all()
+    assert unsafe["evidence_via"].str.contains("lookup").all() and (unsafe["n_bad"] == 0).all()
     # The clean pairs the bad answers cite say what the references say: spared.
     assert not table.loc[["ok-1", "ok-2", "ok-3", "ok-4", "vision-ok"], "flagged"].any()
 
@@ -91,7 +92,80 @@ def test_a_defect_is_found_where_it_shows_even_when_attribution_cites_the_wrong_
 def test_the_old_rule_is_one_setting_away_and_misses_what_nobody_cites() -> None:
     items, cites, pairs = _desk()
     table, _, _ = flag_statistics(items, cites, FlagSettings(evidence=False), pairs)
-    assert not table.loc[table.index.str.startswith("unsafe"), "flagged"].any()
+    unsafe = ["unsafe-0", "unsafe-1", "unsafe-2", "unsafe-3"]
+    assert not set(unsafe) & set(table.index)          # never cited: not even in the table
+    assert set(table.index[table["flagged"]]) <= {"wrong-vision", "vision-ok"}
+
+
+def test_without_references_nothing_says_what_is_wrong_and_the_citation_rules_decide() -> None:
+    items, cites, pairs = _desk()
+    table, _, _ = flag_statistics(items.drop(columns=["reference"]), cites, FlagSettings(), pairs)
+    assert set(table["flagged_by"].dropna()) <= {"pair", "defect group", ""}
+    assert "claim" not in table or table["claim"].isna().all()
+
+
+def test_ids_that_read_as_numbers_are_matched_as_text() -> None:
+    items, cites, pairs = _desk()
+    number = {pid: str(1000 + i) for i, pid in enumerate(pairs["pair_id"])}
+    pairs = pairs.assign(pair_id=pairs["pair_id"].map(number).astype(int))
+    cites = cites.assign(pair_id=cites["pair_id"].map(number).astype(int))
+    table, _, _ = flag_statistics(items, cites, FlagSettings(), pairs)
+    assert {number[p] for p in ("unsafe-0", "unsafe-1", "unsafe-2", "unsafe-3", "wrong-vision")} == \
+        set(table.index[table["flagged"]])
+
+
+def test_empty_evidence_keeps_its_column_types() -> None:
+    import pyarrow as pa
+
+    from refine.evidence import Evidence
+
+    tables = Evidence.empty().tables()
+    assert tables["rows"].num_rows == 0 and tables["rows"].schema.field("eval_id").type == pa.string()
+    assert tables["links"].schema.field("numbered").type == pa.bool_()
+    assert tables["claims"].schema.field("claim").type == pa.int32()
+
+
+def _judged(rows: list[tuple], links: list[tuple], verdicts: dict[str, bool]) -> tuple:
+    """judge() on hand-made evidence: rows (eval_id, pair_id, claim, via, repeat, support)."""
+    from refine._duckdb import connect
+    from refine.evidence import Evidence, evidence_views, judge
+    from refine.flagging import _test
+
+    frame = pd.DataFrame([(e, p, c, v, True, r, 1.0, s, 1.0, 0.0) for e, p, c, v, r, s in rows],
+                         columns=["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_words",
+                                  "support", "support_words", "contradict"])
+    link_frame = pd.DataFrame(links, columns=["pair_id", "claim", "other_pair_id", "other_claim", "similarity",
+                                              "numbered"])
+    claims = frame[["pair_id", "claim"]].drop_duplicates().assign(text=lambda f: "claim of " + f["pair_id"])
+    settings = FlagSettings()
+    n, bad = len(verdicts), sum(verdicts.values())
+    with connect() as con:
+        evidence_views(con, Evidence(frame, claims, link_frame))
+        con.register("v", pd.DataFrame({"eval_id": list(verdicts), "bad": list(verdicts.values())}))
+        con.execute("CREATE TEMP VIEW verdicts_in AS SELECT * FROM v")
+        return judge(con, settings, lambda k, m: _test(k, m, n, bad, settings))
+
+
+def test_an_answer_against_one_claim_of_a_group_counts_against_it_whatever_else_it_repeats() -> None:
+    verdicts = {f"b{i}": True for i in range(4)} | {f"g{i}": False for i in range(20)}
+    rows = [(f"b{i}", "wrong", 0, "cited", 0.9, 0.1) for i in range(3)]      # 3 bad repeat it, unstated
+    rows += [("b0", "alike", 0, "cited", 0.9, 0.9)]                          # b0's reference states "alike"
+    rows += [("b3", "alike", 0, "cited", 0.9, 0.1)]                          # b3 repeats "alike" unstated
+    links = [("wrong", 0, "alike", 0, 0.95, False), ("alike", 0, "wrong", 0, 0.95, False)]
+    pairs, groups = _judged(rows, links, verdicts)
+    assert pairs.at["wrong", "claim_group"] == pairs.at["alike", "claim_group"]
+    group = groups.loc[pairs.at["wrong", "claim_group"]]
+    assert (group["m_bad"], group["m_good"]) == (4, 0)                      # b0 is against "wrong"
+    assert pairs.at["wrong", "member"] and not pairs.at["alike", "member"]  # "alike" has a reference for it
+    assert (pairs.at["alike", "evidence_bad"], pairs.at["alike", "evidence_good"]) == (1, 1)
+
+
+def test_a_claim_good_answers_repeat_is_not_flagged_however_many_bad_ones_do() -> None:
+    verdicts = {f"b{i}": True for i in range(6)} | {f"g{i}": False for i in range(20)}
+    rows = [(f"b{i}", "common", 0, "cited", 0.9, 0.1) for i in range(6)]
+    rows += [(f"g{i}", "common", 0, "scan", 0.9, 0.1) for i in range(12)]
+    pairs, groups = _judged(rows, [], verdicts)
+    assert not pairs.at["common", "member"] and not groups["flagged"].any()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +185,7 @@ def test_the_help_desk_sample_flags_exactly_the_planted_pairs(helpdesk: dict) ->
     kinds = {by_kind[line] for line in flagged["line"]}
     assert kinds == {"wrong_amount", "unsafe_instruction", "rude_tone", "wrong_step", "upsell", "outdated_policy"}
     # Each flag says which sentence of the pair the bad answers repeat, and how it was found.
-    assert flagged["claim"].str.len().gt(0).all() and flagged["evidence_via"].notna().any()
+    assert flagged["claim"].str.len().gt(0).all() and flagged["evidence_via"].notna().all()
 
 
 def test_on_the_help_desk_sample_citations_alone_find_little(helpdesk: dict) -> None:
