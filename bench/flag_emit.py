@@ -178,6 +178,7 @@ def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, 
     rows = pa.table({"eval_id": pa.array(np.asarray(eval_ids, dtype=object)[item], pa.string()),
                      "pair_id": pa.array(ids[pair], pa.string()), "claim": pa.array(np.zeros(n, np.int32)),
                      "via": pa.array(np.full(n, "cited", dtype=object), pa.string()),
+                     "referenced": pa.array(np.ones(n, bool)),
                      "repeat": repeat, "repeat_words": np.full(n, 0.8, np.float32), "support": support,
                      "support_words": np.full(n, 0.8, np.float32), "contradict": np.zeros(n, np.float32)})
     write_parquet(stage.path(EVIDENCE), rows)

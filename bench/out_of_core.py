@@ -168,10 +168,9 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
         pq.write_table(items, stage.path(ITEMS), compression="zstd")
         chunk = max(1, 1_000_000 // per_item)
         writer = evidence_writer = None
-        evidence_schema = pa.schema([("eval_id", pa.string()), ("pair_id", pa.string()), ("claim", pa.int32()),
-                                     ("via", pa.string()), ("repeat", pa.float32()), ("repeat_words", pa.float32()),
-                                     ("support", pa.float32()), ("support_words", pa.float32()),
-                                     ("contradict", pa.float32())])
+        from refine.evidence import Evidence
+
+        evidence_schema = Evidence.empty().tables()["rows"].schema
         n_planted = 3 * n_defects
         for start in range(0, n_items, chunk):
             m = min(chunk, n_items - start)
@@ -214,6 +213,7 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
             evidence = pa.table({
                 "eval_id": eval_ids.take(pa.array(item[keep])), "pair_id": pair_ids.take(pa.array(flat[keep])),
                 "claim": pa.array(np.zeros(kept, np.int32)), "via": pa.repeat(pa.scalar("cited"), kept),
+                "referenced": pa.array(np.ones(kept, bool)),
                 "repeat": pa.array(np.where(good_side, np.where(bad[item[keep]], 0.55, 0.85), 0.9).astype(np.float32)),
                 "repeat_words": pa.array(np.full(kept, 0.8, np.float32)),
                 "support": pa.array(np.where(good_side, 0.8, 0.2).astype(np.float32)),
