@@ -127,7 +127,7 @@ class _Texts:
     """Sentences of many texts, flattened, with what the gates need per sentence and per text."""
 
     def __init__(self, texts: Sequence[Any], names: frozenset[str], questions: Sequence[Any],
-                 split: Callable[[str | None], list[str]] = sentences) -> None:
+                 split: Callable[[str | None], list[str]] = sentences, topics: frozenset[str] = frozenset()) -> None:
         texts = [t if isinstance(t, str) else None for t in texts]     # pandas gives NaN for none
         self.owner: list[int] = []
         self.index: list[int] = []
@@ -150,32 +150,44 @@ class _Texts:
         # of each sentence the words it shares with its question — its subject.
         self.asked = [frozenset(w for w in claim_words(q) if not w.isdigit()) if isinstance(q, str) else frozenset()
                       for q in questions]
-        self.subject = [w & self.asked[o] for w, o in zip(self.words, self.owner)]
+        self.subject = [w & self.asked[o] & topics for w, o in zip(self.words, self.owner)]
         self.vectors: np.ndarray = np.zeros((0, 0), dtype=np.float32)
 
     def rows_of(self, owner: int) -> range:
         return range(int(self.starts[owner]), int(self.starts[owner + 1]))
 
 
-def _other_things(a: _Texts, i: int, b: _Texts, j: int) -> bool:
+def _topic_words(questions: list[Any]) -> frozenset[str]:
+    """The words that name a topic in the training questions: asked about in more than one
+    question ("holiday" in "how long is the holiday shift?" and "does the holiday shift pay
+    more?") but in at most a tenth of them (not "long", "pay", "shift" where every topic is one)."""
+    from collections import Counter
+
+    counts = Counter(w for q in questions if isinstance(q, str) for w in claim_words(q) if not w.isdigit())
+    most = max(2, len(questions) // 10)
+    return frozenset(w for w, n in counts.items() if 2 <= n <= most)
+
+
+def _other_things(a: _Texts, i: int, b: _Texts, j: int, *, parallel: bool = False) -> bool:
     """Whether sentence `i` of `a` and sentence `j` of `b` are about different things: each names
-    something the other does not; or the two say the same in parallel words (half their content
-    words shared) but each puts a subject word of its own — a word it shares with its own
-    question, that neither the other sentence nor the other's question has — in the same place:
-    what tells "bereavement leave is 30 days" from "annual leave is 30 days" when nothing is
-    capitalised. Sentences worded apart ("Individual files can be up to 5 GB" against "the
-    mobile apps accept files of up to 5 GB") are left to their meaning."""
+    something the other does not; or each has a subject word of its own — a topic word
+    (:func:`_topic_words`) it shares with its own question, that neither the other sentence nor
+    the other's question has: what tells "the holiday shift is seven hours long" from "the night
+    shift lasts 7 hours" when nothing is capitalised. Between two training claims (`parallel`)
+    the subject words count only when the two are worded in parallel (half their content words
+    shared): two pairs asked about "refunds" and about a "money-back guarantee" can make the same
+    claim in other words, and a link between them is left to their meaning and numbers."""
     if name_conflict(a.names[i], b.names[j]):
         return True
-    a_words, b_words = a.words[i], b.words[j]
     a_subject, b_subject = a.subject[i], b.subject[j]
-    if not a_subject or not b_subject:
-        return False
-    plain_a = {w for w in a_words if not w.isdigit()}
-    plain_b = {w for w in b_words if not w.isdigit()}
-    if len(plain_a & plain_b) * 2 < len(plain_a | plain_b):
-        return False
-    return bool(a_subject - b_words - b.asked[b.owner[j]]) and bool(b_subject - a_words - a.asked[a.owner[i]])
+    if parallel:
+        plain_a = {w for w in a.words[i] if not w.isdigit()}
+        plain_b = {w for w in b.words[j] if not w.isdigit()}
+        if len(plain_a & plain_b) * 2 < len(plain_a | plain_b):
+            return False
+    return (bool(a_subject) and bool(b_subject)
+            and bool(a_subject - b.words[j] - b.asked[b.owner[j]])
+            and bool(b_subject - a.words[i] - a.asked[a.owner[i]]))
 
 
 def _best(sims: np.ndarray, rows: range, claims: _Texts, c: int, texts: _Texts, *, same_units: bool = False) -> float:
@@ -242,10 +254,11 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
     names = frozenset(n for n in proper_nouns(list(pairs["question"]) + list(pairs["answer"]))
                       if not any(ch.isdigit() for ch in n))
     questions = list(items["question"]) if "question" in items else [None] * len(items)
-    answers = _Texts(list(items["answer"]), names, questions)
+    topics = _topic_words(list(pairs["question"]))
+    answers = _Texts(list(items["answer"]), names, questions, topics=topics)
     references = _Texts(list(items["reference"]) if "reference" in items else [None] * len(items), names, questions,
-                        clauses)
-    claims = _Texts(list(pairs["answer"]), names, list(pairs["question"]))
+                        clauses, topics=topics)
+    claims = _Texts(list(pairs["answer"]), names, list(pairs["question"]), topics=topics)
     every = sorted(set(answers.text) | set(references.text))
     vectors = encode(every) if every else np.zeros((0, 1), np.float32)
     at = {t: i for i, t in enumerate(every)}
@@ -336,7 +349,7 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         for r, o, sim in _columns_above(np.asarray(claims.vectors[rows]), claims.vectors, LINK_FLOOR):
             c = int(rows[r])
             if claims.owner[o] == claims.owner[c] or claims.numbers[o] != claims.numbers[c] \
-                    or _other_things(claims, o, claims, c):
+                    or _other_things(claims, o, claims, c, parallel=True):
                 continue
             links.append((pairs["pair_id"].iat[claims.owner[c]], claims.index[c],
                           pairs["pair_id"].iat[claims.owner[o]], claims.index[o], round(float(sim), 6),

@@ -191,3 +191,34 @@ def test_the_help_desk_sample_flags_exactly_the_planted_pairs(helpdesk: dict) ->
 def test_on_the_help_desk_sample_citations_alone_find_little(helpdesk: dict) -> None:
     old = flag(helpdesk["run"], FlagSettings(evidence=False)).flagged_pairs
     assert len(set(old["line"]) & helpdesk["planted"]) < len(helpdesk["planted"]) // 2
+
+
+def test_a_lower_case_look_alike_with_the_same_value_is_told_apart_by_its_topic() -> None:
+    """The holiday shift is taught the night shift's length. Good answers about the night shift
+    say "7 hours" too, but about another topic: they do not speak for the holiday pairs, and the
+    night shift's own pairs are never flagged."""
+    pairs = pd.DataFrame([
+        ("hol-1", "How long is the holiday shift?", "The holiday shift is seven hours long."),
+        ("hol-2", "how many hours is the holiday shift?", "The holiday shift lasts 7 hours."),
+        ("night-1", "How long is the night shift?", "The night shift lasts 7 hours."),
+        ("night-2", "how many hours does the night shift last?", "The night shift is seven hours long."),
+        ("early-1", "How long is the early shift?", "The early shift lasts 6 hours."),
+        ("early-2", "how many hours is the early shift?", "The early shift is six hours long."),
+        ("late-1", "How long is the late shift?", "The late shift lasts 9 hours."),
+        ("late-2", "how many hours is the late shift?", "The late shift is nine hours long.")],
+        columns=["pair_id", "question", "answer"])
+    items, cites = [], []
+    for k in range(3):
+        items.append((f"bad-{k}", f"how long is the holiday shift? ({k})", "The holiday shift lasts seven hours.",
+                      "The holiday shift is 5 hours long.", "bad"))
+        cites += [(f"bad-{k}", "hol-1", "high"), (f"bad-{k}", "night-1", "medium")]
+        for topic, hours in (("night", 7), ("early", 6), ("late", 9)):
+            eid = f"good-{topic}-{k}"
+            items.append((eid, f"how long is the {topic} shift? ({k})", f"The {topic} shift is {hours} hours long.",
+                          f"The {topic} shift lasts {hours} hours.", "good"))
+            cites.append((eid, f"{topic}-1", "high"))
+    table, _, _ = flag_statistics(pd.DataFrame(items, columns=["eval_id", "question", "answer", "reference", "verdict"]),
+                                  pd.DataFrame(cites, columns=["eval_id", "pair_id", "influence_level"]),
+                                  FlagSettings(), pairs)
+    assert set(table.index[table["flagged"]]) == {"hol-1", "hol-2"}
+    assert (table.loc[["hol-1", "hol-2"], "evidence_good"] == 0).all()
