@@ -447,7 +447,7 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
         return empty_pairs, empty_groups
     cand_set = {(p, int(c)) for p, c in candidates}
     con.register("candidates_frame", pd.DataFrame(candidates, columns=["pair_id", "claim"]))
-    links = con.execute(f"""
+    links = con.execute("""
         SELECT l.pair_id, l.claim, l.other_pair_id, l.other_claim, l.similarity, l.numbered
         FROM claim_links_in l SEMI JOIN candidates_frame c ON c.pair_id = l.pair_id AND c.claim = l.claim
         ORDER BY ALL""").fetchall()

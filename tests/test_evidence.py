@@ -4,7 +4,6 @@ and their references do not — however the defect is worded, and whatever topic
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
