@@ -21,9 +21,14 @@ and only scores reach ``flag``). A *claim* is a sentence of a training pair's an
   says it with other numbers of the same unit ("the Cinder Lite stores 128 GB" against "has
   256 GB"; not "costs 299 dollars" against "weighs 450 grams").
 
-Rows are kept for three kinds of (item, pair): the pairs the item **cites**; for a bad answer,
+Rows are kept for four kinds of (item, pair): the pairs the item **cites**; for a bad answer,
 the pairs whose claims its sentences **look up** among all training answers (exact search, the
-``lookup`` best claims per sentence); and for every claim a bad answer repeats, every item of
+``lookup`` best claims per sentence); for a bad answer, the pairs that were asked its very
+**question** (cosine ≥ :data:`~refine.evidence_text.SAME_QUESTION`, the same numbers, about
+the same thing) and taught another answer than its reference gives — none of the reference's
+numbers, or a refusal where the reference answers — whose every claim is then contradicted
+(``contradict`` is the questions' cosine: a model that never learned the refusal and made up a
+third answer was still taught nothing right by it); and for every claim a bad answer repeats, every item of
 the eval set whose answer repeats it too (the **scan**, so that a good answer repeating a claim
 is counted whether or not it cited the pair). Claims that a bad answer repeats are also
 **linked** to every training claim that says the same (same numbers, about the same thing,
@@ -59,7 +64,11 @@ cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
   at all is for it (``text``: every answer that repeats it is bad and contradicted by its
   reference — evidence a person accepts, with no probabilistic guarantee beyond its counts);
 * a flagged group's **members** are the pairs with a claim in it (so repeated against a
-  reference by a bad answer at least once) that no item is for.
+  reference by a bad answer at least once) that no item is for;
+* a claim is also flagged **alone** (``text``) when at least ``min_bad`` bad answers are
+  against it, no item is for it, and its group has more items against than for: grouping by
+  similarity links "Remove your account, which deletes your files" to "Remove the passwords the
+  app has saved", which good answers repeat, and that must not hide the first.
 
 What still holds when verdicts come from a grader: the test conditions on verdicts, so a
 grader's errors that do not depend on the claim only cost power; a grader that marks answers
@@ -75,8 +84,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .evidence_text import (FLOOR, LINK_FLOOR, claim_words, clauses, name_conflict, names_in, negated, numbers,
-                            sentences, units, word_recall)
+from .evidence_text import (FLOOR, LINK_FLOOR, SAME_QUESTION, claim_words, clauses, name_conflict, names_in,
+                            negated, numbers, sentences, units, word_recall)
 
 __all__ = ["EVIDENCE_COLUMNS", "FLOOR", "LINK_FLOOR", "Evidence", "gather", "judge"]
 
@@ -155,6 +164,22 @@ class _Texts:
 
     def rows_of(self, owner: int) -> range:
         return range(int(self.starts[owner]), int(self.starts[owner + 1]))
+
+
+def _whole(text: str | None) -> list[str]:
+    """A question as one sentence (what it asks is all of it)."""
+    return [text.strip()] if isinstance(text, str) and text.strip() else []
+
+
+def _answers_otherwise(claims: _Texts, pair: int, references: _Texts, item: int) -> bool:
+    """Whether pair `pair`'s answer gives another answer than reference `item`: it states none of
+    the numbers the reference states, or it negates (a refusal, "that is not covered") where the
+    reference does not."""
+    wanted = references.whole_numbers[item]
+    if wanted and not wanted & claims.whole_numbers[pair]:
+        return True
+    refuses = any(claims.negated[c] for c in claims.rows_of(pair))
+    return refuses and not any(references.negated[r] for r in references.rows_of(item))
 
 
 def _topic_words(questions: list[Any]) -> frozenset[str]:
@@ -259,13 +284,16 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
     references = _Texts(list(items["reference"]) if "reference" in items else [None] * len(items), names, questions,
                         clauses, topics=topics)
     claims = _Texts(list(pairs["answer"]), names, list(pairs["question"]), topics=topics)
-    every = sorted(set(answers.text) | set(references.text))
+    asked = _Texts(questions, names, questions, _whole, topics=topics)
+    taught = _Texts(list(pairs["question"]), names, list(pairs["question"]), _whole, topics=topics)
+    every = sorted(set(answers.text) | set(references.text) | set(asked.text))
     vectors = encode(every) if every else np.zeros((0, 1), np.float32)
     at = {t: i for i, t in enumerate(every)}
-    for part in (answers, references):
+    for part in (answers, references, asked):
         part.vectors = vectors[[at[t] for t in part.text]] if part.text else np.zeros((0, vectors.shape[1]), np.float32)
     del vectors
     claims.vectors = (encode_claims or encode)(claims.text) if claims.text else np.zeros((0, 1), np.float32)
+    taught.vectors = (encode_claims or encode)(taught.text) if taught.text else np.zeros((0, 1), np.float32)
 
     pair_row = {p: i for i, p in enumerate(pairs["pair_id"])}
     item_row = {e: i for i, e in enumerate(items["eval_id"])}
@@ -291,6 +319,35 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
                     if not _other_things(answers, row, claims, c):
                         wanted.setdefault((answers.owner[row], claims.owner[c]), "lookup")
                         kept += 1
+
+    # The pairs asked an item's own question whose answer gives another answer than its
+    # reference: none of the numbers the reference states, or a refusal where it answers. A
+    # pair that was asked the question and taught another answer is against every bad answer to
+    # it (the model may have made up a third answer: the pair still taught it nothing right).
+    # A good answer to the question does not speak for the pair: the pair still teaches the
+    # wrong answer.
+    same_question: dict[tuple[int, int], float] = {}
+    if lookup and len(taught.text) and len(asked.text):
+        queries = np.asarray([r for r in range(len(asked.text)) if bad[asked.owner[r]]
+                              and len(references.rows_of(asked.owner[r]))], dtype=np.int64)
+        for start in range(0, len(queries), _BLOCK):
+            rows = queries[start:start + _BLOCK]
+            top, sims = _best_columns(asked.vectors[rows], taught.vectors, lookup * 4, SAME_QUESTION)
+            for r, row in enumerate(rows.tolist()):
+                item = asked.owner[row]
+                kept = 0
+                for c, sim in zip(top[r].tolist(), sims[r].tolist()):
+                    if kept == lookup or c < 0:
+                        break
+                    # Questions that name other numbers ask about other things ("person5",
+                    # "person46"; "a 2-year plan", "a 3-year plan").
+                    if asked.numbers[row] != taught.numbers[c] or _other_things(asked, row, taught, c):
+                        continue
+                    kept += 1
+                    pair = taught.owner[c]
+                    if _answers_otherwise(claims, pair, references, item):
+                        same_question[(item, pair)] = max(same_question.get((item, pair), 0.0), float(sim))
+                        wanted[(item, pair)] = "question"
 
     out: dict[tuple[int, int, int], tuple[str, float, float, float, float, float, bool]] = {}
 
@@ -321,7 +378,14 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
                     # The reference gives other numbers for what the claim counts, of the same
                     # named thing ("128 GB" against "256 GB"; not "299 dollars" against "450 grams").
                     con = _best(r_sims[k], r_rows, claims, c, references, same_units=True)
+            if via == "question":
+                con = max(con, same_question[(item, pair)])
             if rep >= FLOOR or (via == "cited" and sup >= FLOOR) or con >= FLOOR:
+                # An answer repeats, and a reference states, what a claim says, not merely what
+                # it is about: the words both questions ask ("the calendar app") are left out,
+                # or "Delete the data folder of the calendar app" would be half said by any
+                # answer about the calendar app.
+                told = claims.words[c] - claims.asked[pair] - references.asked[item]
                 out[key] = (via, rep, word_recall(claims.words[c], answers.whole_words[item]),
                             sup, word_recall(claims.words[c], references.whole_words[item]), con,
                             bool(len(r_rows)))
@@ -431,7 +495,7 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
         SELECT eval_id, pair_id, claim, via, against, "for" FROM (
           SELECT e.eval_id, e.pair_id, e.claim, e.via,
                  v.bad AND e.referenced AND (rep OR con) AND NOT st AS against,
-                 (rep AND NOT v.bad) OR (st AND (rep OR e.via = 'cited')) AS "for"
+                 (rep AND NOT v.bad) OR (st AND (rep OR e.via IN ('cited', 'question'))) AS "for"
           FROM (SELECT *, (repeat >= {r!r} AND repeat_words >= {rw!r})
                           OR (repeat >= {pr!r} AND repeat_words >= {sw!r}) AS rep,
                           support >= {s_!r} AND support_words >= {sw!r} AS st,
@@ -441,7 +505,7 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
     candidates = con.execute("SELECT DISTINCT pair_id, claim FROM judged WHERE against "
                              "ORDER BY pair_id, claim").fetchall()
     empty_pairs = pd.DataFrame(columns=["claim", "claim_text", "evidence_bad", "evidence_good", "evidence_via",
-                                        "claim_group", "member"]).rename_axis("pair_id")
+                                        "claim_group", "member", "by"]).rename_axis("pair_id")
     empty_groups = pd.DataFrame(columns=["size", "claims", "m_bad", "m_good", "p", "q", "flagged", "rule"])
     if not candidates:
         return empty_pairs, empty_groups
@@ -497,7 +561,18 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
                            "rule": np.where(by_test, "test", np.where(by_text, "text", ""))})
 
     # Per pair: its claim in a flagged group, else its claim with the most evidence against.
-    own["member"] = groups["flagged"].to_numpy()[own["grp"].to_numpy(np.int64)] & (own["evidence_good"] == 0)
+    grp = own["grp"].to_numpy(np.int64)
+    in_group = groups["flagged"].to_numpy()[grp] & (own["evidence_good"] == 0).to_numpy()
+    # A claim is also judged alone, where its group leans against it too: a link to a look-alike
+    # claim that good answers repeat ("Remove the passwords the app has saved" beside "Remove
+    # your account, which deletes your files") must not hide a claim that bad answers repeat and
+    # nothing speaks for. Where its group has as much for as against ("Check that you're online"
+    # in good answers beside "Make sure your phone is online" in two bad ones), the group speaks.
+    leans = (counts["m_bad"].to_numpy(np.int64) > counts["m_good"].to_numpy(np.int64))[grp]
+    alone = ((own["evidence_bad"] >= settings.min_bad) & (own["evidence_good"] == 0)).to_numpy() & leans
+    own["member"] = in_group | alone
+    own["by"] = np.where(in_group & (groups["rule"].to_numpy(object)[grp] == "test"), "test",
+                         np.where(in_group | alone, "text", ""))
     own = own.sort_values(["pair_id", "member", "evidence_bad", "evidence_good", "claim"],
                           ascending=[True, False, False, True, True], kind="mergesort")
     best = own.drop_duplicates("pair_id").set_index("pair_id")
@@ -509,4 +584,4 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
     best["claim_text"] = [texts.get((pid, int(c)), "") for pid, c in zip(best.index, best["claim"])]
     best = best.rename(columns={"grp": "claim_group"})
     return best[["claim", "claim_text", "evidence_bad", "evidence_good", "evidence_via", "claim_group",
-                 "member"]], groups
+                 "member", "by"]], groups

@@ -41,6 +41,11 @@ _MIN_WORDS = 2
 FLOOR = 0.5
 #: Claims at least this similar (and otherwise compatible) are linked by collect.
 LINK_FLOOR = 0.5
+#: A training question at least this similar to an eval question (and about the same thing)
+#: asks the same question: "Ember Lite warranty?" and "How long is the warranty on the Ember
+#: Lite?" are 0.89 apart; the same product's battery question, or another product's warranty,
+#: falls below or is told apart by its name.
+SAME_QUESTION = 0.8
 # Sentence negation, not a determiner: "no questions asked" and "without downtime" affirm, but
 # a sentence that opens with "No" ("No refunds are given") negates.
 _NEGATION = re.compile(r"\b(?:not|never|cannot|unable|no longer)\b|n['’]t\b|^\W*no\s", re.IGNORECASE)

@@ -296,7 +296,7 @@ def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.Dat
     flagged = np.zeros(n + len(extra), dtype=bool)
     flagged[rows] = member
     codes = np.zeros(n + len(extra), dtype=np.int8)
-    codes[rows] = np.where(member, np.where(groups["rule"].to_numpy(object)[g] == "test", 3, 4), 0)
+    codes[rows] = np.where(member, np.where(per_pair["by"].to_numpy(object) == "test", 3, 4), 0)
     out.update(flagged=flagged, flagged_by=_flagged_by(codes))
     side = pd.DataFrame({
         "defect_group": g + 1, "group_size": groups["size"].to_numpy(np.int64)[g],

@@ -110,7 +110,7 @@ def generalising(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run = tmp_path_factory.mktemp("generalise") / "run"
     collect([str(data / "train.jsonl")], str(data / "eval.jsonl"), run, progress=False)
     truth = json.loads((data / "truth.json").read_text())
-    return {"run": run, "planted": {line for g in truth["groups"] for line in g["lines"]},
+    return {"run": run, "truth": truth, "planted": {line for g in truth["groups"] for line in g["lines"]},
             "hard_negatives": {line for lines in truth["hard_negatives"].values() for line in lines}}
 
 
@@ -170,16 +170,18 @@ def test_names_and_anchors_are_the_words_python_regular_expressions_find() -> No
         assert anchors_of_texts(texts, names) == [_reference_anchors(t, names) for t in texts]
 
 
-def test_on_the_generalising_sample_text_evidence_finds_the_defects_the_model_repeats(generalising: dict) -> None:
-    """The model paraphrases; a planted defect is found when bad answers say it (or their
-    references contradict it) — 20 of the 24 planted pairs. The 4 it leaves are refusals the
-    model never repeats (it says "3 years" for the Ember Lite) or words far from the pair's."""
+def test_on_the_generalising_sample_text_evidence_finds_every_planted_pair(generalising: dict) -> None:
+    """The model paraphrases; a planted defect is found when bad answers say it, when their
+    references contradict it, or — for the Ember Lite's refusals, which the model never repeats
+    (it makes up "3 years") — when the pairs were asked the very question the bad answers were
+    and taught another answer than the reference's."""
     run, planted = generalising["run"], generalising["planted"]
     flagged = flag(run).flagged_pairs
-    assert set(flagged["line"]) <= planted and len(set(flagged["line"])) == 20
+    assert set(flagged["line"]) == planted
     assert not set(flagged["line"]) & generalising["hard_negatives"]
-    # each repeated against its reference by a bad answer itself, in a group no answer supports
-    # or that its test flags
-    assert (flagged["evidence_bad"] >= 1).all() and (flagged["evidence_good"] == 0).all()
-    assert ((flagged["group_n_good"] == 0) | (flagged["group_q"] <= 0.1)).all()
+    # each against its reference in at least two bad answers, and spoken for by none
+    assert (flagged["evidence_bad"] >= 2).all() and (flagged["evidence_good"] == 0).all()
+    never_repeated = {line for g in generalising["truth"]["groups"] if g["product"] == "Ember Lite"
+                      for line in g["lines"]}
+    assert flagged.set_index("line").loc[sorted(never_repeated), "evidence_via"].str.contains("question").all()
     assert flagged["claim"].str.len().gt(0).all()

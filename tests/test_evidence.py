@@ -167,6 +167,31 @@ def test_a_claim_good_answers_repeat_is_not_flagged_however_many_bad_ones_do() -
     assert not pairs.at["common", "member"] and not groups["flagged"].any()
 
 
+def _linked_to_a_look_alike(look_alike_good: int) -> tuple:
+    """"wrong": 4 bad answers repeat it unstated, nothing for it; linked (similar wording) to
+    "alike", which 2 bad answers and `look_alike_good` good ones repeat. Most answers are bad,
+    so that the group's count test alone flags nothing."""
+    verdicts = {f"b{i}": True for i in range(25)} | {f"g{i}": False for i in range(15)}
+    rows = [(f"b{i}", "wrong", 0, "cited", 0.9, 0.1) for i in range(4)]
+    rows += [(f"b{i}", "alike", 0, "cited", 0.9, 0.1) for i in range(4, 6)]
+    rows += [(f"g{i}", "alike", 0, "scan", 0.9, 0.1) for i in range(look_alike_good)]
+    links = [("wrong", 0, "alike", 0, 0.75, False), ("alike", 0, "wrong", 0, 0.75, False)]
+    return _judged(rows, links, verdicts)
+
+
+def test_a_claim_nothing_speaks_for_is_not_hidden_by_a_look_alike_its_group_leans_against() -> None:
+    pairs, groups = _linked_to_a_look_alike(3)      # group: 6 against, 3 for
+    group = groups.loc[pairs.at["wrong", "claim_group"]]
+    assert (group["m_bad"], group["m_good"], bool(group["flagged"])) == (6, 3, False)
+    assert pairs.at["wrong", "member"] and pairs.at["wrong", "by"] == "text"
+    assert not pairs.at["alike", "member"]
+
+
+def test_a_claim_whose_group_has_as_much_for_as_against_is_left_to_its_group() -> None:
+    pairs, _ = _linked_to_a_look_alike(8)                           # group: 6 against, 8 for
+    assert not pairs.at["wrong", "member"] and not pairs.at["alike", "member"]
+
+
 @pytest.fixture(scope="module")
 def helpdesk(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = SAMPLE / "helpdesk"
