@@ -381,11 +381,6 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             if via == "question":
                 con = max(con, same_question[(item, pair)])
             if rep >= FLOOR or (via == "cited" and sup >= FLOOR) or con >= FLOOR:
-                # An answer repeats, and a reference states, what a claim says, not merely what
-                # it is about: the words both questions ask ("the calendar app") are left out,
-                # or "Delete the data folder of the calendar app" would be half said by any
-                # answer about the calendar app.
-                told = claims.words[c] - claims.asked[pair] - references.asked[item]
                 out[key] = (via, rep, word_recall(claims.words[c], answers.whole_words[item]),
                             sup, word_recall(claims.words[c], references.whole_words[item]), con,
                             bool(len(r_rows)))
