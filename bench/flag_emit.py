@@ -180,7 +180,8 @@ def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, 
                      "via": pa.array(np.full(n, "cited", dtype=object), pa.string()),
                      "referenced": pa.array(np.ones(n, bool)),
                      "repeat": repeat, "repeat_words": np.full(n, 0.8, np.float32), "support": support,
-                     "support_words": np.full(n, 0.8, np.float32), "contradict": np.zeros(n, np.float32)})
+                     "support_words": np.full(n, 0.8, np.float32), "contradict": np.zeros(n, np.float32),
+                     "same_question": np.ones(n, np.float32)})
     write_parquet(stage.path(EVIDENCE), rows)
     claimed = np.unique(pair[culprit])
     write_parquet(stage.path(CLAIMS), pa.table({"pair_id": pa.array(ids[claimed], pa.string()),

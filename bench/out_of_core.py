@@ -218,7 +218,8 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
                 "repeat_words": pa.array(np.full(kept, 0.8, np.float32)),
                 "support": pa.array(np.where(good_side, 0.8, 0.2).astype(np.float32)),
                 "support_words": pa.array(np.full(kept, 0.8, np.float32)),
-                "contradict": pa.array(np.zeros(kept, np.float32))}, schema=evidence_schema)
+                "contradict": pa.array(np.zeros(kept, np.float32)),
+                "same_question": pa.array(np.ones(kept, np.float32))}, schema=evidence_schema)
             if evidence_writer is None:
                 evidence_writer = pq.ParquetWriter(stage.path(EVIDENCE), evidence_schema, compression="zstd")
             evidence_writer.write_table(evidence, row_group_size=1_000_000)

@@ -45,9 +45,14 @@ cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
 * **against** the claim: a bad answer repeats it, or its reference contradicts it
   (``contradict ≥ support_min``), and its reference —
   which it must have: without one nothing says what is wrong — does not state it;
-* **for** the claim: a good answer repeats it, or the reference of an item that repeats or
-  cites it states it (a pair whose answer agrees with the reference of the questions that cite
-  it is never flagged);
+* **for** the claim: a good answer repeats it — a good answer to another question than the
+  pair's (``same_question``, the questions' cosine, below
+  :data:`~refine.evidence_text.SAME_QUESTION`) only when it says it closely (``repeat ≥
+  paraphrase_min``): the steps of one app's procedures all read alike ("Remove the passwords
+  the app has saved" and "Remove your account from the app, which deletes your files" are 0.75
+  apart), and a correct step of its login procedure must not speak for a destructive one — or
+  the reference of an item that repeats or cites it states it (a pair whose answer agrees with
+  the reference of the questions that cite it is never flagged);
 * claims that bad answers repeat against their references, linked with similarity ≥
   ``same_claim_min`` — or at all when they state the same numbers — form a **defect group**,
   whatever their wording and topic (one unsafe sentence on six topics is one group; links
@@ -93,14 +98,15 @@ _BLOCK = 1024       # query sentences at a time
 _COLUMNS = 32768    # sentences compared with them at a time (1024 x 32768 floats: 128 MB)
 
 EVIDENCE_COLUMNS = ["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_words", "support",
-                    "support_words", "contradict"]
+                    "support_words", "contradict", "same_question"]
 
 
 def _schemas() -> dict[str, Any]:
     """The Arrow schemas of the three tables (so that a table of no rows has its types too)."""
     import pyarrow as pa
 
-    scores = [(name, pa.float32()) for name in ("repeat", "repeat_words", "support", "support_words", "contradict")]
+    scores = [(name, pa.float32()) for name in ("repeat", "repeat_words", "support", "support_words", "contradict",
+                                                 "same_question")]
     return {
         "rows": pa.schema([("eval_id", pa.string()), ("pair_id", pa.string()), ("claim", pa.int32()),
                            ("via", pa.string()), ("referenced", pa.bool_()), *scores]),
@@ -349,7 +355,15 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
                         same_question[(item, pair)] = max(same_question.get((item, pair), 0.0), float(sim))
                         wanted[(item, pair)] = "question"
 
-    out: dict[tuple[int, int, int], tuple[str, float, float, float, float, float, bool]] = {}
+    out: dict[tuple[int, int, int], tuple[str, float, float, float, float, float, float, bool]] = {}
+
+    def asked_alike(item: int, pair: int) -> float:
+        # How alike the item's question and the pair's are (1 where either has none: nothing
+        # says they differ).
+        q_item, q_pair = asked.rows_of(item), taught.rows_of(pair)
+        if not len(q_item) or not len(q_pair):
+            return 1.0
+        return float(asked.vectors[q_item.start] @ np.asarray(taught.vectors[q_pair.start]))
 
     def score(item: int, pair: int, via: str, only: set[int] | None = None) -> None:
         a_rows, r_rows = answers.rows_of(item), references.rows_of(item)
@@ -383,7 +397,7 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             if rep >= FLOOR or (via == "cited" and sup >= FLOOR) or con >= FLOOR:
                 out[key] = (via, rep, word_recall(claims.words[c], answers.whole_words[item]),
                             sup, word_recall(claims.words[c], references.whole_words[item]), con,
-                            bool(len(r_rows)))
+                            asked_alike(item, pair), bool(len(r_rows)))
 
     for (item, pair), via in sorted(wanted.items()):
         score(item, pair, via)
@@ -420,10 +434,10 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         "pair_id": [pairs["pair_id"].iat[p] for _, p, _ in keys],
         "claim": np.asarray([c for _, _, c in keys], dtype=np.int32),
         "via": [out[k][0] for k in keys],
-        "referenced": np.asarray([out[k][6] for k in keys], dtype=bool),
+        "referenced": np.asarray([out[k][7] for k in keys], dtype=bool),
         **{name: np.round(np.asarray([out[k][j] for k in keys], dtype=np.float64), 6).astype(np.float32)
-           for j, name in enumerate(("repeat", "repeat_words", "support", "support_words", "contradict"),
-                                    start=1)},
+           for j, name in enumerate(("repeat", "repeat_words", "support", "support_words", "contradict",
+                                     "same_question"), start=1)},
     }, columns=EVIDENCE_COLUMNS)
     named = sorted({(p, c) for _, p, c in keys} | {(claim_at_owner, ci) for claim_at_owner, ci in
                    ((pair_row[l[2]], l[3]) for l in links)})
@@ -490,7 +504,8 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
         SELECT eval_id, pair_id, claim, via, against, "for" FROM (
           SELECT e.eval_id, e.pair_id, e.claim, e.via,
                  v.bad AND e.referenced AND (rep OR con) AND NOT st AS against,
-                 (rep AND NOT v.bad) OR (st AND (rep OR e.via IN ('cited', 'question'))) AS "for"
+                 (rep AND NOT v.bad AND (e.same_question >= {SAME_QUESTION!r} OR e.repeat >= {pr!r}))
+                   OR (st AND (rep OR e.via IN ('cited', 'question'))) AS "for"
           FROM (SELECT *, (repeat >= {r!r} AND repeat_words >= {rw!r})
                           OR (repeat >= {pr!r} AND repeat_words >= {sw!r}) AS rep,
                           support >= {s_!r} AND support_words >= {sw!r} AS st,

@@ -125,14 +125,15 @@ def test_empty_evidence_keeps_its_column_types() -> None:
 
 
 def _judged(rows: list[tuple], links: list[tuple], verdicts: dict[str, bool]) -> tuple:
-    """judge() on hand-made evidence: rows (eval_id, pair_id, claim, via, repeat, support)."""
+    """judge() on hand-made evidence: rows (eval_id, pair_id, claim, via, repeat, support[,
+    same_question])."""
     from refine._duckdb import connect
     from refine.evidence import Evidence, evidence_views, judge
     from refine.flagging import _test
 
-    frame = pd.DataFrame([(e, p, c, v, True, r, 1.0, s, 1.0, 0.0) for e, p, c, v, r, s in rows],
+    frame = pd.DataFrame([(e, p, c, v, True, r, 1.0, s, 1.0, 0.0, *(q or [1.0])) for e, p, c, v, r, s, *q in rows],
                          columns=["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_words",
-                                  "support", "support_words", "contradict"])
+                                  "support", "support_words", "contradict", "same_question"])
     link_frame = pd.DataFrame(links, columns=["pair_id", "claim", "other_pair_id", "other_claim", "similarity",
                                               "numbered"])
     claims = frame[["pair_id", "claim"]].drop_duplicates().assign(text=lambda f: "claim of " + f["pair_id"])
@@ -165,6 +166,20 @@ def test_a_claim_good_answers_repeat_is_not_flagged_however_many_bad_ones_do() -
     rows += [(f"g{i}", "common", 0, "scan", 0.9, 0.1) for i in range(12)]
     pairs, groups = _judged(rows, [], verdicts)
     assert not pairs.at["common", "member"] and not groups["flagged"].any()
+
+
+def test_a_good_answer_to_another_question_speaks_for_a_claim_only_when_it_says_it_closely() -> None:
+    verdicts = {f"b{i}": True for i in range(3)} | {f"g{i}": False for i in range(20)}
+    bad = [(f"b{i}", "wipe", 0, "cited", 0.9, 0.1) for i in range(3)]
+    # Good answers about the app's login repeat a login step that reads like the wipe step (0.75).
+    look_alike = [(f"g{i}", "wipe", 0, "scan", 0.75, 0.1, 0.6) for i in range(3)]
+    pairs, _ = _judged(bad + look_alike, [], verdicts)
+    assert pairs.at["wipe", "member"] and pairs.at["wipe", "evidence_good"] == 0
+    # Said closely, or in answer to the pair's own question, a good answer does speak for it.
+    for close in ([(f"g{i}", "wipe", 0, "scan", 0.9, 0.1, 0.6) for i in range(3)],
+                  [(f"g{i}", "wipe", 0, "scan", 0.75, 0.1, 0.9) for i in range(3)]):
+        pairs, _ = _judged(bad + close, [], verdicts)
+        assert not pairs.at["wipe", "member"] and pairs.at["wipe", "evidence_good"] == 3
 
 
 def _linked_to_a_look_alike(look_alike_good: int) -> tuple:
