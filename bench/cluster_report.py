@@ -37,8 +37,8 @@ def main() -> None:
         from refine.embeddings import EmbeddingModel
         from refine.text import qa_text
 
-        cites, bad, _ = make_citations(n_pairs, n_items, max(20, n_pairs // 1000), seed=3)
-        run, _ = build_run(root, "cr", unique_pairs(n_pairs, seed=3), cites, bad, seed=3)
+        cites, bad, planted = make_citations(n_pairs, n_items, max(20, n_pairs // 1000), seed=3)
+        run, _ = build_run(root, "cr", unique_pairs(n_pairs, seed=3), cites, bad, planted, seed=3)
         items = pd.read_parquet(run / "items.parquet")
         bad_items = items[items["verdict"] == "bad"]
         log(f"embedding {len(bad_items)} bad answers once (not timed) ...")

@@ -1,6 +1,8 @@
 """refine: turn training-data attribution into dataset decisions.
 
-The same verbs as the CLI::
+The same verbs as the CLI (``refine review export`` is :func:`review_export`; ``refine run`` is
+:func:`run_recipe` and ``refine backends`` :func:`available_backends`, as
+:data:`refine.cli.FUNCTIONS` records)::
 
     from refine import collect, flag, emit, load_recipe, run_recipe
 
@@ -46,6 +48,7 @@ _LAZY = {
     "TrainingPair": "training",
     "TrainingSet": "training",
     "available_backends": "attribution.base",
+    "check": "checks",
     "cluster": "clustering",
     "compare": "comparison",
     "collect": "collection",
@@ -57,7 +60,10 @@ _LAZY = {
     "make_backend": "attribution.base",
     "read_flags": "flagging",
     "report": "reporting",
+    "review_apply": "review",
+    "review_export": "review",
     "run_recipe": "recipe",
+    "serve": "server",
 }
 
 __all__ = sorted([*_LAZY, "BackendError", "ConfigError", "IncompleteRunError", "InputError",

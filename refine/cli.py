@@ -17,8 +17,29 @@ import click
 from ._version import __version__
 from .errors import ConfigError, IncompleteRunError, RefineError
 from .layouts import LAYOUTS
-from .settings import (MODES, ClusterSettings, CollectSettings, EmitSettings, FlagSettings,
-                       ReportSettings, default, help_of)
+from .settings import (MODES, CheckSettings, ClusterSettings, CollectSettings, EmitSettings,
+                       FlagSettings, ReportSettings, default, help_of)
+
+#: The public function (``refine.<name>``) each command calls: the command's own name, a
+#: subcommand's joined with an underscore (``refine review export``: ``refine.review_export``),
+#: except these.
+FUNCTIONS = {"run": "run_recipe", "backends": "available_backends"}
+
+_BACKEND_FLAGS = ("options", "model", "adapter", "model_id", "base_url", "concurrency", "rate",
+                  "timeout", "max_retries")
+_EXECUTOR_FLAGS = ("executor_kind", "ray_address", "workers", "worker_resources")
+#: The options of a command that are neither a parameter of its function nor a field of that
+#: function's settings, and what each becomes there: the parameter or settings field it is
+#: folded into, or None where it only shapes what the command prints.
+FOLDED: dict[str, dict[str, str | None]] = {
+    "collect": {**dict.fromkeys(_BACKEND_FLAGS, "backend_options"),
+                **dict.fromkeys(_EXECUTOR_FLAGS, "executor"), "quiet": "progress"},
+    "flag": {"show": None},
+    "compare": {"as_json": None},
+    "check": {"config": "settings", "as_json": None},
+    "run": {"quiet": "progress"},
+    "serve": {"options": "backend_options", "api_key_env": "api_key"},
+}
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,12 +68,6 @@ def _setting(cls: type, name: str, *flags: str, **kwargs: Any) -> Callable[..., 
 
 def _quiet(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--quiet", "-q", is_flag=True, help="No progress output.")(f)
-
-
-def _backends() -> list[str]:
-    from .attribution.base import available_backends
-
-    return available_backends()
 
 
 def _backend_choice() -> Any:
@@ -181,7 +196,9 @@ def _executor_config(kind: str | None, address: str | None, workers: int | None,
 @main.command("backends")
 def backends_command() -> None:
     """List the attribution backends (built-in and plug-ins)."""
-    for name in _backends():
+    from .attribution.base import available_backends
+
+    for name in available_backends():
         click.echo(name)
 
 
@@ -221,16 +238,29 @@ def flag_command(run_dir: str, min_bad: int, alpha: float, show: int) -> None:
 def _report_flags(result: Any, show: int) -> None:
     click.echo(f"{result.flagged} of {result.cited_pairs} cited pairs flagged "
                f"({result.bad_items} bad of {result.items} answers) -> {Path(result.run_dir) / 'flags.csv'}")
-    for row in result.flagged_pairs.head(show).itertuples():
-        if getattr(row, "flagged_by", "") in ("claim test", "claim repeated"):
+    # Listed in the order of what is printed: q as shown ascending (none shown: last), then bad
+    # answers descending, then file and line.
+    listed = []
+    for row in result.flagged_pairs.itertuples():
+        claimed = getattr(row, "flagged_by", "") in ("claim test", "claim repeated")
+        # A claim flagged by its group's test shows that test's q; one flagged on its counts alone, none.
+        q = row.q_value if not claimed else row.group_q if row.flagged_by == "claim test" else None
+        q = None if q is None or q != q else float(q)   # q != q: NaN
+        bad = int(row.group_n_bad if claimed else row.n_bad)
+        shown = 0.0 if q is None else float(f"{q:.2g}")
+        listed.append(((q is None, shown, -bad, str(row.file), int(row.line)), claimed, q, row))
+    listed.sort(key=lambda entry: entry[0])
+    for _, claimed, q, row in listed[:show]:
+        shown_q = "q=–" if q is None else f"q={q:.2g}"
+        if claimed:
             # What bad answers repeat against their references, and how many answers back it.
             claim = row.claim if len(row.claim) <= 70 else row.claim[:69] + "…"
             click.echo(f"  {row.file}:{row.line}  repeated by {row.group_n_bad} bad, supported by "
-                       f"{row.group_n_good}  \"{claim}\"")
+                       f"{row.group_n_good}  {shown_q}  \"{claim}\"")
             continue
         question = row.question if len(row.question) <= 70 else row.question[:69] + "…"
         click.echo(f"  {row.file}:{row.line}  bad={row.n_bad} good={row.n_good} "
-                   f"q={row.q_value:.2g}  {question}")
+                   f"{shown_q}  {question}")
 
 
 def _emit_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -240,22 +270,36 @@ def _emit_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+_OUT_HELP = ("The refined file itself when the run has one training file and OUT ends in its "
+             "extension (refined.jsonl for a .jsonl source; manifest: refined.manifest.json beside "
+             "it). Otherwise a directory, made if missing, holding each source's refined copy under "
+             "the source's own name and manifest.json.")
+_OVERWRITE_HELP = ("Replace outputs (and the manifest) that already exist; without it nothing that "
+                   "exists is replaced. Inputs are never replaced.")
+
+
 @main.command("emit")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(),
-              help="Output file (or dataset directory) in the input's format; a directory of them "
-                   "when the run has several training sources.")
+@click.option("--out", "out", required=True, type=click.Path(), help=_OUT_HELP)
 @_emit_options
 @_setting(EmitSettings, "counterexamples")
+@click.option("--overwrite", is_flag=True, help=_OVERWRITE_HELP)
 @_handle_errors
 def emit_command(run_dir: str, out: str, mode: str, question_min: float, agree_min: float,
-                 counterexamples: bool) -> None:
-    """Write the refined dataset and its manifest (OUT.manifest.json, or OUT/manifest.json)."""
+                 counterexamples: bool, overwrite: bool) -> None:
+    """Write the refined dataset and its manifest.
+
+    \b
+    refine emit RUN --out refined.jsonl   refined.jsonl + refined.manifest.json
+    refine emit RUN --out refined         refined/<source name> + refined/manifest.json
+
+    Refuses, before writing anything, to replace a path that exists unless --overwrite.
+    """
     from .emission import emit
 
     settings = EmitSettings(mode=mode, counterexamples=counterexamples, question_min=question_min,
                             agree_min=agree_min)
-    _report_emit(emit(run_dir, out, settings))
+    _report_emit(emit(run_dir, out, settings, overwrite=overwrite))
 
 
 def _report_emit(result: Any) -> None:
@@ -283,9 +327,9 @@ def review_group() -> None:
 @_handle_errors
 def review_export_command(run_dir: str, out: str, mode: str, question_min: float, agree_min: float) -> None:
     """Write one row per flagged pair, with the action --mode would take, for a spreadsheet."""
-    from .review import export_review
+    from .review import review_export
 
-    result = export_review(run_dir, out, EmitSettings(mode=mode, question_min=question_min,
+    result = review_export(run_dir, out, EmitSettings(mode=mode, question_min=question_min,
                                                       agree_min=agree_min))
     click.echo(f"{result.rows} flagged pairs to review -> {result.path} "
                "(fill in `action`: keep/drop/edit/quarantine, and `new_answer` for an edit)")
@@ -294,17 +338,17 @@ def review_export_command(run_dir: str, out: str, mode: str, question_min: float
 @review_group.command("apply")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("review_csv", type=click.Path(dir_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(),
-              help="Output file (or dataset directory); a directory when the run has several sources.")
+@click.option("--out", "out", required=True, type=click.Path(), help=_OUT_HELP + " As for emit.")
 @_emit_options
+@click.option("--overwrite", is_flag=True, help=_OVERWRITE_HELP)
 @_handle_errors
 def review_apply_command(run_dir: str, review_csv: str, out: str, mode: str, question_min: float,
-                         agree_min: float) -> None:
+                         agree_min: float, overwrite: bool) -> None:
     """Validate a filled-in review CSV and emit with the reviewed decisions."""
-    from .review import apply_review
+    from .review import review_apply
 
-    _report_emit(apply_review(run_dir, review_csv, out, EmitSettings(
-        mode=mode, question_min=question_min, agree_min=agree_min)))
+    _report_emit(review_apply(run_dir, review_csv, out, EmitSettings(
+        mode=mode, question_min=question_min, agree_min=agree_min), overwrite=overwrite))
 
 
 @main.command("cluster")
@@ -387,10 +431,11 @@ def check_command(train: tuple[str, ...], eval_path: str | None, baseline: tuple
                   flags_run: str | None, select: tuple[str, ...], options: tuple[str, ...],
                   config: str | None, as_json: bool, max_findings: int | None) -> None:
     """Check a training set before retraining on it; exit 1 when an error-level check fails."""
-    from .checks import available_checks, run_checks
+    import dataclasses
+
+    from .checks import available_checks, check
     from .config import parse_key_values
     from .recipe import load_check_config
-    from .settings import CheckSettings
 
     settings = load_check_config(config) if config else CheckSettings()
     merged_options = {name: dict(values) for name, values in settings.options.items()}
@@ -399,10 +444,11 @@ def check_command(train: tuple[str, ...], eval_path: str | None, baseline: tuple
             raise ConfigError(f"needs CHECK.KEY=VALUE; known checks: {', '.join(available_checks())}",
                               key="--option")
         merged_options.setdefault(name, {}).update(values)
-    report = run_checks(list(train), eval_path=eval_path, baseline=list(baseline) or None,
-                        flags_run=flags_run, select=list(select) or settings.select,
-                        options=merged_options, severity=settings.severity,
-                        max_findings=settings.max_findings if max_findings is None else max_findings)
+    settings = dataclasses.replace(
+        settings, select=list(select) or settings.select, options=merged_options,
+        max_findings=settings.max_findings if max_findings is None else max_findings)
+    report = check(list(train), settings, eval_path=eval_path, baseline=list(baseline),
+                   flags_run=flags_run)
     click.echo(report.to_json() if as_json else report.to_table())
     if not report.passed:
         sys.exit(1)
@@ -420,9 +466,9 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
 
     Exit code 3 when collect left eval items failed (nothing is flagged or emitted then).
     """
-    from .recipe import load_recipe, run_recipe
+    from .recipe import run_recipe
 
-    result = run_recipe(load_recipe(recipe, overrides), progress=not quiet)
+    result = run_recipe(recipe, overrides=overrides, progress=not quiet)
     _report_collect(result.collect)
     _report_flags(result.flag, 20)
     if result.cluster is not None:
@@ -466,8 +512,10 @@ def serve_command(train: tuple[str, ...], backend: str, options: tuple[str, ...]
                    f"(route: {url}/v1/flow/explain/models/{model_id}/influential-finetuning-data; "
                    "Ctrl-C to stop)")
 
-    serve(list(train), backend=backend, backend_options=parse_key_values(options, "--option"),
-          top_k=top_k, model_id=model_id, host=host, port=port, api_key=api_key, on_ready=ready)
+    settings = CollectSettings(backend=backend, top_k=top_k,
+                               backend_options=parse_key_values(options, "--option"))
+    serve(list(train), settings, model_id=model_id, host=host, port=port, api_key=api_key,
+          on_ready=ready)
 
 
 if __name__ == "__main__":  # pragma: no cover

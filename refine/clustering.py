@@ -9,9 +9,9 @@ answers are, not from a k given in advance; groups smaller than ``min_size`` are
 ``max_direct`` items the answers are first summarised by MiniBatchKMeans micro-clusters
 (seeded) and the micro-cluster centroids are merged the same way, so memory stays linear.
 
-Each failure mode is named by its most distinctive terms (class-based TF-IDF: a term's
-frequency in the cluster times log(1 + average words per cluster / the term's frequency
-across clusters)) and by its representative item (the one nearest the centroid). Its
+Each failure mode is named by one of its own questions, the one nearest its centroid (or a
+short one nearly as near, so the name reads as a name: :func:`name_modes`), and has a
+representative item (the one nearest the centroid). Its
 driving pairs are ranked by blame *within the cluster* (level-weighted citations by the
 cluster's items, with the flag stage's level weights). Each cited pair learns which failure
 modes it drives; a flagged pair's *theme* is the mode it drives most (so theme 2 is mode 2:
@@ -28,6 +28,7 @@ Needs current flags. Deterministic for the same run.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from .settings import ClusterSettings
 from .rundir import CLUSTER_PAIRS, CLUSTERS, CLUSTERS_CSV, FLAG_MODES, THEMES_CSV, RunDir
 from .text import qa_text
 
-__all__ = ["ClusterResult", "ClusterSettings", "cluster", "name_clusters", "agglomerate"]
+__all__ = ["ClusterResult", "ClusterSettings", "agglomerate", "cluster", "name_modes"]
 
 
 
@@ -86,28 +87,36 @@ def _relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
     return np.array([mapping.get(c, -1) for c in labels], dtype=np.int64)
 
 
-def name_clusters(texts: list[str], labels: np.ndarray, top_terms: int = 4) -> dict[int, str]:
-    """Class-based TF-IDF: the terms most distinctive of each cluster."""
-    from sklearn.feature_extraction.text import CountVectorizer
+def _shorten(question: str, max_chars: int) -> str:
+    """A question cut to `max_chars` at most: its last sentence that asks (ends in "?") when that
+    fits, else its first words and "…"."""
+    if len(question) <= max_chars:
+        return question
+    asks = [s for s in re.split(r"(?<=[.!?])\s+", question) if s.endswith("?") and len(s) <= max_chars]
+    if asks:
+        return asks[-1]
+    cut = question[:max_chars - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:-—") + "…"
 
-    clusters = sorted(c for c in set(labels.tolist()) if c >= 0)
-    if not clusters:
-        return {}
-    docs = [" ".join(t for t, l in zip(texts, labels) if l == c) for c in clusters]
-    try:
-        vectorizer = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{3,}\b")
-        counts = vectorizer.fit_transform(docs).toarray().astype(float)
-    except ValueError:  # nothing but stop words
-        return {c: f"mode {c}" for c in clusters}
-    terms = vectorizer.get_feature_names_out()
-    tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    average_words = counts.sum() / len(clusters)
-    idf = np.log(1 + average_words / np.maximum(counts.sum(axis=0), 1))
-    scores = tf * idf
+
+def name_modes(questions: list[str], vectors: np.ndarray, labels: np.ndarray, *,
+               max_chars: int = 72, closeness: float = 0.1) -> dict[int, str]:
+    """Each failure mode's name: one of its own questions, the one nearest the mode's centroid
+    — or, when that is longer than `max_chars`, the nearest that fits and is nearly as near
+    (cosine to the centroid within `closeness` of the nearest), else the nearest shortened
+    (:func:`_shorten`). Whitespace is collapsed and "|" (the separator of the modes a pair
+    drives) becomes "/". Ties go to the earlier question, so names are deterministic."""
     names = {}
-    for row, c in enumerate(clusters):
-        best = np.argsort(-scores[row], kind="stable")[:top_terms]
-        names[c] = " / ".join(terms[j] for j in best if scores[row, j] > 0) or f"mode {c}"
+    for c in sorted(c for c in set(labels.tolist()) if c >= 0):
+        members = np.flatnonzero(labels == c)
+        centroid = vectors[members].mean(axis=0)
+        centroid = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+        near = vectors[members] @ centroid
+        order = np.argsort(-near, kind="stable")
+        texts = [" ".join(str(questions[members[i]]).split()).replace("|", "/") for i in order]
+        best = near[order[0]]
+        fits = [t for t, s in zip(texts, near[order]) if len(t) <= max_chars and s >= best - closeness]
+        names[c] = (fits[0] if fits else _shorten(texts[0], max_chars)) or f"mode {c}"
     return names
 
 
@@ -134,7 +143,7 @@ def cluster(run_dir: str | Path, settings: ClusterSettings | None = None, *, mod
     vectors = model.encode(texts)
     labels = _relabel(agglomerate(vectors, settings.distance_threshold,
                                   max_direct=settings.max_direct, seed=settings.seed), settings.min_size)
-    names = name_clusters(texts, labels)
+    names = name_modes(list(bad["question"]), vectors, labels)
     bad = bad.assign(cluster=labels, label=[names.get(int(l), "unclustered") for l in labels])
 
     sizes = bad.groupby("cluster").size()

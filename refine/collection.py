@@ -10,9 +10,8 @@ import pyarrow as pa
 
 from ._atomic import write_parquet
 from ._progress import Progress
-from .attribution.base import AttributionBackend, make_backend
+from .attribution.base import AttributionBackend, backend_class, make_backend
 from .embeddings import EmbeddingModel
-from .errors import InputError
 from .evalset import EvalItem, load_eval
 from .executors import make_executor
 from .grading import GradeSettings, grade_items
@@ -80,15 +79,6 @@ def _pairs_table(training: TrainingSet) -> pa.Table:
     })
 
 
-def _check_answers(items: list[EvalItem], backend: AttributionBackend, eval_path: str) -> None:
-    if not backend.needs_answer:
-        return
-    for item in items:
-        if item.answer is None:
-            raise InputError(f"is required by the {backend.name!r} backend", file=eval_path,
-                             line=item.line, field="answer")
-
-
 def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
             settings: CollectSettings | None = None, *, overwrite: bool = False,
             progress: bool = True, backend: AttributionBackend | None = None) -> CollectResult:
@@ -104,14 +94,16 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
     settings = settings or CollectSettings()
     training = load_training(list(train), skip_invalid=settings.skip_invalid,
                              layout=settings.train_format)
-    evalset = load_eval(eval_path, skip_invalid=settings.skip_invalid, format=settings.eval_format)
+    backend_kind = backend or backend_class(settings.backend)
+    evalset = load_eval(eval_path, skip_invalid=settings.skip_invalid, format=settings.eval_format,
+                        need_answers=f"the {backend_kind.name!r} backend" if backend_kind.needs_answer
+                        else None)
     backend = backend or make_backend(settings.backend, settings.backend_options,
                                       top_k=settings.top_k)
     # Built (a cluster reached, its resources checked) before anything is written.
     executor = make_executor(settings.executor)
     with executor, backend:
         backend.use_executor(executor)
-        _check_answers(evalset.items, backend, eval_path)
 
         # The text evidence is encoded by the backend's own embedding model when it has one,
         # else by the default one; which, is part of what decides the results.

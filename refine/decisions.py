@@ -10,8 +10,10 @@ Automatic decisions follow the emit mode:
   names nothing the pair's question contradicts (the anchors of :mod:`refine.defects`: a
   question about the "Aurora Plus" is not about the "Aurora Max", however close the wording)
   — and has a reference, and the references of all such items agree (cosine ≥ ``agree_min``
-  with the chosen one). The chosen reference is the one whose question is closest. Otherwise
-  the pair is quarantined — *left for review* — rather than guessed at.
+  with the chosen one). The chosen reference is the one whose question is closest. A
+  reference that opens with a bare "Yes." or "No." (or "Yes,"/"No,") answered a yes/no eval
+  question; unless the pair's question is one too, that opening is left out, since it would
+  not fit. Otherwise the pair is quarantined — *left for review* — rather than guessed at.
 
 A review CSV (:mod:`refine.review`) overrides these per pair; the manifest records which
 decisions were automatic and which reviewed.
@@ -19,6 +21,7 @@ decisions were automatic and which reviewed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +33,19 @@ from .rundir import RunDir
 from .settings import MODES, EditSettings
 
 __all__ = ["ACTIONS", "MODES", "Decision", "EditSettings", "EditSuggestion", "automatic_decisions",
-           "suggest_edits"]
+           "fit_reference", "is_yes_no_question", "suggest_edits"]
 
 ACTIONS = ("keep", "drop", "edit", "quarantine")
 STAT_COLUMNS = ("n_bad", "n_good", "blame", "bad_share", "p_value", "q_value")
 GROUP_COLUMNS = ("flagged_by", "defect_group", "group_size", "group_n_bad", "group_n_good", "group_q", "claim",
                  "evidence_bad", "evidence_good", "evidence_via")
 _BY_CLAIM = ("claim test", "claim repeated")
+_YES_NO_OPENING = re.compile(r"^\s*(?:yes|no)\b(?:\s*[.!,]\s*|\s*$)", re.IGNORECASE)
+# A question a bare yes or no answers opens (a clause of) its sentence with one of these.
+_AUXILIARIES = frozenset(
+    "am is are was were do does did have has had can could will would shall should may might must "
+    "isn't aren't wasn't weren't don't doesn't didn't haven't hasn't hadn't can't cannot couldn't "
+    "won't wouldn't shouldn't mustn't".split())
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,28 @@ def flag_reason(row: dict[str, Any]) -> str:
                 f"{int(row['group_n_good'])} good answers on topic; group q = {float(row['group_q']):.3g}")
     return (f"flagged: cited by {int(row['n_bad'])} bad and {int(row['n_good'])} good answers; "
             f"q = {float(row['q_value']):.3g}")
+
+
+def is_yes_no_question(question: str) -> bool:
+    """Whether a clause of a sentence of `question` that ends in "?" opens with an auxiliary
+    verb ("Is there a size limit?", "Quick question: can I …?", "If I cancel, do I …?")."""
+    text = question.replace("\u2019", "'")
+    for sentence in re.findall(r"[^.!?]*\?", text):
+        for clause in re.split(r"[,:;]", sentence):
+            words = clause.split()
+            if words and words[0].lower().strip("\"'(?") in _AUXILIARIES:
+                return True
+    return False
+
+
+def fit_reference(reference: str, question: str) -> str:
+    """`reference` as an answer to the training `question`: without an opening bare yes or no
+    unless `question` asks for one (empty when that is all the reference says)."""
+    opening = _YES_NO_OPENING.match(reference)
+    if opening is None or is_yes_no_question(question):
+        return reference
+    rest = reference[opening.end():]
+    return rest[:1].upper() + rest[1:]
 
 
 def flagged_table(run: RunDir, columns: list[str] | None = None, *, with_modes: bool = False) -> pd.DataFrame:
@@ -164,9 +195,17 @@ def suggest_edits(run: RunDir, pair_ids: list[str], settings: EditSettings,
                                                 f"disagree (cosine {float(np.min(agreement)):.2f})",
                                           tuple(e for _, e in close))
             continue
+        answer = fit_reference(references[0], pairs.at[pair_id, "question"])
+        if not answer.strip():
+            out[pair_id] = EditSuggestion(None, f"the reference of {close[0][1]} is a bare "
+                                                f"{references[0].strip()!r}, and the pair's question "
+                                                "is not a yes/no question", tuple(e for _, e in close))
+            continue
+        trimmed = ("" if answer == references[0] else
+                   ", without its opening yes/no: the pair's question is not a yes/no question")
         out[pair_id] = EditSuggestion(
-            references[0], f"reference of {close[0][1]} (question cosine {close[0][0]:.2f}; "
-                           f"{len(close)} close eval question(s) agree)", tuple(e for _, e in close))
+            answer, f"reference of {close[0][1]} (question cosine {close[0][0]:.2f}; "
+                    f"{len(close)} close eval question(s) agree){trimmed}", tuple(e for _, e in close))
     return out
 
 

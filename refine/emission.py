@@ -9,10 +9,19 @@ same record with only the answer changed. Optionally, counter-examples — corre
 built from eval references — are appended to the first output for failure modes that lost
 every pair driving them (needs `refine cluster`).
 
+Where the outputs go, one rule: `out` is the refined file itself when the run has one
+training file and `out` ends in that file's extension (``refined.jsonl`` for a ``.jsonl``
+source), with its manifest beside it as ``<out stem>.manifest.json``; otherwise `out` is a
+directory (made when missing) holding each source's refined copy under the source's own name
+(``refined/train.jsonl``, ``refined/sft_dataset/``) and the manifest as ``manifest.json``.
+Quarantined pairs go beside the file (``refined.quarantine.jsonl``) or under
+``<out>/quarantine/``.
+
 Every input is re-hashed and must match the digest recorded at collect time, so a source
-edited since then is never pruned by stale positions. All outputs and the manifest are
-written to temporary files (and directories) and renamed into place together; inputs are
-never written.
+edited since then is never pruned by stale positions. Nothing that exists is replaced unless
+asked (`overwrite`), and never an input; that is checked before anything is written. All
+outputs and the manifest are written to temporary files (and directories) and renamed into
+place together; inputs are never written.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._atomic import AtomicGroup
+from ._atomic import AtomicGroup, sha256_file
 from ._version import __version__
 from .decisions import Decision, automatic_decisions
 from .errors import ConfigError, InputError, RunDirError
@@ -50,14 +59,16 @@ class EmitResult:
     quarantine: Path | None = None
 
 
-def manifest_path_for(out: Path, several: bool) -> Path:
-    if several:
+def manifest_path_for(out: Path, in_directory: bool) -> Path:
+    """The manifest of an emission to `out`: inside it when `out` is a directory of outputs,
+    else beside the file as ``<out stem>.manifest.json``."""
+    if in_directory:
         return out / "manifest.json"
     return out.with_name(out.stem + ".manifest.json")
 
 
-def quarantine_path_for(target: Path, several: bool) -> Path:
-    if several:
+def quarantine_path_for(target: Path, in_directory: bool) -> Path:
+    if in_directory:
         return target.parent / "quarantine" / target.name
     return target.with_name(f"{target.stem}.quarantine{target.suffix}")
 
@@ -66,25 +77,46 @@ def _output_name(source: Source) -> str:
     return source.root.name
 
 
-def _output_paths(sources: list[Source], out: Path) -> dict[str, Path]:
-    """Where each source's refined copy goes: `out` itself for one source (or inside `out` when
-    that is an existing directory other than a saved dataset), else one output per source, by
-    name, inside the directory `out`. Splits of one DatasetDict share one output directory."""
-    if len(sources) == 1:
-        source = sources[0]
-        inside = out.is_dir() and not (source.format == "hf_dataset" and
-                                       ((out / "state.json").is_file() or (out / "dataset_dict.json").is_file()))
-        return {source.spec: out / _output_name(source) if inside else out}
+def _out_is_directory(sources: list[Source], out: Path) -> bool:
+    """The one rule for `out`: the refined file itself when there is one training file and
+    `out` ends in its extension; a directory of outputs otherwise (a saved dataset, having no
+    extension, always goes inside one)."""
+    if len(sources) > 1:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out} is a file, but there are {len(sources)} training sources: "
+                              "give a directory, one output per input is written into it", key="out")
+        if out.suffix.lower() in _FILE_SUFFIXES:
+            raise ConfigError(f"{out} looks like a file name, but there are {len(sources)} training "
+                              "sources: give a directory, one output per input is written into it", key="out")
+        return True
+    source = sources[0]
+    suffix = source.root.suffix.lower() if source.format != "hf_dataset" else ""
+    if suffix and out.suffix.lower() == suffix:
+        return False
+    advice = (f"give a name ending in {suffix} for the refined file, or a directory to write it into"
+              if suffix else "give a directory to write it into")
+    if out.suffix.lower() in _FILE_SUFFIXES:
+        raise ConfigError(f"{out} looks like a {out.suffix} file, but the training source "
+                          f"{source.root.name} is {source.format}: {advice}", key="out")
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file, but there are {len(sources)} training sources: "
-                          "give a directory, one output per input is written into it", key="out")
-    if not out.exists() and out.suffix.lower() in _FILE_SUFFIXES:
-        raise ConfigError(f"{out} looks like a file name, but there are {len(sources)} training "
-                          "sources: give a directory, one output per input is written into it", key="out")
+        raise ConfigError(f"{out} is a file, but --out names a directory here (it does not end in "
+                          f"the training file's extension); nothing was written: {advice}", key="out")
+    return True
+
+
+def _output_paths(sources: list[Source], out: Path, in_directory: bool) -> dict[str, Path]:
+    """Where each source's refined copy goes: `out` itself, or inside the directory `out`
+    under the source's name. Splits of one DatasetDict share one output directory."""
+    if not in_directory:
+        return {sources[0].spec: out}
     paths: dict[str, Path] = {}
     owner: dict[Path, Path] = {}
     for source in sources:
         target = out / _output_name(source)
+        if target.name in ("manifest.json", "quarantine"):
+            raise ConfigError(f"the training source {source.root} is named {target.name!r}, which "
+                              f"the manifest or the quarantine takes in {out}; rename the source "
+                              "(or, for one source, give --out a name ending in its extension)", key="out")
         root = source.root.resolve()
         if owner.setdefault(target, root) != root or (target in paths.values() and source.split is None):
             raise ConfigError(f"two training sources are named {target.name!r}; they would "
@@ -184,23 +216,81 @@ def _open_inputs(inputs: list[dict[str, Any]]) -> list[Source]:
     return sources
 
 
-def _refuse_inputs_as_outputs(sources: list[Source], targets: dict[str, Path], several: bool) -> None:
+def _refuse_inputs_as_outputs(sources: list[Source], paths: list[Path]) -> None:
     inputs = {s.root.resolve() for s in sources}
-    for source in sources:
-        target = targets[source.spec]
-        for path in (target, quarantine_path_for(target, several)):
-            resolved = path.resolve()
-            if resolved in inputs or any(resolved in root.parents for root in inputs if root.is_dir()):
-                raise ConfigError(f"{path} is an input; refine never overwrites its inputs", key="out")
+    for path in paths:
+        resolved = path.resolve()
+        if resolved in inputs or any(resolved in root.parents for root in inputs if root.is_dir()):
+            raise ConfigError(f"{path} is an input; refine never overwrites its inputs", key="out")
+
+
+def _split_path(shown: str) -> tuple[Path, str | None]:
+    """A manifest's output path: a file or directory, or ``DIR:split`` for a split of one."""
+    path = Path(shown)
+    if not path.exists() and ":" in shown:
+        head, _, split = shown.rpartition(":")
+        if Path(head).is_dir():
+            return Path(head), split
+    return path, None
+
+
+def _own_outputs(run: RunDir, manifest_path: Path) -> set[Path]:
+    """What the last emission of this run directory wrote here and nobody changed since: the
+    manifest at `manifest_path` when it names this run, and the outputs it lists whose
+    digests still match."""
+    from .sources import directory_digest
+
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if Path(manifest["run_dir"]).resolve() != run.path.resolve():
+            return set()
+        entries = [(str(e["path"]), str(e["sha256"])) for e in manifest["outputs"] + manifest["quarantine"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    matches: dict[Path, bool] = {}
+    for shown, sha256 in entries:
+        path, split = _split_path(shown)
+        part = path / split if split is not None else path
+        if part.is_dir():
+            same = directory_digest(part) == sha256
+        else:
+            same = part.is_file() and sha256_file(part) == sha256
+        matches[path] = matches.get(path, True) and same
+    return {manifest_path} | {path for path, same in matches.items() if same}
+
+
+def _refuse_existing(paths: dict[Path, bool], overwrite: bool, own: set[Path]) -> None:
+    """Before anything is written: refuse to put a file where a directory is (or the other way
+    round), and to replace anything that exists at `paths` (path → written as a directory)
+    unless `overwrite`, or unless it is in `own`."""
+    for path, as_directory in paths.items():
+        if path.exists() and path.is_dir() != as_directory:
+            what, other = ("a directory", "file") if path.is_dir() else ("a file", "directory")
+            raise ConfigError(f"{path} is {what}, where emit would write a {other}; nothing was "
+                              "written. Choose another --out (it is the refined file when it ends in "
+                              "the training file's extension, else a directory)", key="out")
+    existing = [str(p) for p in paths if (p.exists() or p.is_symlink()) and p not in own]
+    if existing and not overwrite:
+        them = "it" if len(existing) == 1 else "them"
+        raise ConfigError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                          f"nothing was written. Choose another --out, or pass --overwrite "
+                          f"(emit.overwrite: true in a recipe) to replace {them}", key="out")
 
 
 def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = None, *,
-         decisions: dict[str, Decision] | None = None, model: Any = None) -> EmitResult:
-    """Write the refined dataset for a flagged run to `out` (a file or dataset directory, or a
-    directory of them when the run has several training sources), its manifest beside it, and
-    quarantined pairs to their own output.
+         decisions: dict[str, Decision] | None = None, model: Any = None, overwrite: bool = False,
+         replace_own: bool = False) -> EmitResult:
+    """Write the refined dataset for a flagged run to `out`, its manifest, and quarantined
+    pairs to their own output. `out` is the refined file itself when the run has one training
+    file and `out` ends in its extension (manifest: ``<out stem>.manifest.json`` beside it);
+    otherwise a directory holding one output per source under the source's name, and
+    ``manifest.json``.
 
-    `decisions` (e.g. from a review) override the automatic ones pair by pair.
+    `decisions` (e.g. from a review) override the automatic ones pair by pair. A path that
+    exists is replaced only with `overwrite` (an input never), or with `replace_own` when the
+    last emission of this run directory wrote it there and it is unchanged since (what
+    `refine run` passes, so that a recipe runs again); otherwise a ConfigError names it before
+    anything is written.
     """
     settings = settings or EmitSettings()
     mode, counterexamples = settings.mode, settings.counterexamples
@@ -210,13 +300,21 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
     inputs = collected["inputs"]["train"]
     sources = _open_inputs(inputs)
     out = Path(out)
-    targets = _output_paths(sources, out)
+    in_directory = _out_is_directory(sources, out)
+    targets = _output_paths(sources, out, in_directory)
     several = len(inputs) > 1
-    _refuse_inputs_as_outputs(sources, targets, several)
+    manifest_path = manifest_path_for(out, in_directory)
+    quarantines = {spec: quarantine_path_for(t, in_directory) for spec, t in targets.items()}
+    _refuse_inputs_as_outputs(sources, [*targets.values(), *quarantines.values(), manifest_path])
+    as_directory = {targets[s.spec]: s.format == "hf_dataset" for s in sources}
+    own = _own_outputs(run, manifest_path) if replace_own else set()
+    _refuse_existing({**as_directory, manifest_path: False}, overwrite, own)
     chosen = automatic_decisions(run, mode, settings.edit, model)
     chosen.update(decisions or {})
     changes, indexed = _line_index(run, chosen)
     needs_quarantine = any(d.action == "quarantine" for d in chosen.values()) or mode == "quarantine"
+    if needs_quarantine:
+        _refuse_existing({quarantines[s.spec]: s.format == "hf_dataset" for s in sources}, overwrite, own)
 
     added: list[dict[str, Any]] = []
     if counterexamples:
@@ -234,7 +332,7 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
         done_targets: set[Path] = set()
         for entry, source, plan in zip(inputs, sources, plans):
             target = targets[source.spec]
-            quarantine = quarantine_path_for(target, several) if needs_quarantine else None
+            quarantine = quarantines[source.spec] if needs_quarantine else None
             if source.format != "hf_dataset":
                 written[entry["path"]] = write_refined(entry, source, plan, target, quarantine, group)
             elif target not in done_targets:
@@ -257,7 +355,7 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
             output_entries.append({"path": shown(target, source), "source": entry["path"],
                                    "sha256": result.sha256, "records": result.records_out})
             if result.quarantine_sha256 is not None:
-                quarantine_outputs.append({"path": shown(quarantine_path_for(target, several), source),
+                quarantine_outputs.append({"path": shown(quarantines[source.spec], source),
                                            "source": entry["path"], "sha256": result.quarantine_sha256,
                                            "records": result.quarantined})
         by_action = {a: [c for c in log if c.get("action") == a] for a in ("drop", "quarantine", "edit", "keep")}
@@ -290,7 +388,6 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
                 "bad_items": flag_summary["bad_items"],
             },
         }
-        manifest_path = manifest_path_for(out, several)
         manifest_text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         with group.open(manifest_path, "w", encoding="utf-8") as fh:
             fh.write(manifest_text)
@@ -302,5 +399,5 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
     outputs = list(dict.fromkeys(targets[src.spec] for src in sources))
     return EmitResult(outputs, manifest_path, s["records_in"], s["records_out"], s["removed"],
                       s["edited"], s["quarantined"], s["added"],
-                      (quarantine_path_for(outputs[0], False) if not several else out / "quarantine")
+                      (quarantines[sources[0].spec] if not several else out / "quarantine")
                       if quarantine_outputs else None)

@@ -17,6 +17,8 @@
     cluster: {enabled: true, distance_threshold: 0.6, min_size: 3}
     emit: {out: runs/quickstart/refined.jsonl,   # default: <run_dir>/refined.<input's suffix>,
                                                  # or <run_dir>/refined/ for several sources
+           overwrite: false,                     # replace what exists at out (a re-run replaces
+                                                 # what its own last emit wrote there anyway)
            mode: prune,                          # prune | edit | quarantine
            counterexamples: false, max_counterexamples_per_mode: 5,
            question_min: 0.75, agree_min: 0.8}
@@ -58,7 +60,7 @@ _SCHEMA: dict[str, Any] = {
     "grade": Section(GradeSettings),
     "flag": Section(FlagSettings),
     "cluster": Section(ClusterSettings, {"enabled": bool}),
-    "emit": Section(EmitSettings, {"out": str}),
+    "emit": Section(EmitSettings, {"out": str, "overwrite": bool}),
     "report": Section(ReportSettings, {"enabled": bool}),
 }
 _REQUIRED = ("train", "eval", "run_dir")
@@ -79,6 +81,7 @@ class Recipe:
     cluster: ClusterSettings | None = None    # None: the step is off
     report: ReportSettings | None = None
     overwrite: bool = False
+    emit_overwrite: bool = False      # emit may replace what exists at emit_out
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
         eval=resolve(data["eval"]),
         run_dir=run_dir,
         emit_out=resolve(emit_cfg.pop("out")) if "out" in emit_cfg else str(default_out),
+        emit_overwrite=bool(emit_cfg.pop("overwrite", False)),
         collect=config.build(CollectSettings, "collect", {**collect_cfg, "grade": grade}),
         flag=config.build(FlagSettings, "flag", config.section("flag")),
         emit=config.build(EmitSettings, "emit", emit_cfg),
@@ -157,8 +161,16 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     )
 
 
-def run_recipe(recipe: Recipe, *, progress: bool = True) -> RecipeResult:
-    """collect → flag → cluster → emit → report, as the recipe says."""
+def run_recipe(recipe: Recipe | str | Path, *, overrides: Iterable[str] = (),
+               progress: bool = True) -> RecipeResult:
+    """collect → flag → cluster → emit → report, as the recipe says: a :class:`Recipe`, or a
+    recipe file read by :func:`load_recipe` with `overrides` (``KEY=VALUE``, what `refine run
+    --set` gives)."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        raise ConfigError("apply to a recipe file; build the Recipe with them instead",
+                          key="overrides")
     try:
         collected = collect(recipe.train, recipe.eval, recipe.run_dir, recipe.collect,
                             overwrite=recipe.overwrite, progress=progress)
@@ -175,7 +187,10 @@ def run_recipe(recipe: Recipe, *, progress: bool = True) -> RecipeResult:
     clustered = None
     if recipe.cluster is not None and flagged.bad_items:
         clustered = cluster(recipe.run_dir, recipe.cluster)
-    emitted = emit(recipe.run_dir, recipe.emit_out, recipe.emit)
+    # A re-run replaces what this run's last emit wrote (and nobody changed since), so that
+    # `refine run` can be run again; anything else at emit.out needs emit.overwrite.
+    emitted = emit(recipe.run_dir, recipe.emit_out, recipe.emit, overwrite=recipe.emit_overwrite,
+                   replace_own=True)
     reported = report(recipe.run_dir, recipe.report) if recipe.report is not None else None
     return RecipeResult(recipe, collected, flagged, clustered, reported, emitted)
 

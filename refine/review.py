@@ -32,7 +32,8 @@ from .errors import InputError
 from .rundir import RunDir
 from .settings import EmitSettings
 
-__all__ = ["REVIEW_COLUMNS", "ReviewExport", "apply_review", "export_review", "read_review"]
+__all__ = ["REVIEW_COLUMNS", "ReviewExport", "apply_review", "export_review", "read_review",
+           "review_apply", "review_export"]
 
 READ_ONLY = ["pair_id", "file", "line", "file_id", "question", "answer", "n_bad", "n_good", "blame",
              "q_value", "failure_modes", "why_flagged", "bad_example_1", "bad_example_2", "bad_example_3",
@@ -100,6 +101,10 @@ def read_review(run_dir: str | Path, path: str | Path, settings: EmitSettings | 
                 model: Any = None) -> dict[str, Decision]:
     """Validate a filled-in review CSV against the run; return its decisions by pair id."""
     settings = settings or EmitSettings()
+    run = RunDir(run_dir)
+    # The run first: a sheet is judged against its flags, and a mistyped run directory is the
+    # first thing to say.
+    flagged = set(flagged_table(run)["pair_id"])
     name = str(path)
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
@@ -117,8 +122,6 @@ def read_review(run_dir: str | Path, path: str | Path, settings: EmitSettings | 
                                          f"unexpected {', '.join(extra)}" if extra else ""]))
         raise InputError(f"wrong columns ({detail}); export a fresh file with `refine review export`",
                          file=name, line=1)
-    run = RunDir(run_dir)
-    flagged = set(flagged_table(run)["pair_id"])
     automatic = None
     decisions: dict[str, Decision] = {}
     for number, row in enumerate(reader, start=2):
@@ -157,8 +160,15 @@ def read_review(run_dir: str | Path, path: str | Path, settings: EmitSettings | 
 
 
 def apply_review(run_dir: str | Path, review_csv: str | Path, out: str | Path,
-                 settings: EmitSettings | None = None, *, model: Any = None) -> EmitResult:
+                 settings: EmitSettings | None = None, *, model: Any = None,
+                 overwrite: bool = False) -> EmitResult:
     """Emit with the reviewed decisions; rows left empty take the automatic decision of the
-    settings' mode."""
+    settings' mode. `out` and `overwrite` as for :func:`refine.emission.emit`: what exists is
+    replaced only with `overwrite`."""
     decisions = read_review(run_dir, review_csv, settings, model=model)
-    return emit(run_dir, out, settings, decisions=decisions, model=model)
+    return emit(run_dir, out, settings, decisions=decisions, model=model, overwrite=overwrite)
+
+
+# The names of the `refine review` verbs, as the package exports them (refine.review_export).
+review_export = export_review
+review_apply = apply_review

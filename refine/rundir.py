@@ -223,11 +223,24 @@ class RunDir:
         return self.path / name
 
     # --- collect's settings and the journal ----------------------------------------------------
+    def require(self) -> None:
+        """A RunDirError unless the run directory is there: saying it does not exist, or is a file
+        (what a reader checks first, so that a mistyped path is not called an unfinished run)."""
+        if not self.path.exists():
+            raise RunDirError(f"{self.path}: run directory does not exist "
+                              f"(`refine collect --out {self.path}` makes one)")
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path}: is a file, not a run directory")
+
+    def _not_a_run(self) -> RunDirError:
+        return RunDirError(f"{self.path}: not a refine run directory (no {SETTINGS}); "
+                           "run `refine collect` first")
+
     def settings(self) -> dict[str, Any]:
+        self.require()
         path = self.file(SETTINGS)
         if not path.is_file():
-            raise RunDirError(f"{self.path}: not a refine run directory (no {SETTINGS}); "
-                              "run `refine collect` first")
+            raise self._not_a_run()
         return json.loads(path.read_text(encoding="utf-8"))
 
     def prepare_for(self, settings: dict[str, Any], *, overwrite: bool) -> bool:
@@ -347,6 +360,9 @@ class RunDir:
     def current(self, name: str) -> dict[str, Any]:
         """The record of stage `name` if its outputs can be used, else a RunDirError naming
         the stage to run again."""
+        self.require()
+        if self.record("collect") is None and not self.file(SETTINGS).is_file():
+            raise self._not_a_run()
         found = self._staleness(name)
         if found is None:
             return self.record(name)  # type: ignore[return-value]
@@ -354,8 +370,7 @@ class RunDir:
         command = STAGES[culprit].command
         then = f" (and then `{STAGES[name].command}`)" if culprit != name else ""
         if culprit == "collect" and not self.file(SETTINGS).is_file():
-            raise RunDirError(f"{self.path}: not a refine run directory (no {SETTINGS}); "
-                              "run `refine collect` first")
+            raise self._not_a_run()
         if self.record(culprit) is None:
             made = ", ".join(STAGES[culprit].outputs) or f"no {culprit} record"
             raise RunDirError(f"{self.path}: {made} missing (the {culprit} stage has not run since the "

@@ -26,8 +26,9 @@ from typing import Any, Callable
 from .attribution.base import AttributionBackend
 from .errors import ConfigError
 from .evalset import EvalItem
+from .settings import CollectSettings
 
-__all__ = ["check_bind", "create_app"]
+__all__ = ["check_bind", "create_app", "serve"]
 
 ROUTE = "/v1/flow/explain/models/{model_id}/influential-finetuning-data"
 
@@ -55,10 +56,10 @@ def key_matches(header: str, api_key: str) -> bool:
 
 def create_app(backend: AttributionBackend, *, model_id: str, api_key: str | None = None,
                pairs: int | None = None) -> Any:
+    """A FastAPI app serving `backend`, which must already be prepared on the training set."""
     served_model = model_id
     if hasattr(backend, "persist_queries"):
         backend.persist_queries = False
-    """A FastAPI app serving `backend`, which must already be prepared on the training set."""
     try:
         from fastapi import Depends, FastAPI, HTTPException, Query, Request
         from pydantic import BaseModel
@@ -135,22 +136,24 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(train: list[str], *, backend: str = "embedding", backend_options: dict | None = None,
-          top_k: int = 10, model_id: str = "local", host: str = "127.0.0.1", port: int = 8000,
-          api_key: str | None = None, progress: bool = True,
-          on_ready: Callable[[str], None] | None = None) -> None:
-    """Load the training files, prepare the backend, and serve until interrupted.
+def serve(train: list[str], settings: CollectSettings | None = None, *, model_id: str = "local",
+          host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          progress: bool = True, on_ready: Callable[[str], None] | None = None) -> None:
+    """Load the training sources, prepare the backend, and serve until interrupted (blocking).
 
-    `on_ready(url)` is called with the address actually bound (port 0 picks a free one) just
-    before requests are accepted.
+    Of the collect settings, the backend, its options, `top_k` and `train_format` apply: the
+    server attributes as `refine collect` would. `on_ready(url)` is called with the address
+    actually bound (port 0 picks a free one) just before requests are accepted. To serve from
+    another ASGI server, build the app with :func:`create_app`.
     """
+    settings = settings or CollectSettings()
     check_bind(host, api_key)
     from ._progress import Progress
     from .attribution.base import make_backend
     from .training import load_training
 
-    training = load_training(train)
-    instance = make_backend(backend, backend_options, top_k=top_k)
+    training = load_training(train, layout=settings.train_format)
+    instance = make_backend(settings.backend, settings.backend_options, top_k=settings.top_k)
     with Progress(progress).session() as bars:
         instance.prepare(training, bars.callback)
     app = create_app(instance, model_id=model_id, api_key=api_key, pairs=len(training.pairs))

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from refine import ClusterSettings, ConfigError, RunDirError, cluster, collect, flag, read_flags
-from refine.clustering import agglomerate, name_clusters
+from refine.clustering import agglomerate, name_modes
 
 from .conftest import SAMPLE, people_dataset, planted_pairs
 
@@ -77,11 +77,38 @@ def test_the_number_of_modes_follows_the_distances() -> None:
     assert pd.crosstab(labels, two_stage).gt(0).sum(axis=1).eq(1).all()
 
 
-def test_names_come_from_distinctive_terms() -> None:
-    texts = ["refund within 90 days", "refund window days", "phone support hours", "phone line hours"]
-    names = name_clusters(texts, np.array([0, 0, 1, 1]))
-    assert "refund" in names[0] and "phone" not in names[0]
-    assert "phone" in names[1] and "refund" not in names[1]
+def test_a_mode_is_named_by_its_most_central_question_that_reads_as_a_name() -> None:
+    long = ("I bought an annual plan three weeks ago and it did not work out for the team. "
+            "Can we still get our money back?")
+    questions = ["Refund window?", "How long is the refund window?", long, "What is the refund policy?",
+                 "When can I call phone support?"]
+    vectors = np.array([[1.0, 0.5], [1.0, 0.1], [1.0, 0.0], [1.0, -0.1], [0.0, 1.0]])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # The question nearest the mode's centre; an unclustered one names nothing.
+    names = name_modes(questions, vectors, np.array([0, 0, -1, 0, 1]))
+    assert names == {0: "How long is the refund window?", 1: "When can I call phone support?"}
+    # The nearest is too long to read as a name: the nearest short one, when nearly as near
+    # (ties to the earlier question) ...
+    assert name_modes(questions, vectors, np.array([0, 0, 0, 0, 1]))[0] == "How long is the refund window?"
+    # ... else its asking sentence, or its first words.
+    assert name_modes([long, long, "Refund window?"], vectors[[2, 2, 4]], np.array([0, 0, 0]))[0] == \
+        "Can we still get our money back?"
+    names = name_modes(["word " * 40, "x | y"], vectors[:2], np.array([0, 1]))
+    assert names[0] == ("word " * 14).strip() + "…" and names[1] == "x / y"
+
+
+def test_the_quickstart_modes_are_named_by_their_own_questions(sample_run: dict) -> None:
+    modes = pd.read_csv(sample_run["run"] / "clusters.csv", keep_default_na=False)
+    modes = modes[modes["cluster"] >= 0]
+    items = pd.read_parquet(sample_run["run"] / "items.parquet").set_index("eval_id")
+    members = pd.read_parquet(sample_run["run"] / "clusters.parquet")
+    for row in modes.itertuples():
+        questions = set(items.loc[members.loc[members["cluster"] == row.cluster, "eval_id"], "question"])
+        assert row.label in questions and len(row.label) <= 72, row.label
+    assert list(modes["label"]) == ["Can invoices be sent to our finance team's address instead of mine?",
+                                    "Can I call support on a Sunday night?",
+                                    "Is there a maximum file size for uploads?",
+                                    "What is Northwind's refund policy?"]
 
 
 def test_a_run_without_bad_answers_has_nothing_to_cluster(tmp_path: Path) -> None:

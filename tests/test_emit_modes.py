@@ -90,3 +90,37 @@ def test_an_edit_takes_the_reference_of_questions_about_the_same_thing(tmp_path:
     for person in POISONED:
         answer = json.loads(lines[person])["messages"][-1]["content"]
         assert answer == f"Person{person} lives in {CITIES[person % len(CITIES)]}."
+
+
+@pytest.mark.parametrize("reference,question,expected", [
+    ("Yes. A single file can be up to 50 GB.", "How large can a single file be?",
+     "A single file can be up to 50 GB."),
+    ("No, each seat adds 5 TB to a shared pool.", "How much storage does a seat add?",
+     "Each seat adds 5 TB to a shared pool."),
+    # the training question asks for a yes or no: the reference fits as it is
+    ("Yes. A single file can be up to 50 GB.", "Quick question: Is there a size limit for files?",
+     "Yes. A single file can be up to 50 GB."),
+    ("No. Monthly payments aren't refundable.", "If I cancel, do I get my money back?",
+     "No. Monthly payments aren't refundable."),
+    # no bare yes or no to take off
+    ("Nothing is lost when you downgrade.", "What happens when I downgrade?",
+     "Nothing is lost when you downgrade."),
+    ("No one else can open the link.", "Who can open a shared link?", "No one else can open the link."),
+    ("No.", "What is the refund window?", ""),
+])
+def test_an_edit_leaves_out_an_opening_yes_or_no_the_pairs_question_does_not_ask_for(
+        reference: str, question: str, expected: str) -> None:
+    from refine.decisions import fit_reference
+
+    assert fit_reference(reference, question) == expected
+
+
+def test_an_edited_answer_does_not_open_with_a_yes_to_a_question_that_is_not_yes_no(sample_copy: dict,
+                                                                                   tmp_path: Path) -> None:
+    result = emit(sample_copy["run"], tmp_path / "out", EmitSettings(mode="edit"))
+    edited = {c["question"]: c for c in json.loads(result.manifest.read_text())["edited"]}
+    # its reference answered "Is there a maximum file size for uploads?": "Yes. A single file …"
+    size = edited["How large can a single file be?"]
+    assert size["new_answer"] == "A single file can be up to 50 GB, on any plan and in any app."
+    assert "without its opening yes/no" in size["reason"]
+    assert not any(c["new_answer"].lower().startswith(("yes", "no.", "no,")) for c in edited.values())

@@ -372,7 +372,8 @@ emit:
     flag(reference, FlagSettings())
     emitted = emit(reference, tmp_path / "in-process-refined", EmitSettings())
     assert (run / "flags.csv").read_bytes() == (reference / "flags.csv").read_bytes()
-    assert (run / "refined").read_bytes() == Path(emitted.outputs[0]).read_bytes()   # one input: one file
+    # `out: run/refined` has no .jsonl: a directory, with the one input's refined copy inside
+    assert (run / "refined" / "train.jsonl").read_bytes() == Path(emitted.outputs[0]).read_bytes()
     assert Path(emitted.outputs[0]).read_bytes() != Path(data["train"]).read_bytes()   # pairs were removed
 
 

@@ -127,6 +127,11 @@ def test_a_source_goes_through_the_loop_and_comes_back_in_its_own_format(
     out = tmp_path / f"refined{suffix}"
     result = emit(run, out)
     assert (result.records_in, result.records_out, result.removed) == (N_PEOPLE, N_PEOPLE - 3, 3)
+    if source.format == "hf_dataset":   # a dataset has no extension: it goes inside the directory OUT
+        assert result.outputs == [out / source.root.name] and result.manifest == out / "manifest.json"
+        out = result.outputs[0]
+    else:
+        assert result.outputs == [out] and result.manifest == tmp_path / "refined.manifest.json"
     refined_spec = f"{out}:{source.split}" if source.split else str(out)
     refined = open_source(refined_spec)
     assert refined.format == source.format
@@ -175,7 +180,7 @@ def test_an_edit_replaces_only_the_answer_in_the_sources_layout(name: str, tmp_p
     out = tmp_path / ("refined" + ("" if name.startswith("hf") else Path(spec).suffix))
     result = emit(tmp_path / "run", out, decisions=edits)
     assert result.edited == 3 and result.records_out == N_PEOPLE
-    after = _reload(str(out))
+    after = _reload(str(result.outputs[0]))
     for n, (old, new) in enumerate(zip(before, after)):
         if n not in POISONED:
             assert new == old
@@ -293,7 +298,7 @@ def test_quarantine_comes_back_in_the_same_format_and_the_same_bytes_each_time(
         out = tmp_path / attempt / ("refined" + ("" if source.split else source.path.suffix))
         result = emit(tmp_path / "run", out, EmitSettings(mode="quarantine"))
         assert result.quarantined == 3 and result.quarantine is not None
-        outs.append((out, result.quarantine))
+        outs.append((result.outputs[0], result.quarantine))
     held_spec = f"{outs[0][1]}:train" if source.split else str(outs[0][1])
     assert _reload(held_spec) == [before[i] for i in POISONED]
 

@@ -2,11 +2,10 @@
 
 ::
 
-    from refine.checks import run_checks
+    from refine import CheckSettings, check
 
-    report = run_checks(["refined/faq.jsonl"], eval_path="eval.jsonl",
-                        baseline="data/faq.jsonl", flags_run="runs/r1",
-                        options={"near_duplicates": {"threshold": 0.9}})
+    report = check(["refined/faq.jsonl"], CheckSettings(options={"near_duplicates": {"threshold": 0.9}}),
+                   eval_path="eval.jsonl", baseline="data/faq.jsonl", flags_run="runs/r1")
     print(report.to_table())
     report.passed          # False when an error-level check failed
 
@@ -31,7 +30,7 @@ from __future__ import annotations
 from .base import SEVERITIES, Check, CheckResult, available_checks, make_check
 from .context import CheckContext
 from .report import CheckReport
-from .runner import run_checks
+from .runner import check, run_checks
 
 __all__ = ["SEVERITIES", "Check", "CheckContext", "CheckReport", "CheckResult",
-           "available_checks", "make_check", "run_checks"]
+           "available_checks", "check", "make_check", "run_checks"]

@@ -1,4 +1,5 @@
-"""`run_checks`: load the inputs once, run the selected checks, collect a report."""
+"""`check` (what `refine check` calls) and `run_checks`: load the inputs once, run the selected
+checks, collect a report."""
 
 from __future__ import annotations
 
@@ -6,11 +7,23 @@ import time
 from typing import Any, Sequence
 
 from ..errors import ConfigError
+from ..settings import CheckSettings
 from .base import available_checks, check_class, make_check
 from .context import CheckContext
 from .report import CheckReport
 
-__all__ = ["run_checks"]
+__all__ = ["check", "run_checks"]
+
+
+def check(train: Sequence[str], settings: CheckSettings | None = None, *,
+          eval_path: str | None = None, baseline: str | Sequence[str] | None = None,
+          flags_run: str | None = None) -> CheckReport:
+    """Check training sources before retraining on them, as the settings (a gate file's
+    ``checks:`` section, :func:`refine.recipe.load_check_config`) say; see :func:`run_checks`."""
+    settings = settings or CheckSettings()
+    return run_checks(train, eval_path=eval_path, baseline=baseline or None, flags_run=flags_run,
+                      select=settings.select, options=settings.options, severity=settings.severity,
+                      max_findings=settings.max_findings)
 
 
 def run_checks(train: Sequence[str], *, eval_path: str | None = None,

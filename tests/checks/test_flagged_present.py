@@ -33,8 +33,8 @@ def test_flagged_pairs_still_present_are_reported_by_line(tmp_path: Path) -> Non
     assert result.info == {"flagged": 2, "present": 2, "lines": 3}
 
 
-def test_a_run_directory_without_flags_is_refused(tmp_path: Path) -> None:
+def test_a_directory_that_is_no_run_is_refused_and_told_what_makes_one(tmp_path: Path) -> None:
     train = write_train(tmp_path / "train.jsonl", clean_pairs())
     (tmp_path / "run").mkdir()
-    with pytest.raises(RunDirError, match="refine flag"):
+    with pytest.raises(RunDirError, match="not a refine run directory.*refine collect"):
         _run(train, str(tmp_path / "run"))

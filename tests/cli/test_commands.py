@@ -101,7 +101,8 @@ def test_run_recipe_with_overrides(data: dict, tmp_path: Path) -> None:
 
 
 def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> None:
-    bad = write_jsonl(tmp_path / "e.jsonl", [{"question": "q?", "verdict": "good"}, {"id": 1}])
+    bad = write_jsonl(tmp_path / "e.jsonl", [{"question": "q?", "answer": "a.", "verdict": "good"},
+                                             {"id": 1}])
     train = write_jsonl(tmp_path / "t.jsonl", [chat("q?", "a.")])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "refine.cli", "collect", "--train", str(train),

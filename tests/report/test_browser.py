@@ -74,3 +74,42 @@ def test_the_report_renders_sorts_and_filters(browser, sample_run: dict, tmp_pat
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(artifacts) / "report.png")
     assert errors == []
+
+
+def test_every_bad_answer_can_be_found_with_its_reference_and_the_pairs_it_cites(browser, sample_run: dict) -> None:
+    import pandas as pd
+
+    run = sample_run["run"]
+    items = pd.read_parquet(run / "items.parquet").set_index("eval_id")
+    cites = pd.read_parquet(run / "attributions.parquet").sort_values(["eval_id", "rank"])
+    pairs = pd.read_parquet(run / "pairs.parquet").drop_duplicates("pair_id").set_index("pair_id")
+    flagged = set(sample_run["result"].flag.flagged_pairs["pair_id"])
+    # A bad answer that cites a flagged pair at high influence, found by words of its question.
+    cited = cites[cites["pair_id"].isin(flagged) & (cites["influence_level"] == "high")]
+    target = next(e for e in items.index if items.at[e, "verdict"] == "bad" and e in set(cited["eval_id"]))
+    pair = cited.loc[cited["eval_id"] == target, "pair_id"].iloc[0]
+    where = f"{Path(pairs.at[pair, 'file']).name}:{pairs.at[pair, 'line']} (high, flagged)"
+
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(run.joinpath("report.html").as_uri())
+    rows = page.locator("#bad-table tbody tr")
+    assert rows.count() == 25 and page.locator("#bad-status").inner_text() == "1–25 of 48"
+    page.click("#bad-next")
+    assert rows.count() == 23 and page.locator("#bad-status").inner_text() == "26–48 of 48"
+
+    page.fill("#bad-search", items.at[target, "question"][:40])
+    assert rows.count() == 1
+    row = rows.first
+    assert row.is_visible()
+    text = row.inner_text()
+    assert items.at[target, "answer"] in text and items.at[target, "reference"] in text
+    assert where in text and row.locator(".cites .flag").count() >= 1
+
+    page.fill("#bad-search", "")
+    page.click("#mode-0 a.show-mode")                      # a failure mode's "see them all"
+    assert page.locator("#bad-mode").input_value() == "0"
+    size = int(page.locator("#mode-0 h3").inner_text().split("— ")[1].split(" bad")[0])
+    assert rows.count() == min(size, 25) and page.locator("#bad-status").inner_text().endswith(f"of {size} matching")
+    assert errors == []
