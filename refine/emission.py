@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -234,29 +235,47 @@ def _split_path(shown: str) -> tuple[Path, str | None]:
     return path, None
 
 
+def _previous_manifest(manifest_path: Path) -> dict[str, Any] | None:
+    """The manifest an earlier emission left at `manifest_path` (None: none, or unreadable)."""
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest["run_dir"], manifest["outputs"], manifest["quarantine"]
+        return manifest
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _unchanged(entries: list[dict[str, Any]]) -> set[Path]:
+    """The paths of manifest `entries` whose digests still match (every split of a dataset)."""
+    from .sources import directory_digest
+
+    matches: dict[Path, bool] = {}
+    for entry in entries:
+        path, split = _split_path(str(entry["path"]))
+        part = path / split if split is not None else path
+        if part.is_dir():
+            same = directory_digest(part) == str(entry["sha256"])
+        else:
+            same = part.is_file() and sha256_file(part) == str(entry["sha256"])
+        matches[path] = matches.get(path, True) and same
+    return {path for path, same in matches.items() if same}
+
+
 def _own_outputs(run: RunDir, manifest_path: Path) -> set[Path]:
     """What the last emission of this run directory wrote here and nobody changed since: the
     manifest at `manifest_path` when it names this run, and the outputs it lists whose
     digests still match."""
-    from .sources import directory_digest
-
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if Path(manifest["run_dir"]).resolve() != run.path.resolve():
-            return set()
-        entries = [(str(e["path"]), str(e["sha256"])) for e in manifest["outputs"] + manifest["quarantine"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    manifest = _previous_manifest(manifest_path)
+    if manifest is None or Path(manifest["run_dir"]).resolve() != run.path.resolve():
         return set()
-    matches: dict[Path, bool] = {}
-    for shown, sha256 in entries:
-        path, split = _split_path(shown)
-        part = path / split if split is not None else path
-        if part.is_dir():
-            same = directory_digest(part) == sha256
-        else:
-            same = part.is_file() and sha256_file(part) == sha256
-        matches[path] = matches.get(path, True) and same
-    return {manifest_path} | {path for path, same in matches.items() if same}
+    return {manifest_path} | _unchanged(manifest["outputs"] + manifest["quarantine"])
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _refuse_existing(paths: dict[Path, bool], overwrite: bool, own: set[Path]) -> None:
@@ -315,6 +334,11 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
     needs_quarantine = any(d.action == "quarantine" for d in chosen.values()) or mode == "quarantine"
     if needs_quarantine:
         _refuse_existing({quarantines[s.spec]: s.format == "hf_dataset" for s in sources}, overwrite, own)
+    # The manifest being replaced may list quarantined pairs this emission sets aside no more
+    # (an edit, then a prune to the same --out): they go with it, unless someone changed them.
+    previous = _previous_manifest(manifest_path)
+    writing = set(quarantines.values()) if needs_quarantine else set()
+    stale = sorted(p for p in _unchanged(previous["quarantine"]) if p not in writing) if previous else []
 
     added: list[dict[str, Any]] = []
     if counterexamples:
@@ -392,6 +416,10 @@ def emit(run_dir: str | Path, out: str | Path, settings: EmitSettings | None = N
         with group.open(manifest_path, "w", encoding="utf-8") as fh:
             fh.write(manifest_text)
         group.commit()
+        for path in stale:
+            _remove(path)
+        if in_directory and (out / "quarantine").is_dir() and not any((out / "quarantine").iterdir()):
+            (out / "quarantine").rmdir()
         for entry in output_entries + quarantine_outputs:
             stage.wrote_outside(entry["path"], entry["sha256"], records=entry["records"])
         stage.wrote_outside(manifest_path, hashlib.sha256(manifest_text.encode("utf-8")).hexdigest())

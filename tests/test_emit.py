@@ -207,6 +207,24 @@ def test_emitting_again_to_the_same_out_needs_overwrite(flagged_run: dict) -> No
     assert len((flagged_run["tmp"] / "out.quarantine.jsonl").read_bytes().splitlines()) == 3
 
 
+def test_emitting_again_takes_away_what_the_replaced_manifest_set_aside(flagged_run: dict) -> None:
+    out = flagged_run["tmp"] / "refined"
+    emit(flagged_run["run"], out, EmitSettings(mode="quarantine"))
+    assert len(list((out / "quarantine").iterdir())) == 1
+    emit(flagged_run["run"], out, overwrite=True)                 # a prune sets nothing aside
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "train.jsonl"]
+    assert json.loads((out / "manifest.json").read_text())["quarantine"] == []
+
+
+def test_a_set_aside_file_changed_since_is_left_where_it_is(flagged_run: dict) -> None:
+    out = flagged_run["tmp"] / "refined"
+    emit(flagged_run["run"], out, EmitSettings(mode="quarantine"))
+    held = next((out / "quarantine").iterdir())
+    held.write_text("annotated by hand\n")
+    emit(flagged_run["run"], out, overwrite=True)
+    assert held.read_text() == "annotated by hand\n"
+
+
 def test_an_existing_quarantine_file_is_not_replaced_either(flagged_run: dict) -> None:
     out, held = flagged_run["tmp"] / "out.jsonl", flagged_run["tmp"] / "out.quarantine.jsonl"
     held.write_text("set aside by hand\n")
