@@ -18,7 +18,7 @@ from ._version import __version__
 from .errors import ConfigError, IncompleteRunError, RefineError
 from .layouts import LAYOUTS
 from .settings import (MODES, CheckSettings, ClusterSettings, CollectSettings, EmitSettings,
-                       FlagSettings, ReportSettings, default, help_of)
+                       FlagSettings, OutcomeSettings, ReportSettings, default, help_of)
 
 #: The public function (``refine.<name>``) each command calls: the command's own name, a
 #: subcommand's joined with an underscore (``refine review export``: ``refine.review_export``),
@@ -36,8 +36,11 @@ FOLDED: dict[str, dict[str, str | None]] = {
                 **dict.fromkeys(_EXECUTOR_FLAGS, "executor"), "quiet": "progress"},
     "flag": {"show": None},
     "compare": {"as_json": None},
+    "outcome": {"as_json": None, "show": None},
     "check": {"config": "settings", "as_json": None},
     "run": {"quiet": "progress"},
+    "upload": {"quiet": "progress"},
+    "finetune": {"quiet": "progress"},
     "serve": {"options": "backend_options", "api_key_env": "api_key"},
 }
 
@@ -71,11 +74,10 @@ def _quiet(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _backend_choice() -> Any:
-    """The installed backends by name (entry points: listing them imports nothing)."""
-    from .plugins import BACKENDS, plugin_names
+    """The backends by name (listing them imports none)."""
+    from .plugins import BACKENDS
 
-    names = plugin_names(BACKENDS)
-    return click.Choice(names) if names else str
+    return click.Choice(sorted(BACKENDS.names()))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,7 +111,7 @@ LAYOUT_NAMES = list(LAYOUTS)
 @click.option("--adapter", default=None,
               help="gradient: a local PEFT LoRA adapter directory on top of --model.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="A backend option (see the README), read as YAML. Repeatable.")
+              help="A backend option (docs/backends.md lists each backend's), read as YAML. Repeatable.")
 @_setting(CollectSettings, "batch_size")
 @click.option("--model-id", default=None, help="seekrflow: the fine-tuned model's id.")
 @click.option("--base-url", default=None,
@@ -386,6 +388,35 @@ def report_command(run_dir: str, max_flagged: int, max_cited: int) -> None:
     click.echo(f"report: {result.html} ({result.bytes / 1e6:.2f} MB), {result.markdown}")
 
 
+@main.command("outcome")
+@click.argument("before", type=click.Path(file_okay=False))
+@click.argument("after", type=click.Path(file_okay=False))
+@click.option("--control", "controls", multiple=True, type=click.Path(file_okay=False), metavar="RUN",
+              help="A run of a model retrained without the refinement (unmodified set, or as many "
+                   "random pairs removed), same seeds, same eval set: tests the changes against "
+                   "retraining noise. Repeatable.")
+@_setting(OutcomeSettings, "alpha")
+@click.option("--show", default=10, show_default=True, type=int,
+              help="Flagged pairs and newly bad answers to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def outcome_command(before: str, after: str, controls: tuple[str, ...], alpha: float, show: int,
+                    as_json: bool) -> None:
+    """Did it work? What the retrained model's run AFTER fixed and broke against BEFORE, the run
+    whose flags led to the refined set (same eval set); writes AFTER/outcome.json."""
+    import json
+
+    from .outcomes import outcome, summary_lines
+
+    result = outcome(before, after, list(controls), OutcomeSettings(alpha=alpha))
+    if as_json:
+        click.echo(json.dumps(result.figures, sort_keys=True, ensure_ascii=False))
+        return
+    for line in summary_lines(result.figures, show):
+        click.echo(line)
+    click.echo(f"-> {result.path}")
+
+
 @main.command("compare")
 @click.argument("run_a", type=click.Path(file_okay=False))
 @click.argument("run_b", type=click.Path(file_okay=False))
@@ -414,11 +445,14 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
 
 
 @main.command("check")
-@click.argument("train", nargs=-1, required=True)
+@click.argument("train", nargs=-1)
 @click.option("--eval", "eval_path", help="Eval set: enables the leakage check.")
 @click.option("--baseline", multiple=True, help="The original training source(s): enables the size guard.")
 @click.option("--flags", "flags_run", type=click.Path(file_okay=False),
               help="A flagged run directory: enables the flagged-pairs-still-present check.")
+@click.option("--outcome", "outcome_run", type=click.Path(file_okay=False),
+              help="A retrained run where `refine outcome` ran: enables the newly-bad-answers gate "
+                   "(outcome_regressions); TRAIN may then be left out.")
 @click.option("--select", multiple=True, metavar="CHECK", help="Run only these checks. Repeatable.")
 @click.option("--option", "options", multiple=True, metavar="CHECK.KEY=VALUE",
               help="A check option, e.g. near_duplicates.threshold=0.9. Repeatable.")
@@ -428,9 +462,11 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
 @click.option("--max-findings", default=None, type=int, help="Findings shown per failed check [20].")
 @_handle_errors
 def check_command(train: tuple[str, ...], eval_path: str | None, baseline: tuple[str, ...],
-                  flags_run: str | None, select: tuple[str, ...], options: tuple[str, ...],
-                  config: str | None, as_json: bool, max_findings: int | None) -> None:
-    """Check a training set before retraining on it; exit 1 when an error-level check fails."""
+                  flags_run: str | None, outcome_run: str | None, select: tuple[str, ...],
+                  options: tuple[str, ...], config: str | None, as_json: bool,
+                  max_findings: int | None) -> None:
+    """Check a training set before retraining on it (or, with --outcome, the retrained model's
+    answers); exit 1 when an error-level check fails."""
     import dataclasses
 
     from .checks import available_checks, check
@@ -448,7 +484,7 @@ def check_command(train: tuple[str, ...], eval_path: str | None, baseline: tuple
         settings, select=list(select) or settings.select, options=merged_options,
         max_findings=settings.max_findings if max_findings is None else max_findings)
     report = check(list(train), settings, eval_path=eval_path, baseline=list(baseline),
-                   flags_run=flags_run)
+                   flags_run=flags_run, outcome_run=outcome_run)
     click.echo(report.to_json() if as_json else report.to_table())
     if not report.passed:
         sys.exit(1)
@@ -478,9 +514,165 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
         click.echo(f"report: {result.report.html}")
 
 
+def _seekrflow_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the SeekrFlow API is and who asks it (the key itself only ever from the environment)."""
+    for option in reversed((
+        click.option("--base-url", default=None,
+                     help="The API's base URL (default: $SEEKR_BASE_URL, else https://flow.seekr.com; "
+                          "a `refine serve` address works too)."),
+        click.option("--api-key-env", default="SEEKR_API_KEY", show_default=True, metavar="VAR",
+                     help="The environment variable holding the API key (not needed for a loopback server)."),
+        click.option("--team-id", default=None, help="Sent as x-team-id (default: $SEEKR_TEAM_ID)."),
+        click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds per request."),
+        click.option("--max-retries", default=5, show_default=True, type=int,
+                     help="Retries of a request the service did not act on (408, 429, no connection; "
+                          "reads also on 5xx)."),
+    )):
+        f = option(f)
+    return f
+
+
+@main.command("upload")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--purpose", default="fine-tune", show_default=True,
+              type=click.Choice(["fine-tune", "preference-fine-tune", "reinforcement-fine-tune", "pre-train"]),
+              help="What the file is for (as the SDK's files.upload).")
+@_seekrflow_options
+@_quiet
+@_handle_errors
+def upload_command(source: str, purpose: str, base_url: str | None, api_key_env: str,
+                   team_id: str | None, timeout: float, max_retries: int, quiet: bool) -> None:
+    """Upload the dataset a run emitted (SOURCE a run directory) or one file to SeekrFlow.
+
+    A run's file ids are recorded in RUN/upload.json (with the emit they came from), where
+    `refine finetune --run RUN` finds them.
+    """
+    from .handoff import upload
+
+    result = upload(source, purpose=purpose, base_url=base_url, api_key_env=api_key_env,
+                    team_id=team_id, timeout=timeout, max_retries=max_retries, progress=not quiet)
+    for item in result.files:
+        click.echo(f"uploaded {item.path} ({item.bytes} bytes) -> {item.file_id}")
+    if result.record is not None:
+        click.echo(f"file ids recorded in {result.record}; next: refine finetune --run {source} "
+                   f"--model BASE_MODEL" + (f" --base-url {result.base_url.rstrip('/')}" if base_url else ""))
+    else:
+        ids = " ".join(f"--file-id {i}" for i in result.file_ids)
+        click.echo(f"next: refine finetune {ids} --model BASE_MODEL"
+                   + (f" --base-url {result.base_url.rstrip('/')}" if base_url else ""))
+
+
+def _finetune_setting(name: str, *flags: str, **kwargs: Any) -> Callable[..., Any]:
+    from .settings import FinetuneSettings
+
+    return _setting(FinetuneSettings, name, *flags, **kwargs)
+
+
+@main.command("finetune")
+@click.option("--run", "run", type=click.Path(file_okay=False),
+              help="A run directory: train on what `refine upload RUN` uploaded (with --local: on "
+                   "the dataset it emitted).")
+@click.option("--file-id", "file_id", multiple=True, metavar="FILE_ID",
+              help="An uploaded training file's id. Repeatable.")
+@click.option("--train", type=click.Path(dir_okay=False, exists=True),
+              help="--local: the training file (instead of --run).")
+@click.option("--model", "base_model", required=True,
+              help="The base model: its SeekrFlow name (GET v1/flow/models), or with --local its "
+                   "local directory.")
+@_finetune_setting("epochs")
+@_finetune_setting("learning_rate")
+@_finetune_setting("batch_size")
+@_finetune_setting("max_length")
+@_finetune_setting("lora", "--lora/--no-lora", show_default=True)
+@_finetune_setting("lora_r")
+@_finetune_setting("lora_alpha", type=float)
+@_finetune_setting("lora_dropout")
+@_finetune_setting("seed")
+@_finetune_setting("device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option("--project-id", type=int, default=None,
+              help="The SeekrFlow project to run in (default: a new one named after the run).")
+@click.option("--experiment-name", default=None, help="A suffix for the output model's name.")
+@click.option("--accel-type", default="H100", show_default=True,
+              type=click.Choice(["GAUDI2", "GAUDI3", "A100", "A10", "H100", "MI300X"]),
+              help="Accelerator type to train on.")
+@click.option("--n-accel", default=1, show_default=True, type=int, help="Accelerators per node.")
+@click.option("--n-node", default=1, show_default=True, type=int, help="Nodes.")
+@click.option("--local", is_flag=True, help="Fine-tune here (TRL/peft) instead of on SeekrFlow.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="--local: the model directory to write [RUN/model].")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Follow the job until it completes, fails or is cancelled.")
+@click.option("--poll-interval", default=10.0, show_default=True, type=float,
+              help="Seconds between looks at a running job.")
+@_seekrflow_options
+@_quiet
+@_handle_errors
+def finetune_command(run: str | None, file_id: tuple[str, ...], train: str | None, base_model: str,
+                     epochs: int, learning_rate: float, batch_size: int, max_length: int, lora: bool,
+                     lora_r: int, lora_alpha: float, lora_dropout: float, seed: int, device: str,
+                     project_id: int | None, experiment_name: str | None, accel_type: str,
+                     n_accel: int, n_node: int, local: bool, out: str | None, wait: bool,
+                     poll_interval: float, base_url: str | None, api_key_env: str,
+                     team_id: str | None, timeout: float, max_retries: int, quiet: bool) -> None:
+    """Fine-tune a base model on the refined dataset: on SeekrFlow (after `refine upload`), or
+    here with --local.
+
+    Follows the job with its epochs and loss and prints the new model and what to run next.
+    A failed or cancelled job, a base model the service does not know or a file it rejects
+    end with one error (exit 2).
+    """
+    from .handoff import finetune
+    from .settings import FinetuneSettings
+
+    settings = FinetuneSettings(base_model=base_model, epochs=epochs, learning_rate=learning_rate,
+                                batch_size=batch_size, max_length=max_length, lora=lora,
+                                lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                seed=seed, device=device)
+
+    def started(job: dict[str, Any]) -> None:
+        click.echo(f"started fine-tune {job['id']} of {base_model} (status {job.get('status')})")
+
+    result = finetune(settings, run=run, file_id=file_id, train=train, local=local, out=out,
+                      project_id=project_id, experiment_name=experiment_name, accel_type=accel_type,
+                      n_accel=n_accel, n_node=n_node, base_url=base_url, api_key_env=api_key_env,
+                      team_id=team_id, wait=wait, poll_interval=poll_interval, timeout=timeout,
+                      max_retries=max_retries, progress=not quiet, on_start=started)
+    _report_finetune(result, run)
+
+
+def _report_finetune(result: Any, run: str | None) -> None:
+    if result.local is not None:
+        model = result.local
+        loss = model.record.get("final_loss")
+        kind = f"a LoRA adapter on {result.base_model}" if model.adapter else "a full model"
+        click.echo(f"fine-tuned here: {model.path} ({kind}"
+                   + (f", final loss {loss:.4g}" if isinstance(loss, (int, float)) else "") + ")")
+        flags = (f"--model {result.base_model} --adapter {model.path}" if model.adapter
+                 else f"--model {model.path}")
+        click.echo(f"next: refine collect --backend gradient {flags} --train {result.training_files[0]} "
+                   "--eval EVAL --out RUN2   (then `refine outcome`)")
+        return
+    if result.status != "completed":
+        click.echo(f"fine-tune {result.job_id} is {result.status} at {result.base_url}; look again "
+                   f"with the SDK: client.fine_tuning.retrieve({result.job_id!r})")
+        return
+    losses = [e["loss"] for e in result.events if isinstance(e.get("loss"), (int, float))]
+    click.echo(f"fine-tune {result.job_id} completed: model {result.model} (base {result.base_model}, "
+               f"project {result.project_id}" + (f", final loss {losses[-1]:.4g}" if losses else "") + ")"
+               + (f"; recorded in {result.record}" if result.record else ""))
+    if not result.inference_available:
+        click.echo(f"next: deploy it (client.deployments.create(model_type='Fine-tuned Run', "
+                   f"model_id={result.job_id!r}, ...)), then:")
+    click.echo(f"next: ask it: client.chat.completions.create(model={result.model!r}, messages=[...]) "
+               f"with SeekrFlow(base_url={result.base_url.rstrip('/')!r})")
+    click.echo(f"      attribute its answers: refine collect --backend seekrflow --model-id {result.model} "
+               f"--base-url {result.base_url.rstrip('/')} --train TRAIN --eval EVAL --out RUN2")
+
+
 @main.command("serve")
-@click.option("--train", "train", multiple=True, required=True, metavar="SOURCE",
-              help="Training source(s) the server attributes to (as for collect). Repeatable.")
+@click.option("--train", "train", multiple=True, metavar="SOURCE",
+              help="Training source(s) the server attributes to (as for collect). Repeatable. "
+                   "Without it: no attribution route, only the files and fine-tuning API.")
 @_setting(CollectSettings, "backend", type=_backend_choice())
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option.")
 @_setting(CollectSettings, "top_k")
@@ -490,12 +682,22 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
               help="Address to bind; anything but loopback needs --api-key-env.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to bind; 0 picks a free one.")
 @click.option("--api-key-env", default=None, metavar="VAR",
-              help="Require the key in $VAR on the attribution route, sent as `Authorization: KEY` "
+              help="Require the key in $VAR on every route, sent as `Authorization: KEY` "
                    "(the SeekrFlow SDK's form) or `Authorization: Bearer KEY`.")
+@click.option("--store", default=None, type=click.Path(file_okay=False),
+              help="Where uploaded files, projects, fine-tunes and their models are kept "
+                   "[./refine-store, made on first use].")
+@click.option("--base-model", "base_model", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A local model directory fine-tune requests may name (by its folder's name). "
+                   "Repeatable.")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where fine-tunes train.")
 @_handle_errors
 def serve_command(train: tuple[str, ...], backend: str, options: tuple[str, ...], top_k: int,
-                  model_id: str, host: str, port: int, api_key_env: str | None) -> None:
-    """Serve the SeekrFlow attribution API over a local backend."""
+                  model_id: str, host: str, port: int, api_key_env: str | None, store: str | None,
+                  base_model: tuple[str, ...], device: str) -> None:
+    """Serve the SeekrFlow attribution API over a local backend, and SeekrFlow's files,
+    fine-tuning and chat API over local fine-tunes of --base-model."""
     import os
 
     from .config import parse_key_values
@@ -508,14 +710,19 @@ def serve_command(train: tuple[str, ...], backend: str, options: tuple[str, ...]
             raise ConfigError(f"environment variable {api_key_env} is not set", key="--api-key-env")
 
     def ready(url: str) -> None:
+        bases = ", ".join(Path(b).name for b in base_model) or "none"
+        if not train:
+            click.echo(f"serving model fine-tunes of {bases} on {url} (files, fine-tunes and chat "
+                       "under /v1; no attribution without --train; Ctrl-C to stop)")
+            return
         click.echo(f"serving model {model_id!r} ({backend} backend) on {url} "
                    f"(route: {url}/v1/flow/explain/models/{model_id}/influential-finetuning-data; "
-                   "Ctrl-C to stop)")
+                   f"fine-tunes of {bases}; Ctrl-C to stop)")
 
     settings = CollectSettings(backend=backend, top_k=top_k,
                                backend_options=parse_key_values(options, "--option"))
     serve(list(train), settings, model_id=model_id, host=host, port=port, api_key=api_key,
-          on_ready=ready)
+          store=store, base_model=list(base_model), device=device, on_ready=ready)
 
 
 if __name__ == "__main__":  # pragma: no cover

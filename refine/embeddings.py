@@ -28,7 +28,7 @@ from ._atomic import atomic_open
 from .disk_matrix import DiskMatrix
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_MODEL", "EmbeddingModel", "default_cache_dir", "resolve_model_path"]
+__all__ = ["DEFAULT_MODEL", "EmbeddingModel", "default_cache_dir", "fingerprint", "resolve_model_path"]
 
 DEFAULT_MODEL = "default"
 _CHUNK = 1024
@@ -62,7 +62,7 @@ def resolve_model_path(model: str) -> Path:
     return path
 
 
-def _fingerprint(path: Path) -> str:
+def fingerprint(path: Path) -> str:
     """Identify a model by its files: small files whole, large ones by size and both ends."""
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -79,6 +79,9 @@ def _fingerprint(path: Path) -> str:
                 fh.seek(-(1 << 20), os.SEEK_END)
                 digest.update(fh.read())
     return digest.hexdigest()[:20]
+
+
+_fingerprint = fingerprint   # for code where an argument or variable named `fingerprint` hides it
 
 
 @functools.lru_cache(maxsize=4)

@@ -39,6 +39,7 @@ import pandas as pd
 from ._atomic import atomic_open
 from ._version import __version__
 from .grading import explain
+from .outcomes import markdown_lines, report_section
 from .rundir import REPORT_HTML, REPORT_MD, RunDir
 from .settings import GradeSettings, ReportSettings
 
@@ -438,7 +439,9 @@ def report(run_dir: str | Path, settings: ReportSettings | None = None) -> Repor
         "after_retraining": (f"After retraining, answer this eval set with the new model and collect it into a "
                              f"new run: its bad-answer rate, here {summary['bad_rate'] * 100:.1f}% "
                              f"({summary['bad_items']} of {summary['items']}), says whether the answers got "
-                             "better."),
+                             f"better, and refine outcome {shlex.quote(str(run.path))} NEW_RUN which were "
+                             "fixed and which broke (with --control runs: beyond retraining noise or not)."),
+        "outcome": report_section(run),
         "settings_rows": _settings_rows(collected, summary["settings"],
                                         run.record("cluster") if has_modes else None, settings),
     }
@@ -510,6 +513,8 @@ def _markdown(c: dict) -> str:
              f"({c['affected_share'] * 100:.2f}%)", f"- backend: {c['backend']}", "",
              "| file | records | flagged records |", "|---|---:|---:|"]
     lines += [f"| {_md_cell(f['file'])} | {f['records']} | {f['flagged']} |" for f in c["files"]]
+    if c["outcome"]:
+        lines += markdown_lines(c["outcome"], _md_cell)
     if c["modes"]:
         lines += ["", f"## Failure modes ({c['n_modes']})", "",
                   f"{c['n_unclustered']} bad answers are unclustered (one-off slips).", ""]

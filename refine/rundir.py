@@ -14,6 +14,7 @@
       cluster_pairs.parquet, themes.csv,  flagged pairs, and each cited pair's modes and theme
       flag_modes.parquet                  (flag_modes is joined to flags by `flags(with_modes=True)`)
       report.html, report.md              report
+      outcome.json                        outcome: a retrained run against the run before it
       stages/<stage>.json                 one record per stage that finished
 
 Lineage works as DVC's lock file does, one small record per stage: the stage's settings, the
@@ -72,6 +73,7 @@ THEMES_CSV = "themes.csv"
 FLAG_MODES = "flag_modes.parquet"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
+OUTCOME_JSON = "outcome.json"
 STAGES_DIR = "stages"
 
 
@@ -92,7 +94,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           ("collect", "flag"), (), "refine cluster"),
     Stage("emit", (), ("collect", "flag"), ("cluster",), "refine emit"),
     Stage("review", (), ("collect", "flag"), ("cluster",), "refine review export"),
-    Stage("report", (REPORT_HTML, REPORT_MD), ("collect", "flag"), ("cluster", "emit"), "refine report"),
+    Stage("outcome", (OUTCOME_JSON,), ("collect",), (), "refine outcome"),
+    Stage("report", (REPORT_HTML, REPORT_MD), ("collect", "flag"), ("cluster", "emit", "outcome"), "refine report"),
 )}
 # Files refine keeps in RUN besides the stage outputs: the journal (collect's resume point).
 _OTHER = (JOURNAL,)
@@ -532,6 +535,12 @@ class RunDir:
         self.current("cluster")
         table = pd.read_csv(self.file(CLUSTERS_CSV), keep_default_na=False)
         return table[table["cluster"].astype(int) >= 0].reset_index(drop=True)
+
+    def outcome(self) -> dict[str, Any]:
+        """outcome.json: this retrained run against the run before it (:mod:`refine.outcomes`,
+        whose `read_outcome` also checks the runs it was made from)."""
+        self.current("outcome")
+        return json.loads(self.file(OUTCOME_JSON).read_text(encoding="utf-8"))
 
     def themes(self) -> "pd.DataFrame":
         import pandas as pd

@@ -9,6 +9,8 @@ cluster             :class:`ClusterSettings`
 report              :class:`ReportSettings`
 emit (and review)   :class:`EmitSettings`
 check (the gate)    :class:`CheckSettings`
+outcome             :class:`OutcomeSettings`
+finetune            :class:`FinetuneSettings`
 ==================  ======================================================================
 
 Each validates itself when built (a :class:`~refine.errors.ConfigError` keyed
@@ -29,8 +31,8 @@ from .layouts import get_layout
 from .records import LEVELS
 
 __all__ = ["LEVEL_WEIGHTS", "MODES", "CheckSettings", "ClusterSettings", "CollectSettings",
-           "EditSettings", "EmitSettings", "FlagSettings", "GradeSettings", "ReportSettings",
-           "default", "help_of", "number_problem", "setting_names"]
+           "EditSettings", "EmitSettings", "FinetuneSettings", "FlagSettings", "GradeSettings",
+           "OutcomeSettings", "ReportSettings", "default", "help_of", "number_problem", "setting_names"]
 
 #: How much a citation at each influence level counts, unless a run's flag settings say otherwise.
 LEVEL_WEIGHTS: dict[str, float] = {"high": 1.0, "medium": 0.5, "low": 0.25}
@@ -291,3 +293,72 @@ class CheckSettings:
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError("must be a mapping keyed by check name", key=f"checks.{key}")
         _number(self.max_findings, "checks.max_findings", low=0, integer=True)
+
+
+@dataclass(frozen=True)
+class OutcomeSettings:
+    """How a retrained run is judged against the run before it (:mod:`refine.outcomes`)."""
+
+    alpha: float = _help("Level of the test against the control runs: a change exceeds retraining "
+                         "noise when its p (overall) or Benjamini-Hochberg q (per failure mode) is "
+                         "at most this.", default=0.05)
+
+    def __post_init__(self) -> None:
+        _number(self.alpha, "outcome.alpha", low=0, high=1, low_open=True)
+
+
+FINETUNE_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How a local model is re-fine-tuned on a refined dataset (:mod:`refine.local_training`).
+    Every field but `checkpoint_steps` decides the model."""
+
+    base_model: str = _help("Path of the local Hugging Face model directory to start from (never "
+                            "a hub id: nothing is downloaded).")
+    lora: bool = _help("Train a LoRA adapter (peft) on the frozen base model; off: train every "
+                       "weight of a full copy.", default=True)
+    lora_r: int = _help("Rank of the LoRA update matrices.", default=16)
+    lora_alpha: float = _help("LoRA scaling numerator (the update is scaled by alpha / r).", default=32)
+    lora_dropout: float = _help("Dropout on the LoRA branch's input.", default=0.05)
+    target_modules: list[str] | None = _help("Module names the LoRA adapter wraps (default: "
+                                             "peft's choice for the model's architecture).",
+                                             default=None)
+    epochs: int = _help("Passes over the training set.", default=3)
+    learning_rate: float = _help("Peak learning rate of AdamW, decayed linearly to 0 (LoRA: about "
+                                 "1e-4 to 3e-4; a full fine-tune: about 1e-5 to 5e-5).", default=2e-4)
+    batch_size: int = _help("Examples per optimiser step.", default=8)
+    max_length: int = _help("Tokens per example; longer ones are cut at the end, and one whose "
+                            "answer is cut away entirely is left out.", default=1024)
+    seed: int = _help("Seed of the initialisation (LoRA), dropout and the order of the examples.",
+                      default=0)
+    device: str = _help("Where to train: auto (a GPU when torch sees one, else the CPU), cpu, "
+                        "cuda or mps.", default="auto")
+    checkpoint_steps: int = _help("Save a resumable checkpoint every this many steps, so a crashed "
+                                  "run goes on from there (0: never). Never changes the model.",
+                                  default=200)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base_model, str) or not self.base_model.strip():
+            raise ConfigError(f"must be the path of a local model directory, got {self.base_model!r}",
+                              key="finetune.base_model")
+        _flag(self.lora, "finetune.lora")
+        _number(self.lora_r, "finetune.lora_r", low=1, integer=True)
+        _number(self.lora_alpha, "finetune.lora_alpha", low=0, low_open=True)
+        _number(self.lora_dropout, "finetune.lora_dropout", low=0, high=1, high_open=True)
+        if self.target_modules is not None and (
+                isinstance(self.target_modules, str) or not isinstance(self.target_modules, list)
+                or not self.target_modules
+                or not all(isinstance(m, str) and m for m in self.target_modules)):
+            raise ConfigError("must be a non-empty list of module names, or null for peft's default",
+                              key="finetune.target_modules")
+        _number(self.epochs, "finetune.epochs", low=1, integer=True)
+        _number(self.learning_rate, "finetune.learning_rate", low=0, low_open=True)
+        _number(self.batch_size, "finetune.batch_size", low=1, integer=True)
+        _number(self.max_length, "finetune.max_length", low=2, integer=True)
+        _number(self.seed, "finetune.seed", low=0, integer=True)
+        _number(self.checkpoint_steps, "finetune.checkpoint_steps", low=0, integer=True)
+        if self.device not in FINETUNE_DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; one of {', '.join(FINETUNE_DEVICES)}",
+                              key="finetune.device")

@@ -165,9 +165,9 @@ def generate(model: Any, tokenizer: Any, question: str, system: str | None = Non
     """The model's greedy answer to one question."""
     import torch
 
-    from refine.attribution.gradient import DEFAULT_FALLBACK, _prompt_text
+    from refine.attribution.gradient import DEFAULT_FALLBACK, prompt_text
 
-    prompt = tokenizer(_prompt_text(tokenizer, question, system, DEFAULT_FALLBACK),
+    prompt = tokenizer(prompt_text(tokenizer, question, system, DEFAULT_FALLBACK),
                        add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt])
     with torch.no_grad():

@@ -1,4 +1,6 @@
-"""A matrix in an unnamed file: written at any rows, read through a map, gone when closed."""
+"""A float32 matrix in a file. A scratch one: an unnamed file, written at any rows, read through
+a map, gone when closed. A stored one: a named .npy, each write on disk before it returns, read
+a block at a time, refused when it is not whole."""
 
 from __future__ import annotations
 
@@ -70,3 +72,49 @@ def test_the_file_has_no_name_and_is_gone_when_closed(tmp_path: Path) -> None:
     gc.collect()
     assert held() == []                              # the file and its map are gone
     assert DiskMatrix(tmp_path, 0, 4).array.shape == (0, 4)
+
+
+def test_a_stored_matrix_is_an_npy_written_in_any_order_and_read_in_blocks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    expected = rng.normal(size=(10, 3)).astype(np.float32)
+    path = tmp_path / "features.npy"
+    matrix = DiskMatrix.create(path, 10, 3)
+    assert (matrix.path, matrix.policy, len(matrix)) == (path, "stream", 10)
+    matrix.write_rows(np.arange(6, 10), expected[6:])           # chunks finish in any order
+    assert np.load(path)[6:].tolist() == expected[6:].tolist() and not np.load(path)[:6].any()
+    matrix.write_rows(np.arange(0, 6), expected[:6])
+    blocks = list(DiskMatrix.open(path).blocks(4))               # read back by another process
+    assert [start for start, _ in blocks] == [0, 4, 8] and [len(b) for _, b in blocks] == [4, 4, 2]
+    np.testing.assert_array_equal(np.vstack([b for _, b in blocks]), expected)
+    np.testing.assert_array_equal(np.load(path), expected)       # numpy's own format
+    with pytest.raises(RuntimeError, match="read in blocks"):
+        _ = matrix.array                                          # `stream` never maps
+    mapped = DiskMatrix.open(path, policy="map")
+    np.testing.assert_array_equal(mapped.array, expected)
+    np.testing.assert_array_equal(np.vstack([b for _, b in mapped.blocks(3)]), expected)
+    mapped.close()
+    assert path.is_file()                                         # a stored matrix stays
+
+
+def test_a_stored_matrix_that_is_not_whole_float32_rows_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.npy"
+    DiskMatrix.create(path, 4, 2).write_rows(np.arange(4), np.ones((4, 2)))
+    with open(path, "r+b") as fh:                                # a torn write
+        fh.truncate(path.stat().st_size - 4)
+    with pytest.raises(ValueError, match="truncated"):
+        DiskMatrix.open(path)
+    np.save(path, np.ones((4, 2)))                               # float64
+    with pytest.raises(ValueError, match="float32"):
+        DiskMatrix.open(path)
+    with pytest.raises(ValueError, match="policy"):
+        DiskMatrix(tmp_path, 2, 2, policy="mmap")
+
+
+def test_a_scratch_matrix_can_be_streamed_too(tmp_path: Path) -> None:
+    values = np.arange(40, dtype=np.float32).reshape(10, 4)
+    matrix = DiskMatrix(tmp_path, 10, 4, policy="stream")
+    matrix.write_rows(np.arange(10)[::-1], values[::-1])
+    np.testing.assert_array_equal(np.vstack([b for _, b in matrix.blocks(3)]), values)
+    matrix.write_rows(np.array([0]), np.zeros((1, 4)))            # nothing mapped: still writable
+    assert next(matrix.blocks(1))[1].tolist() == [[0.0] * 4]
+    assert list(tmp_path.iterdir()) == []

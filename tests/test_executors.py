@@ -74,7 +74,7 @@ def _same_bytes(a: Path, b: Path, names: tuple[str, ...] = COMPARED) -> None:
 def in_process(data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Reference runs of both backends in this process, each with its own fresh cache."""
     from refine import embeddings
-    from refine.attribution import gradient
+    from refine.attribution.gradient import backend as gradient_backend
 
     root = tmp_path_factory.mktemp("in-process")
     _collect(data, root / "embedding", "embedding", root / "cache-e")
@@ -84,7 +84,7 @@ def in_process(data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         # chunks (to have several tasks) are compared with in-process runs of the same chunks.
         patch.setattr(embeddings, "_CHUNK", 16)
         _collect(data, root / "embedding-16", "embedding", root / "cache-e16")
-        patch.setattr(gradient, "_CHUNK", CHUNK)
+        patch.setattr(gradient_backend, "_CHUNK", CHUNK)
         _collect(data, root / "gradient", "gradient", root / "cache-g", **GRADIENT)
     return {"embedding": root / "embedding", "embedding-16": root / "embedding-16",
             "gradient": root / "gradient"}
@@ -206,7 +206,7 @@ def _finished_pairs(cache: Path, n_pairs: int, chunk: int) -> int:
 
 def test_a_gradient_run_survives_a_killed_worker_and_a_killed_driver_and_resumes_exactly(
         cluster: Any, data: dict, in_process: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from refine.attribution import gradient
+    from refine.attribution.gradient import backend as gradient_backend
 
     chunk = CHUNK
     n_train = len(load_training([str(data["train"])]).unique_pairs())
@@ -215,7 +215,7 @@ def test_a_gradient_run_survives_a_killed_worker_and_a_killed_driver_and_resumes
     def run(out: str, watched: Watched | None = None) -> Watched:
         watched = watched or Watched(make_executor({"kind": "ray", "workers": 2}))
         with monkeypatch.context() as patch:
-            patch.setattr(gradient, "_CHUNK", chunk)
+            patch.setattr(gradient_backend, "_CHUNK", chunk)
             _run_with(data, tmp_path / out, "gradient", tmp_path / "cache", watched, patch, **GRADIENT)
         return watched
 

@@ -78,7 +78,8 @@ def _readers(run: RunDir) -> dict[str, callable]:
     """One reader per stage output a later stage consumes."""
     return {"collect": lambda: run.items(), "flag": lambda: run.flags(),
             "cluster": lambda: run.clusters(), "report": lambda: run.current("report"),
-            "emit": lambda: run.current("emit"), "review": lambda: run.current("review")}
+            "emit": lambda: run.current("emit"), "review": lambda: run.current("review"),
+            "outcome": lambda: run.outcome()}
 
 
 @pytest.mark.parametrize("stage", list(RERUNS))

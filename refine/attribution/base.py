@@ -6,9 +6,8 @@ import abc
 import dataclasses
 from typing import Any, Callable, ClassVar, Iterator
 
-from ..errors import ConfigError
-from ..plugins import BACKENDS, load_all, load_plugin, plugin_names
 from ..evalset import EvalItem
+from ..plugins import BACKENDS, EXECUTORS, concrete
 from ..records import Attribution
 from ..training import TrainingSet
 
@@ -16,16 +15,15 @@ __all__ = ["AttributionBackend", "available_backends", "backend_class", "make_ba
 
 ProgressFn = Callable[[int], None]
 
-_REGISTRY: dict[str, type["AttributionBackend"]] = {}
-
 
 class AttributionBackend(abc.ABC):
     """Attributes eval items to training pairs.
 
-    A backend is found as a plug-in (:mod:`refine.plugins`, entry point group
-    ``refine.backends``); one defined in code registers itself under ``name`` by subclassing. Its options are a dataclass
-    (``Options``) whose fields are the keys a recipe or the CLI may set; unknown keys are
-    errors. Use it as a context manager so that held resources are released.
+    A backend is a plug-in (:data:`refine.plugins.BACKENDS`, entry point group
+    ``refine.backends``); one defined in code registers itself under ``name`` by subclassing.
+    Its options are a dataclass (``Options``) whose fields are the keys a recipe or the CLI may
+    set; unknown keys are errors. Use it as a context manager so that held resources are
+    released.
     """
 
     name: ClassVar[str]
@@ -34,11 +32,8 @@ class AttributionBackend(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # ABCMeta fills __abstractmethods__ only after this hook, so look at the methods.
-        abstract = any(getattr(getattr(cls, attr, None), "__isabstractmethod__", False)
-                       for attr in dir(cls))
-        if not abstract and hasattr(cls, "name"):
-            _REGISTRY[cls.name] = cls
+        if "name" in cls.__dict__ and concrete(cls):
+            BACKENDS.register(cls)
 
     def __init__(self, options: Any, *, top_k: int) -> None:
         self.options = options
@@ -54,9 +49,7 @@ class AttributionBackend(abc.ABC):
 
     def _executor(self) -> Any:
         if self.executor is None:
-            from ..executors.inprocess import InProcessExecutor
-
-            self.executor = InProcessExecutor()
+            self.executor = EXECUTORS.make("inprocess")
         return self.executor
 
     def settings(self) -> dict[str, Any]:
@@ -99,34 +92,16 @@ class AttributionBackend(abc.ABC):
 
 
 def available_backends() -> list[str]:
-    """Backends declared as plug-ins (entry points) and those defined in code, by name."""
-    if not plugin_names(BACKENDS):
-        load_all(BACKENDS)
-    return sorted(set(plugin_names(BACKENDS)) | set(_REGISTRY))
+    """The backends by name: refine's own, installed plug-ins and those defined in code."""
+    return sorted(BACKENDS.names())
 
 
 def backend_class(name: str) -> type[AttributionBackend]:
     """The backend called `name` (its plug-in imported on first use), or a ConfigError."""
-    if name not in _REGISTRY and name in plugin_names(BACKENDS):
-        cls = load_plugin(BACKENDS, name)
-        _REGISTRY.setdefault(name, cls)
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(available_backends())}",
-                          key="backend")
-    return _REGISTRY[name]
+    return BACKENDS.get(name)
 
 
 def make_backend(name: str, options: dict[str, Any] | None, *, top_k: int) -> AttributionBackend:
-    """Build a registered backend from a plain options dict, validating its keys."""
-    cls = backend_class(name)
-    options = dict(options or {})
-    known = {f.name for f in dataclasses.fields(cls.Options)}
-    for key in options:
-        if key not in known:
-            raise ConfigError(f"unknown option for backend {name!r}; known: {', '.join(sorted(known))}",
-                              key=f"backend_options.{key}")
-    try:
-        parsed = cls.Options(**options)
-    except TypeError as exc:
-        raise ConfigError(str(exc), key="backend_options") from None
-    return cls(parsed, top_k=top_k)
+    """Build a backend from a plain options dict, validating its keys (:meth:`Registry.make
+    <refine.plugins.Registry.make>`)."""
+    return BACKENDS.make(name, options, top_k=top_k)

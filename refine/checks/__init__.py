@@ -9,20 +9,10 @@
     print(report.to_table())
     report.passed          # False when an error-level check failed
 
-One module per check, each a :class:`Check` subclass that registers itself:
-
-==================== ======== ======== ===============================================
-check                severity needs    what it finds
-==================== ======== ======== ===============================================
-format_validity      error             lines that are not valid training records
-exact_duplicates     warning           the same pair on several lines
-near_duplicates      warning           pairs at word-shingle Jaccard ≥ threshold
-conflicting_answers  error             one question, answers that say different things
-eval_leakage         error    eval     eval questions present in training
-flagged_present      error    flags    pairs a run flagged, still in the data
-size_guard           error    baseline too much of the baseline dropped
-length_outliers      warning           questions/answers of outlying length
-==================== ======== ======== ===============================================
+One module per check, each a :class:`Check` subclass that registers itself; its ``description``,
+``default_severity`` and ``needs`` say what it finds and what it needs to run.
+:func:`available_checks` lists them in the order they run (refine's own in the order
+:data:`refine.plugins.CHECKS` declares them, then plug-ins).
 """
 
 from __future__ import annotations

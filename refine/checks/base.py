@@ -1,10 +1,11 @@
-"""The one small interface every check implements, and the registry of checks.
+"""The one small interface every check implements.
 
 A check is one class: it declares a ``name``, a ``description``, a ``default_severity``, what
 optional inputs it ``needs`` and an ``Options`` dataclass of its settings, and it registers
-itself by being defined. Checks are found as plug-ins (entry point group ``refine.checks``,
-:mod:`refine.plugins`), so a package adds one without editing refine. ``run(context)`` looks at the loaded inputs and returns a
-:class:`CheckResult`; rendering results is :mod:`refine.checks.report`'s business.
+itself by being defined. Checks are plug-ins (:data:`refine.plugins.CHECKS`, entry point group
+``refine.checks``), so a package adds one without editing refine. ``run(context)`` looks at the
+loaded inputs and returns a :class:`CheckResult`; rendering results is
+:mod:`refine.checks.report`'s business.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from ..errors import ConfigError
-from ..plugins import CHECKS, load_all
+from ..plugins import CHECKS, concrete
 from ..settings import number_problem
 
 if TYPE_CHECKING:
@@ -28,9 +29,9 @@ __all__ = ["NEEDS", "SEVERITIES", "Check", "CheckResult", "available_checks", "c
 SEVERITIES = ("error", "warning", "info")
 NEEDS = {"eval": "an eval set (--eval)",
          "baseline": "a baseline training set (--baseline)",
-         "flags": "a flagged run directory (--flags)"}
+         "flags": "a flagged run directory (--flags)",
+         "outcome": "a retrained run with `refine outcome` figures (--outcome)"}
 
-_REGISTRY: dict[str, type["Check"]] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -98,7 +99,9 @@ class Check(abc.ABC):
     (one of :data:`SEVERITIES`), ``needs`` (a subset of :data:`NEEDS`: without those inputs the
     check is skipped, not failed) and ``Options`` (a dataclass validating itself in
     ``__post_init__`` with :class:`~refine.errors.ConfigError` keyed ``checks.<name>.<option>``),
-    and implement :meth:`run`. Defining the class registers it under ``name``.
+    and implement :meth:`run`. Defining the class registers it under ``name``; the checks run
+    and are reported in :meth:`CHECKS.names() <refine.plugins.Registry.names>` order (refine's
+    own first, in the order :data:`refine.plugins.CHECKS` declares them; then the others by name).
     """
 
     name: ClassVar[str]
@@ -106,12 +109,10 @@ class Check(abc.ABC):
     default_severity: ClassVar[str] = "warning"
     needs: ClassVar[frozenset[str]] = frozenset()
     Options: ClassVar[type] = NoOptions
-    order: ClassVar[int] = 100        # where it runs and is listed (built-ins 10–80)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # ABCMeta computes __abstractmethods__ only after this hook, so look at run itself.
-        if getattr(cls.run, "__isabstractmethod__", False) or "name" not in cls.__dict__:
+        if "name" not in cls.__dict__ or not concrete(cls):
             return
         if not _NAME.match(cls.name):
             raise TypeError(f"check name {cls.name!r} must be lower_snake_case")
@@ -122,7 +123,7 @@ class Check(abc.ABC):
             raise TypeError(f"check {cls.name!r}: needs must be a subset of {sorted(NEEDS)}")
         if not dataclasses.is_dataclass(cls.Options):
             raise TypeError(f"check {cls.name!r}: Options must be a dataclass")
-        _REGISTRY[cls.name] = cls
+        CHECKS.register(cls)
 
     def __init__(self, options: Any = None, *, severity: str | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -157,49 +158,20 @@ class Check(abc.ABC):
         return CheckResult(self.name, self.severity, True, f"skipped: {reason}", skipped=reason)
 
 
-def _import_builtin_checks() -> None:
-    """Import every check plug-in (entry point group ``refine.checks``): each registers itself."""
-    load_all(CHECKS)
-
-
 def available_checks() -> list[str]:
-    """Names of all registered checks, in the order they run (``order``, then name)."""
-    _import_builtin_checks()
-    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].order, name))
-
-
-def _unknown(name: str, key: str) -> ConfigError:
-    return ConfigError(f"unknown check {name!r}; known: {', '.join(sorted(_REGISTRY))}", key=key)
+    """Names of all checks, in the order they run: refine's own, then plug-ins by name."""
+    return CHECKS.names()
 
 
 def check_class(name: str, *, key: str = "checks") -> type[Check]:
-    """The registered check called `name`, or a ConfigError listing the known ones."""
-    _import_builtin_checks()
-    if name not in _REGISTRY:
-        raise _unknown(name, key)
-    return _REGISTRY[name]
+    """The check called `name`, or a ConfigError keyed `key` listing the known ones."""
+    return CHECKS.get(name, key=key)
 
 
 def make_check(name: str, options: dict[str, Any] | None = None, *,
                severity: str | None = None) -> Check:
-    """Build a registered check from a plain options dict, validating its keys and values."""
-    cls = check_class(name)
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise ConfigError(f"must be a mapping of option names to values, got "
-                          f"{type(options).__name__}", key=f"checks.{name}")
-    known = [f.name for f in dataclasses.fields(cls.Options)]
-    for key in options:
-        if key not in known:
-            listing = ", ".join(sorted(known)) if known else "(none)"
-            raise ConfigError(f"unknown option of check {name!r}; known: {listing}",
-                              key=f"checks.{name}.{key}")
-    try:
-        parsed = cls.Options(**options)
-    except TypeError as exc:
-        raise ConfigError(str(exc), key=f"checks.{name}") from None
-    return cls(parsed, severity=severity)
+    """Build a check from a plain options dict, validating its keys and values."""
+    return CHECKS.make(name, options, severity=severity)
 
 
 def validate_number(check: str, option: str, value: Any, *, minimum: float | None = None,

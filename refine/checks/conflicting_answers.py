@@ -34,7 +34,6 @@ class ConflictingAnswersOptions:
 
 class ConflictingAnswers(Check):
     name = "conflicting_answers"
-    order = 40
     description = ("The same normalised question (under the same system prompt) with answers "
                    "that are not near-identical: the model is taught two things at once.")
     default_severity = "error"

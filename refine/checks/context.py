@@ -99,14 +99,18 @@ class CheckContext:
     baseline: TrainingSet | None = None
     flags: "pd.DataFrame | None" = None
     flags_run: str | None = None
+    outcome: dict[str, Any] | None = None
+    outcome_run: str | None = None
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def load(cls, train: Sequence[str], *, eval_path: str | None = None,
              baseline: str | Sequence[str] | None = None,
-             flags_run: str | None = None) -> "CheckContext":
-        """Read every input; raise InputError/RunDirError for one that cannot be used at all."""
-        training, unreadable = load_training_for_check([str(p) for p in train])
+             flags_run: str | None = None, outcome_run: str | None = None) -> "CheckContext":
+        """Read every input; raise InputError/RunDirError for one that cannot be used at all.
+        With `outcome_run` (a retrained run's `refine outcome` figures) `train` may be empty."""
+        training, unreadable = (load_training_for_check([str(p) for p in train])
+                                if train or outcome_run is None else (TrainingSet([], []), {}))
         baseline_set = None
         if baseline is not None:
             paths = [baseline] if isinstance(baseline, (str, Path)) else list(baseline)
@@ -116,14 +120,21 @@ class CheckContext:
             from ..flagging import read_flags
 
             flags = read_flags(flags_run)
+        outcome = None
+        if outcome_run is not None:
+            from ..outcomes import read_outcome
+
+            outcome = read_outcome(outcome_run)
         return cls(train_paths=[str(p) for p in train], training=training, unreadable=unreadable,
                    eval=load_eval_questions(eval_path) if eval_path is not None else None,
                    baseline=baseline_set, flags=flags,
-                   flags_run=str(flags_run) if flags_run is not None else None)
+                   flags_run=str(flags_run) if flags_run is not None else None, outcome=outcome,
+                   outcome_run=str(outcome_run) if outcome_run is not None else None)
 
     def has(self, need: str) -> bool:
-        """Whether the optional input `need` ("eval", "baseline" or "flags") was given."""
-        return {"eval": self.eval, "baseline": self.baseline, "flags": self.flags}[need] is not None
+        """Whether the optional input `need` ("eval", "baseline", "flags" or "outcome") was given."""
+        return {"eval": self.eval, "baseline": self.baseline, "flags": self.flags,
+                "outcome": self.outcome}[need] is not None
 
     @property
     def flagged_ids(self) -> frozenset[str]:
@@ -155,4 +166,5 @@ class CheckContext:
                       "items": len(self.eval.items)}),
             "baseline": None if self.baseline is None else files(self.baseline.files),
             "flags_run": self.flags_run,
+            "outcome_run": self.outcome_run,
         }

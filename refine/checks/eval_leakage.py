@@ -30,7 +30,6 @@ class EvalLeakageOptions:
 
 class EvalLeakage(Check):
     name = "eval_leakage"
-    order = 50
     description = ("Eval questions found in the training set, by normalised exact match or by "
                    "word-shingle Jaccard ≥ `threshold`: scores on them measure memory, not skill.")
     default_severity = "error"

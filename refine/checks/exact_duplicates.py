@@ -10,7 +10,6 @@ from .context import CheckContext
 
 class ExactDuplicates(Check):
     name = "exact_duplicates"
-    order = 20
     description = ("The same question and answer (up to case and spacing: the same pair_id) on "
                    "more than one line; the copies weigh the pair several times in training.")
     default_severity = "warning"

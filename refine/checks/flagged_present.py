@@ -8,7 +8,6 @@ from .context import CheckContext
 
 class FlaggedPresent(Check):
     name = "flagged_present"
-    order = 60
     description = ("Pairs flagged in a run directory (flags.csv) that are still in the training "
                    "set: the dataset about to be retrained on was not refined.")
     default_severity = "error"

@@ -16,7 +16,6 @@ def _reason(file: str, line: int, reason: str) -> str:
 
 class FormatValidity(Check):
     name = "format_validity"
-    order = 10
     description = ("Every non-blank line (or row) of every training file parses as a record of a "
                    "known layout: chat messages, ShareGPT, Alpaca, prompt/completion or question/answer.")
     default_severity = "error"

@@ -72,7 +72,6 @@ def _robust_z(lengths: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 class LengthOutliers(Check):
     name = "length_outliers"
-    order = 80
     description = ("Questions or answers whose length in tokens is beyond median ± k robust "
                    "standard deviations (1.4826 · MAD), or over a hard maximum.")
     default_severity = "warning"

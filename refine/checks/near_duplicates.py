@@ -33,7 +33,6 @@ class NearDuplicatesOptions:
 
 class NearDuplicates(Check):
     name = "near_duplicates"
-    order = 30
     description = ("Pairs whose question and answer words (word shingles, MinHash LSH) are at "
                    "least `threshold` Jaccard-similar; exact duplicates are left to "
                    "exact_duplicates.")

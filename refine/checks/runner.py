@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..settings import CheckSettings
 from .base import available_checks, check_class, make_check
 from .context import CheckContext
@@ -17,18 +17,19 @@ __all__ = ["check", "run_checks"]
 
 def check(train: Sequence[str], settings: CheckSettings | None = None, *,
           eval_path: str | None = None, baseline: str | Sequence[str] | None = None,
-          flags_run: str | None = None) -> CheckReport:
+          flags_run: str | None = None, outcome_run: str | None = None) -> CheckReport:
     """Check training sources before retraining on them, as the settings (a gate file's
     ``checks:`` section, :func:`refine.recipe.load_check_config`) say; see :func:`run_checks`."""
     settings = settings or CheckSettings()
     return run_checks(train, eval_path=eval_path, baseline=baseline or None, flags_run=flags_run,
+                      outcome_run=outcome_run,
                       select=settings.select, options=settings.options, severity=settings.severity,
                       max_findings=settings.max_findings)
 
 
 def run_checks(train: Sequence[str], *, eval_path: str | None = None,
                baseline: str | Sequence[str] | None = None, flags_run: str | None = None,
-               select: Sequence[str] | None = None,
+               outcome_run: str | None = None, select: Sequence[str] | None = None,
                options: dict[str, dict[str, Any]] | None = None,
                severity: dict[str, str] | None = None, max_findings: int = 20) -> CheckReport:
     """Check training files before retraining on them.
@@ -40,7 +41,8 @@ def run_checks(train: Sequence[str], *, eval_path: str | None = None,
     at all — a missing file, an eval line without a question, a run directory without
     flags.csv, a baseline the training set is not derived from — raise before any check runs;
     problems *in* the training data are findings. A check whose inputs (`eval_path`,
-    `baseline`, `flags_run`) are not given is skipped with the reason.
+    `baseline`, `flags_run`, `outcome_run`) are not given is skipped with the reason. With
+    `outcome_run` and no training file, only the checks of the outcome run.
     """
     names = available_checks()
     if select is not None:
@@ -50,6 +52,11 @@ def run_checks(train: Sequence[str], *, eval_path: str | None = None,
             check_class(name, key="checks.select")
         chosen = set(select)
         names = [name for name in names if name in chosen]
+    if not train and outcome_run is not None:
+        outcome_checks = [name for name in names if "outcome" in check_class(name).needs]
+        if select is not None and outcome_checks != names:
+            raise InputError("no training file given: only the checks of --outcome run without one")
+        names = outcome_checks
     options = dict(options or {})
     severity = dict(severity or {})
     for name in options:
@@ -62,7 +69,7 @@ def run_checks(train: Sequence[str], *, eval_path: str | None = None,
 
     started = time.perf_counter()
     context = CheckContext.load(train, eval_path=eval_path, baseline=baseline,
-                                flags_run=flags_run)
+                                flags_run=flags_run, outcome_run=outcome_run)
     skip = {check.name: check.skip_reason(context) for check in checks}
     for check in checks:
         if skip[check.name] is None:

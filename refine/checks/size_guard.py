@@ -32,7 +32,6 @@ def _shares(context: CheckContext) -> tuple[set[str], set[str], set[str], set[st
 
 class SizeGuard(Check):
     name = "size_guard"
-    order = 70
     description = ("The training set keeps at least 1 - `max_drop` of the baseline's distinct "
                    "pairs; a baseline it was not derived from is refused.")
     default_severity = "error"

@@ -8,24 +8,20 @@ exactly once; the backend stores each result as it arrives (in its cache, or its
 file), so a crashed run resumes where it stopped and a re-run computes nothing twice. Every
 reduction happens in the calling process, in a fixed order.
 
-Executors are plug-ins (entry point group ``refine.executors``): ``inprocess`` (the default)
-and ``ray``. None of their settings changes results: a run collected in-process resumes on
-Ray, and the other way round.
+Executors are plug-ins (:data:`refine.plugins.EXECUTORS`, entry point group
+``refine.executors``): ``inprocess`` (the default) and ``ray``. None of their settings changes
+results: a run collected in-process resumes on Ray, and the other way round.
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
-from ..errors import ConfigError
-from ..plugins import EXECUTORS, load_plugin, plugin_names
+from ..plugins import EXECUTORS, concrete
 
 __all__ = ["Executor", "WorkerSpec", "available_executors", "make_executor"]
-
-_REGISTRY: dict[str, type["Executor"]] = {}
 
 
 @dataclass(frozen=True)
@@ -56,8 +52,8 @@ class Executor(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            _REGISTRY[cls.name] = cls
+        if "name" in cls.__dict__ and concrete(cls):
+            EXECUTORS.register(cls)
 
     def __init__(self, options: Any) -> None:
         self.options = options
@@ -82,7 +78,8 @@ class Executor(abc.ABC):
 
 
 def available_executors() -> list[str]:
-    return sorted(set(plugin_names(EXECUTORS)) | set(_REGISTRY) | {"inprocess", "ray"})
+    """The executors by name: refine's own, installed plug-ins and those defined in code."""
+    return sorted(EXECUTORS.names())
 
 
 def make_executor(config: dict[str, Any] | None) -> Executor:
@@ -90,21 +87,7 @@ def make_executor(config: dict[str, Any] | None) -> Executor:
     the CLI's --executor flags) describes; ``None`` is in-process."""
     config = dict(config or {"kind": "inprocess"})
     kind = config.pop("kind", "inprocess")
-    if kind not in _REGISTRY and kind in plugin_names(EXECUTORS):
-        _REGISTRY.setdefault(kind, load_plugin(EXECUTORS, kind))
-    if kind not in _REGISTRY:
-        # The built-ins, for a source tree whose entry points were never installed.
-        from . import inprocess, ray  # noqa: F401
-    if kind not in _REGISTRY:
-        raise ConfigError(f"unknown executor {kind!r}; available: {', '.join(available_executors())}",
-                          key="collect.executor.kind")
-    cls = _REGISTRY[kind]
-    known = {f.name for f in dataclasses.fields(cls.Options)}
-    for key in config:
-        if key not in known:
-            raise ConfigError(f"unknown option of executor {kind!r}; known: {', '.join(sorted(known)) or '(none)'}",
-                              key=f"collect.executor.{key}")
-    return cls(cls.Options(**config))
+    return EXECUTORS.make(kind, config)
 
 
 @dataclass(frozen=True)

@@ -213,9 +213,9 @@ def test_a_missing_model_or_adapter_support_is_a_config_error(world: dict, tmp_p
 
 def test_an_interrupted_preparation_resumes_where_it_stopped(world: dict, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from refine.attribution import gradient
+    from refine.attribution.gradient import backend
 
-    monkeypatch.setattr(gradient, "_CHUNK", 16)
+    monkeypatch.setattr(backend, "_CHUNK", 16)
     training = load_training(world["train"])
     broken = _backend(world, tmp_path / "cache", whiten="none")   # only the feature pass here
     real, calls = broken.features, []
@@ -304,9 +304,9 @@ def test_scores_match_the_formula_computed_densely(world: dict, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    preconditioner: str, relative: bool,
                                                    projection_dim: int) -> None:
-    from refine.attribution import gradient
+    from refine.attribution.gradient import backend as gradient_backend
 
-    monkeypatch.setattr(gradient, "_SCORE_CHUNK", 7)       # many blocks, a short last one
+    monkeypatch.setattr(gradient_backend, "_SCORE_CHUNK", 7)       # many blocks, a short last one
     backend = _prepared(world, tmp_path, preconditioner=preconditioner, relative=relative,
                         damping=0.5, projection_dim=projection_dim)
     items = load_eval(str(world["eval"])).items[:5]
@@ -534,3 +534,14 @@ def test_collect_on_a_gpu_this_machine_lacks_writes_nothing(world: dict, tmp_pat
                                        "--eval", str(world["eval"]), "--out", str(run), "-q"])
     assert result.exit_code == 2 and "'backend_options.device': is 'cuda', but no CUDA GPU" in result.output
     assert not run.exists()
+
+
+def test_the_package_keeps_the_names_older_code_imports() -> None:
+    import refine.attribution.gradient as gradient
+    from refine.attribution.base import backend_class
+
+    assert gradient.__all__ == sorted(gradient.__all__)
+    assert set(gradient.__all__) == {"DEFAULT_FALLBACK", "GradientBackend", "GradientOptions",
+                                     "encode_example", "gradient_worker", "prompt_text"}
+    assert all(hasattr(gradient, name) for name in gradient.__all__)
+    assert backend_class("gradient") is gradient.GradientBackend     # the plug-in entry point
