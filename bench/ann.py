@@ -47,8 +47,8 @@ W = 0.5  # the backend's default answer_weight
 
 
 def _vectors(args) -> tuple[np.ndarray, np.ndarray]:
-    from refine.embeddings import EmbeddingModel
-    from refine.text import qa_text
+    from refine.core.embeddings import EmbeddingModel
+    from refine.core.text import qa_text
 
     pairs = unique_pairs(args.real, seed=11)
     rng = random.Random(12)
@@ -111,11 +111,11 @@ def rescored_recall(train, queries, candidates, exact_s, k) -> float:
 
 
 def refine_hnsw(train, queries, k, cands, efs):
-    """refine's own index (refine.pair_index: FAISS HNSW-Flat, M = 32, efConstruction = 128,
+    """refine's own index (refine.attribution.pair_index: FAISS HNSW-Flat, M = 32, efConstruction = 128,
     built a chunk at a time), searched as the backend searches: all ef candidates rescored."""
     import faiss
 
-    from refine.pair_index import PairIndex
+    from refine.attribution.pair_index import PairIndex
 
     def build(directory: str, threads: int) -> PairIndex:
         faiss.omp_set_num_threads(threads)

@@ -38,9 +38,9 @@ TARGET_S = 60
 
 
 def build(root: Path, n_pairs: int, seed: int) -> dict:
-    from refine.flagging import FLAG_COLUMNS
-    from refine.rundir import FLAGS_CSV, FLAGS_JSON, RunDir
-    from refine.text import pair_key
+    from refine.stages.flagging import FLAG_COLUMNS
+    from refine.core.rundir import FLAGS_CSV, FLAGS_JSON, RunDir
+    from refine.core.text import pair_key
 
     rng = random.Random(seed)
     n_dropped = n_pairs // 100

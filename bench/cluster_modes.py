@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1_000_000)
     args = parser.parse_args()
     with stdout_to_stderr(), threadpool_limits(2):
-        from refine.clustering import _modes_of_pairs
+        from refine.stages.clustering import _modes_of_pairs
         from refine.settings import ClusterSettings
         from tests.test_clustering import _modes_of_pairs_in_python
 

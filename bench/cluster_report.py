@@ -34,8 +34,8 @@ def main() -> None:
         import pandas as pd
 
         import refine
-        from refine.embeddings import EmbeddingModel
-        from refine.text import qa_text
+        from refine.core.embeddings import EmbeddingModel
+        from refine.core.text import qa_text
 
         cites, bad, planted = make_citations(n_pairs, n_items, max(20, n_pairs // 1000), seed=3)
         run, _ = build_run(root, "cr", unique_pairs(n_pairs, seed=3), cites, bad, planted, seed=3)

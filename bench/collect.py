@@ -29,7 +29,7 @@ wall time (and so the ratio) is inflated by other processes.
 
 The two collects gather no text evidence (``collect.evidence`` off), so that they and the raw
 encode embed the same texts. ``evidence`` times what collect does besides by default —
-``refine.evidence.gather`` on the cold run's tables, with a fresh cache and then a warm one —
+``refine.stages.flagging.evidence.gather`` on the cold run's tables, with a fresh cache and then a warm one —
 against the raw encode of exactly its sentences (answers, references, every training answer's).
 
 Prints one JSON line of figures on stdout; progress goes to stderr.
@@ -78,14 +78,14 @@ def make_inputs(root: Path, n_pairs: int, n_eval: int, seed: int) -> tuple[Path,
 
 
 def evidence_spans(root: Path, run: Path, model, raw, timed) -> dict:
-    """The text evidence collect gathers (refine.evidence.gather: every sentence of the answers,
+    """The text evidence collect gathers (refine.stages.flagging.evidence.gather: every sentence of the answers,
     references and training answers encoded, then compared), cold (an empty cache) and warm,
     against the raw encode of exactly those sentences."""
     import pandas as pd
 
-    from refine.embeddings import EmbeddingModel
-    from refine.evidence import gather
-    from refine.evidence_text import sentences
+    from refine.core.embeddings import EmbeddingModel
+    from refine.stages.flagging.evidence import gather
+    from refine.stages.flagging.evidence_text import sentences
 
     items = pd.read_parquet(run / "items.parquet")
     items = items[items["status"] == "done"]
@@ -148,7 +148,7 @@ def main() -> None:
 
         import refine
         from refine.attribution.embedding import EmbeddingBackend, EmbeddingOptions
-        from refine.embeddings import EmbeddingModel, resolve_model_path
+        from refine.core.embeddings import EmbeddingModel, resolve_model_path
 
         load_start = round(os.getloadavg()[0], 2)
         if load_start > 0.5:

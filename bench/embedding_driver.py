@@ -52,8 +52,8 @@ def seed_cache(cache: Path, train: Path, evalf: Path) -> int:
     import numpy as np
 
     import refine
-    from refine.embeddings import EmbeddingModel
-    from refine.text import qa_text
+    from refine.core.embeddings import EmbeddingModel
+    from refine.core.text import qa_text
 
     pairs = refine.load_training([str(train)]).unique_pairs()
     items = refine.load_eval(str(evalf)).items

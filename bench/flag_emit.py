@@ -5,10 +5,10 @@
 
 No embedding model runs. The run directory is built the way `refine.collect` builds it, from
 its own helpers: a chat JSONL training file is written and read back with
-`refine.load_training`, the settings record comes from `refine.collection._settings_record`
+`refine.load_training`, the settings record comes from `refine.stages.collection._settings_record`
 (with the training file's real sha256 and format), pairs.parquet from
-`refine.collection._pairs_table`, and items.parquet / attributions.parquet from
-`refine.collection._finalize` given a journal of `Attribution` records. (No journal.jsonl is
+`refine.stages.collection._pairs_table`, and items.parquet / attributions.parquet from
+`refine.stages.collection._finalize` given a journal of `Attribution` records. (No journal.jsonl is
 written: flag and emit do not read it.)
 
 Citations: ~100,000 eval items each cite 10 distinct pairs drawn with Zipf-like popularity
@@ -22,7 +22,7 @@ pollute either figure. The same is done for a second run whose training file hol
 number of pairs, with the same citation structure, but much longer answers (~5x the file
 bytes), to show whether emit's memory grows with the training file.
 
-Text evidence (what collect's :mod:`refine.evidence` writes) is synthesised with the same
+Text evidence (what collect's :mod:`refine.stages.flagging.evidence` writes) is synthesised with the same
 citation structure (``write_evidence``): flag runs the text-evidence rule (the default), and
 again with the citation rule (defect groups) in its own subprocess, side by side.
 
@@ -90,12 +90,12 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, planted, seed: int)
     import numpy as np
 
     from refine import CollectSettings, load_eval, load_training
-    from refine._atomic import write_parquet
-    from refine.collection import _finalize, _pairs_table, _settings_record
-    from refine.provenance import provenance
-    from refine.records import Attribution, Influence
-    from refine.rundir import PAIRS, RunDir
-    from refine.text import qa_text
+    from refine.core._atomic import write_parquet
+    from refine.stages.collection import _finalize, _pairs_table, _settings_record
+    from refine.core.provenance import provenance
+    from refine.formats.records import Attribution, Influence
+    from refine.core.rundir import PAIRS, RunDir
+    from refine.core.text import qa_text
 
     t0 = time.perf_counter()
     train = root / f"train-{name}.jsonl"
@@ -157,8 +157,8 @@ def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, 
     import numpy as np
     import pyarrow as pa
 
-    from refine._atomic import write_parquet
-    from refine.rundir import CLAIM_LINKS, CLAIMS, EVIDENCE
+    from refine.core._atomic import write_parquet
+    from refine.core.rundir import CLAIM_LINKS, CLAIMS, EVIDENCE
 
     rng = np.random.default_rng(seed + 1)
     n_items, k = cites.shape
@@ -260,7 +260,7 @@ def main() -> None:
             log(f"[{name}] {n_pairs} pairs generated in {time.perf_counter() - t:.1f}s")
             runs[name] = build_run(root, name, texts, cites, bad, planted, args.seed)
             if name == "normal":
-                from refine.text import pair_key
+                from refine.core.text import pair_key
                 planted_ids = {pair_key(texts[j][0], texts[j][1]) for j in planted.tolist()}
             del texts
             gc.collect()

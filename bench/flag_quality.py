@@ -72,7 +72,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from refine.flagging import FlagSettings, flag_statistics
+from refine.stages.flagging import FlagSettings, flag_statistics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -1017,7 +1017,7 @@ def text_worlds(worlds: int, seed: int, shapes: Sequence[str] = TEXT_SHAPES) -> 
     """Every rule side by side on `worlds` worlds of each shape: precision, recall, recall by
     defect kind and the hard negatives flagged, pooled over the worlds (as :func:`grouped`).
     World w of a shape is seeded by (seed, shape, w): fewer worlds are the first of more."""
-    from refine.embeddings import EmbeddingModel
+    from refine.core.embeddings import EmbeddingModel
 
     model = EmbeddingModel()
     out: dict[str, dict] = {}

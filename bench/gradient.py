@@ -174,14 +174,14 @@ def precision_at_10(world: World, items: list, scores, pairs) -> dict:
 def evaluate(world: World, name: str, options: dict, tmp: Path) -> dict:
     from refine import load_eval, load_training
     from refine.attribution.base import make_backend
-    from refine.collection import CollectSettings, collect
-    from refine.flagging import flag
+    from refine.stages.collection import CollectSettings, collect
+    from refine.stages.flagging import flag
 
     started = time.perf_counter()
     run = tmp / f"run-{name}"
     collect(world.train, str(world.eval), run, CollectSettings(name, 10, options), progress=False)
     collect_s = time.perf_counter() - started
-    from refine.grading import token_f1
+    from refine.stages.grading import token_f1
 
     from refine import FlagSettings
 
@@ -327,7 +327,7 @@ def _retrained(world: World, train_files: list[str]) -> dict:
     0.5 with the reference)."""
     from transformers import AutoTokenizer
 
-    from refine.grading import token_f1
+    from refine.stages.grading import token_f1
 
     lm = _tiny_lm()
     started = time.perf_counter()
@@ -347,8 +347,8 @@ def _retrained(world: World, train_files: list[str]) -> dict:
 def removal(world: World, run: Path, tmp: Path, seed: int = 0, prune: bool = True,
             edit: bool = True) -> dict:
     from refine import load_training
-    from refine.emission import EmitSettings, emit
-    from refine.flagging import read_flags
+    from refine.stages.emission import EmitSettings, emit
+    from refine.stages.flagging import read_flags
 
     lm = _tiny_lm()
     rows = [json.loads(line) for line in world.eval.read_text(encoding="utf-8").splitlines()]

@@ -88,8 +88,8 @@ def serve_main(port: int, latency: float, train: list[str], faults: bool = False
     import uvicorn
 
     from refine.attribution.base import make_backend
-    from refine.server import create_app
-    from refine.training import load_training
+    from refine.service.server import create_app
+    from refine.formats.training import load_training
 
     training = load_training(train)
     backend = make_backend("embedding", {}, top_k=10)
@@ -174,8 +174,8 @@ def main() -> None:
         write_jsonl(second, iter(eval_items(pairs, items_n, 7)))
 
         # 1. pipeline efficiency against the latency bound
-        from refine.embeddings import EmbeddingModel
-        from refine.text import qa_text
+        from refine.core.embeddings import EmbeddingModel
+        from refine.core.text import qa_text
         model = EmbeddingModel(cache_dir=root / "cache")
         items = [json.loads(l) for l in first.read_text().splitlines()]
         model.encode([qa_text(i["question"], i["answer"]) for i in items] + [i["answer"] for i in items])

@@ -102,11 +102,11 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
     import pyarrow.parquet as pq
 
     from refine import CollectSettings, load_training
-    from refine._atomic import sha256_file
-    from refine.collection import _settings_record
-    from refine.provenance import provenance
-    from refine.rundir import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, ITEMS, PAIRS, RunDir
-    from refine.text import pair_key
+    from refine.core._atomic import sha256_file
+    from refine.stages.collection import _settings_record
+    from refine.core.provenance import provenance
+    from refine.core.rundir import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, ITEMS, PAIRS, RunDir
+    from refine.core.text import pair_key
 
     t = time.perf_counter()
     questions, answers, planted = pair_texts(n_pairs, n_defects, seed)
@@ -168,7 +168,7 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
         pq.write_table(items, stage.path(ITEMS), compression="zstd")
         chunk = max(1, 1_000_000 // per_item)
         writer = evidence_writer = None
-        from refine.evidence import Evidence
+        from refine.stages.flagging.evidence import Evidence
 
         evidence_schema = Evidence.empty().tables()["rows"].schema
         n_planted = 3 * n_defects
@@ -328,9 +328,9 @@ def seed_answer_vectors(run: str) -> dict:
 
     import numpy as np
 
-    from refine.embeddings import EmbeddingModel
-    from refine.rundir import RunDir
-    from refine.text import qa_text
+    from refine.core.embeddings import EmbeddingModel
+    from refine.core.rundir import RunDir
+    from refine.core.text import qa_text
 
     items = RunDir(run).items(["question", "answer", "verdict"], done=True)
     bad = items[items["verdict"] == "bad"]

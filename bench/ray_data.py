@@ -41,7 +41,7 @@ BATCH = 1024
 
 
 def _texts(n_pairs: int) -> list[str]:
-    from refine.text import qa_text
+    from refine.core.text import qa_text
 
     pairs = unique_pairs(n_pairs, seed=21)
     texts = [qa_text(q, a) for q, a, _ in pairs] + [a for _, a, _ in pairs]
@@ -52,7 +52,7 @@ class Encoder:
     """A Ray Data actor: the model loaded once, then batches of texts → vectors."""
 
     def __init__(self) -> None:
-        from refine.embeddings import text_encoder, resolve_model_path, DEFAULT_MODEL
+        from refine.core.embeddings import text_encoder, resolve_model_path, DEFAULT_MODEL
 
         self.encode = text_encoder(str(resolve_model_path(DEFAULT_MODEL)), 64, "cpu")
 
@@ -72,7 +72,7 @@ def worker(kind: str, n_pairs: int, out: str) -> None:
         figures = {"ray_start_s": round(time.perf_counter() - t, 2), "texts": len(texts)}
         t = time.perf_counter()
         if kind == "refine":
-            from refine.embeddings import EmbeddingModel
+            from refine.core.embeddings import EmbeddingModel
             from refine.executors import make_executor
 
             with tempfile.TemporaryDirectory() as cache, \

@@ -62,7 +62,7 @@ def memory_mb() -> dict:
 
 def measuring_encoder(path: str, trimmed: bool):
     """A worker factory: the refine text encoder, each task prefixed by a memory reading."""
-    from refine.embeddings import text_encoder
+    from refine.core.embeddings import text_encoder
 
     if not trimmed:     # in the process that encodes, and only there
         from refine import _heap
@@ -82,8 +82,8 @@ def child(mode: str, n_pairs: int) -> dict:
 
     import torch
 
-    from refine.embeddings import DEFAULT_MODEL, resolve_model_path
-    from refine.text import qa_text
+    from refine.core.embeddings import DEFAULT_MODEL, resolve_model_path
+    from refine.core.text import qa_text
 
     torch.set_num_threads(1)
     pairs = unique_pairs(n_pairs, 1234)

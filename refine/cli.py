@@ -16,7 +16,7 @@ import click
 
 from ._version import __version__
 from .errors import ConfigError, IncompleteRunError, RefineError
-from .layouts import LAYOUTS
+from .formats.layouts import LAYOUTS
 from .settings import (MODES, CheckSettings, ClusterSettings, CollectSettings, EmitSettings,
                        FlagSettings, OutcomeSettings, ReportSettings, default, help_of)
 
@@ -150,7 +150,7 @@ def collect_command(train: tuple[str, ...], eval_path: str, train_format: str | 
     official SDK does). Exit code 3 when items are left failed: run the same command again to
     retry just those.
     """
-    from .collection import collect
+    from .stages.collection import collect
     from .config import parse_key_values
 
     backend_options = parse_key_values(options, "--option")
@@ -231,7 +231,7 @@ def _report_collect(result: Any) -> None:
 @_handle_errors
 def flag_command(run_dir: str, min_bad: int, alpha: float, show: int) -> None:
     """Flag the training pairs that repeatedly drive bad answers; write RUN/flags.csv."""
-    from .flagging import flag
+    from .stages.flagging import flag
 
     result = flag(run_dir, FlagSettings(min_bad=min_bad, alpha=alpha))
     _report_flags(result, show)
@@ -297,7 +297,7 @@ def emit_command(run_dir: str, out: str, mode: str, question_min: float, agree_m
 
     Refuses, before writing anything, to replace a path that exists unless --overwrite.
     """
-    from .emission import emit
+    from .stages.emission import emit
 
     settings = EmitSettings(mode=mode, counterexamples=counterexamples, question_min=question_min,
                             agree_min=agree_min)
@@ -329,7 +329,7 @@ def review_group() -> None:
 @_handle_errors
 def review_export_command(run_dir: str, out: str, mode: str, question_min: float, agree_min: float) -> None:
     """Write one row per flagged pair, with the action --mode would take, for a spreadsheet."""
-    from .review import review_export
+    from .stages.review import review_export
 
     result = review_export(run_dir, out, EmitSettings(mode=mode, question_min=question_min,
                                                       agree_min=agree_min))
@@ -347,7 +347,7 @@ def review_export_command(run_dir: str, out: str, mode: str, question_min: float
 def review_apply_command(run_dir: str, review_csv: str, out: str, mode: str, question_min: float,
                          agree_min: float, overwrite: bool) -> None:
     """Validate a filled-in review CSV and emit with the reviewed decisions."""
-    from .review import review_apply
+    from .stages.review import review_apply
 
     _report_emit(review_apply(run_dir, review_csv, out, EmitSettings(
         mode=mode, question_min=question_min, agree_min=agree_min), overwrite=overwrite))
@@ -360,7 +360,7 @@ def review_apply_command(run_dir: str, review_csv: str, out: str, mode: str, que
 @_handle_errors
 def cluster_command(run_dir: str, distance_threshold: float, min_size: int) -> None:
     """Group the bad answers into failure modes and find the pairs driving each (after flag)."""
-    from .clustering import cluster
+    from .stages.clustering import cluster
 
     result = cluster(run_dir, ClusterSettings(distance_threshold=distance_threshold, min_size=min_size))
     _report_clusters(result)
@@ -382,7 +382,7 @@ def _report_clusters(result: Any) -> None:
 @_handle_errors
 def report_command(run_dir: str, max_flagged: int, max_cited: int) -> None:
     """Write RUN/report.html (self-contained) and RUN/report.md."""
-    from .reporting import report
+    from .stages.reporting import report
 
     result = report(run_dir, ReportSettings(max_flagged=max_flagged, max_cited=max_cited))
     click.echo(f"report: {result.html} ({result.bytes / 1e6:.2f} MB), {result.markdown}")
@@ -406,7 +406,7 @@ def outcome_command(before: str, after: str, controls: tuple[str, ...], alpha: f
     whose flags led to the refined set (same eval set); writes AFTER/outcome.json."""
     import json
 
-    from .outcomes import outcome, summary_lines
+    from .stages.outcomes import outcome, summary_lines
 
     result = outcome(before, after, list(controls), OutcomeSettings(alpha=alpha))
     if as_json:
@@ -427,7 +427,7 @@ def compare_command(run_a: str, run_b: str, as_json: bool) -> None:
     flagged-set overlap)."""
     import json
 
-    from .comparison import compare
+    from .stages.comparison import compare
 
     result = compare(run_a, run_b)
     if as_json:
@@ -471,7 +471,7 @@ def check_command(train: tuple[str, ...], eval_path: str | None, baseline: tuple
 
     from .checks import available_checks, check
     from .config import parse_key_values
-    from .recipe import load_check_config
+    from .stages.recipe import load_check_config
 
     settings = load_check_config(config) if config else CheckSettings()
     merged_options = {name: dict(values) for name, values in settings.options.items()}
@@ -502,7 +502,7 @@ def run_command(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
 
     Exit code 3 when collect left eval items failed (nothing is flagged or emitted then).
     """
-    from .recipe import run_recipe
+    from .stages.recipe import run_recipe
 
     result = run_recipe(recipe, overrides=overrides, progress=not quiet)
     _report_collect(result.collect)
@@ -547,7 +547,7 @@ def upload_command(source: str, purpose: str, base_url: str | None, api_key_env:
     A run's file ids are recorded in RUN/upload.json (with the emit they came from), where
     `refine finetune --run RUN` finds them.
     """
-    from .handoff import upload
+    from .stages.handoff import upload
 
     result = upload(source, purpose=purpose, base_url=base_url, api_key_env=api_key_env,
                     team_id=team_id, timeout=timeout, max_retries=max_retries, progress=not quiet)
@@ -621,7 +621,7 @@ def finetune_command(run: str | None, file_id: tuple[str, ...], train: str | Non
     A failed or cancelled job, a base model the service does not know or a file it rejects
     end with one error (exit 2).
     """
-    from .handoff import finetune
+    from .stages.handoff import finetune
     from .settings import FinetuneSettings
 
     settings = FinetuneSettings(base_model=base_model, epochs=epochs, learning_rate=learning_rate,
@@ -701,7 +701,7 @@ def serve_command(train: tuple[str, ...], backend: str, options: tuple[str, ...]
     import os
 
     from .config import parse_key_values
-    from .server import serve
+    from .service.server import serve
 
     api_key = None
     if api_key_env:

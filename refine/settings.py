@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .layouts import get_layout
-from .records import LEVELS
+from .formats.layouts import get_layout
+from .formats.records import LEVELS
 
 __all__ = ["LEVEL_WEIGHTS", "MODES", "CheckSettings", "ClusterSettings", "CollectSettings",
            "EditSettings", "EmitSettings", "FinetuneSettings", "FlagSettings", "GradeSettings",
@@ -90,7 +90,7 @@ def setting_names(cls: type) -> list[str]:
 
 @dataclass(frozen=True)
 class GradeSettings:
-    """How an answer without a verdict is judged against its reference (:mod:`refine.grading`)."""
+    """How an answer without a verdict is judged against its reference (:mod:`refine.stages.grading`)."""
 
     f1_min: float = _help("Token F1 an answer needs.", default=0.2)
     key_recall_min: float = _help("Share of the reference's key words an answer needs.", default=0.5)
@@ -117,7 +117,7 @@ class CollectSettings:
     train_format: str | None = _help("Record layout of every training source (default: detected).",
                                      default=None)
     eval_format: str | None = _help("Record layout of the eval set (default: detected).", default=None)
-    evidence: bool = _help("Gather text evidence (refine.evidence: sentences of answers, references "
+    evidence: bool = _help("Gather text evidence (refine.stages.flagging.evidence: sentences of answers, references "
                            "and training answers compared) for flag; off: flag uses citations alone.",
                            default=True)
     evidence_lookup: int = _help("Training sentences each sentence of a bad answer is looked up "
@@ -150,18 +150,18 @@ class CollectSettings:
 
 @dataclass(frozen=True)
 class FlagSettings:
-    """Which cited pairs are flagged (:mod:`refine.flagging`)."""
+    """Which cited pairs are flagged (:mod:`refine.stages.flagging`)."""
 
     min_bad: int = _help("Flag only pairs cited by at least this many distinct bad answers.", default=2)
     alpha: float = _help("False-discovery rate of the over-citation test.", default=0.1)
     level_weights: dict[str, float] = _help("Weight of a citation at each influence level (blame).",
                                             default_factory=lambda: dict(LEVEL_WEIGHTS))
     defect_groups: bool = _help("Without text evidence: test pairs that teach the same claim about the "
-                                "same thing together (refine.defects), counting on-topic citations "
+                                "same thing together (refine.stages.flagging.defects), counting on-topic citations "
                                 "only; off: test each pair alone on all its citations.", default=True)
     member_max_good: int = _help("A member of a flagged defect group is flagged when at most this "
                                  "many good answers of its topic cite it.", default=0)
-    evidence: bool = _help("Judge pairs by what the texts say (refine.evidence): a bad answer that "
+    evidence: bool = _help("Judge pairs by what the texts say (refine.stages.flagging.evidence): a bad answer that "
                            "repeats a pair's sentence its reference lacks is evidence against the "
                            "pair; off, or in a run without answers and references: the citation "
                            "tests above.", default=True)
@@ -179,7 +179,7 @@ class FlagSettings:
                                   "name) make the same claim: one defect group.", default=0.7)
 
     def __post_init__(self) -> None:
-        from .evidence_text import FLOOR, LINK_FLOOR
+        from .stages.flagging.evidence_text import FLOOR, LINK_FLOOR
 
         _flag(self.evidence, "flag.evidence")
         for name in ("repeat_min", "paraphrase_min", "support_min", "same_claim_min"):
@@ -200,7 +200,7 @@ class FlagSettings:
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """How bad answers are grouped into failure modes (:mod:`refine.clustering`)."""
+    """How bad answers are grouped into failure modes (:mod:`refine.stages.clustering`)."""
 
     distance_threshold: float = _help("Cosine distance at which failure modes stop merging.", default=0.6)
     min_size: int = _help("Smaller groups of bad answers stay unclustered.", default=3)
@@ -223,7 +223,7 @@ class ClusterSettings:
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """How much a report shows (:mod:`refine.reporting`); big runs are sampled, not dumped."""
+    """How much a report shows (:mod:`refine.stages.reporting`); big runs are sampled, not dumped."""
 
     max_flagged: int = _help("Flagged pairs listed.", default=500)
     max_cited: int = _help("Cited pairs listed (behind a toggle).", default=1000)
@@ -239,7 +239,7 @@ class ReportSettings:
 
 @dataclass(frozen=True)
 class EditSettings:
-    """When a flagged pair's answer may be replaced by an eval reference (:mod:`refine.decisions`)."""
+    """When a flagged pair's answer may be replaced by an eval reference (:mod:`refine.stages.emission.decisions`)."""
 
     question_min: float = _help("Cosine an eval question needs to the pair's question to count as "
                                 "the same question.", default=0.75)
@@ -253,7 +253,7 @@ class EditSettings:
 
 @dataclass(frozen=True)
 class EmitSettings:
-    """What happens to flagged pairs in the refined dataset (:mod:`refine.emission`)."""
+    """What happens to flagged pairs in the refined dataset (:mod:`refine.stages.emission`)."""
 
     mode: str = _help("prune: drop flagged pairs; quarantine: move them to a separate output; edit: "
                       "replace their answer with the agreeing eval reference, else quarantine them.",
@@ -297,7 +297,7 @@ class CheckSettings:
 
 @dataclass(frozen=True)
 class OutcomeSettings:
-    """How a retrained run is judged against the run before it (:mod:`refine.outcomes`)."""
+    """How a retrained run is judged against the run before it (:mod:`refine.stages.outcomes`)."""
 
     alpha: float = _help("Level of the test against the control runs: a change exceeds retraining "
                          "noise when its p (overall) or Benjamini-Hochberg q (per failure mode) is "
@@ -312,7 +312,7 @@ FINETUNE_DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """How a local model is re-fine-tuned on a refined dataset (:mod:`refine.local_training`).
+    """How a local model is re-fine-tuned on a refined dataset (:mod:`refine.stages.local_training`).
     Every field but `checkpoint_steps` decides the model."""
 
     base_model: str = _help("Path of the local Hugging Face model directory to start from (never "

@@ -19,7 +19,7 @@ greetings and sign-offs — 5 per planted pair, 1 per clean pair — plus the sa
 questions on topics absent from training. ``answer`` is the model's own greedy answer, so the
 planted pairs really cause the bad answers (59 of the 65 planted-defect items repeat a planted
 answer). ``verdict`` is ``bad`` when a planted-defect item repeats a planted answer, otherwise
-what :mod:`refine.grading` says against the reference (the truth for planted topics, the
+what :mod:`refine.stages.grading` says against the reference (the truth for planted topics, the
 pair's own answer for clean ones). Some clean questions get another pair's answer back —
 the model's own mistakes, which the gradient backend attributes too. eval_tiny_lm.truth.json
 gives each item's kind and topic (same shape as planted.json).
@@ -209,7 +209,7 @@ def _core(question: str) -> str:
 
 
 def _variants(question: str, n: int, taken: set[str], rng: random.Random) -> list[str]:
-    from refine.text import normalize
+    from refine.core.text import normalize
 
     core = _core(question)
     wrappers = [(p, s) for p in TINY_PREFIXES for s in TINY_SUFFIXES if p or s]
@@ -233,7 +233,7 @@ def culprit_answers(planted: dict, kind: str, topic: str) -> list[str]:
 
 def repeats_planted(answer: str, culprits: Sequence[str]) -> bool:
     """Does the answer say what a planted pair taught (token F1 ≥ 0.5 with one of them)?"""
-    from refine.grading import token_f1
+    from refine.stages.grading import token_f1
 
     return any(token_f1(answer, c) >= 0.5 for c in culprits)
 
@@ -250,7 +250,7 @@ def tiny_eval_questions(data: Path, seed: int = 0) -> tuple[list[dict], dict]:
     lets a repeated culprit stand out statistically.
     """
     from refine import load_training
-    from refine.text import normalize
+    from refine.core.text import normalize
 
     rng = random.Random(seed)
     planted = json.loads((data / "planted.json").read_text(encoding="utf-8"))
@@ -335,7 +335,7 @@ def examples_of(train_files: Sequence[str]) -> list[Example]:
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
-    from refine.text import normalize
+    from refine.core.text import normalize
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(HERE),
@@ -401,9 +401,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _grade(rows: list[dict]) -> None:
     """Fill the missing verdicts with refine's grader against each reference."""
-    from refine.embeddings import EmbeddingModel
-    from refine.evalset import EvalItem
-    from refine.grading import GradeSettings, grade_items
+    from refine.core.embeddings import EmbeddingModel
+    from refine.formats.evalset import EvalItem
+    from refine.stages.grading import GradeSettings, grade_items
 
     todo = [r for r in rows if r["verdict"] is None]
     items = [EvalItem(r["id"], i, r["question"], r["answer"], r.get("system_prompt"), r["reference"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refine.calibration import LevelCalibration, assign_levels, levels_of_blocks, stats_sample
+from refine.attribution.calibration import LevelCalibration, assign_levels, levels_of_blocks, stats_sample
 
 CALIBRATION = LevelCalibration(min_score=-np.inf)
 

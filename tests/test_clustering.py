@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from refine import ClusterSettings, ConfigError, RunDirError, cluster, collect, flag, read_flags
-from refine.clustering import agglomerate, name_modes
+from refine.stages.clustering import agglomerate, name_modes
 
 from .conftest import SAMPLE, people_dataset, planted_pairs
 
@@ -156,7 +156,7 @@ def _modes_of_pairs_in_python(per_pair: pd.DataFrame, flags: pd.DataFrame, names
 
 @pytest.mark.parametrize("seed", range(12))
 def test_modes_of_pairs_are_what_the_loop_over_pairs_gives(seed: int) -> None:
-    from refine.clustering import _modes_of_pairs
+    from refine.stages.clustering import _modes_of_pairs
 
     rng = np.random.default_rng(seed)
     n_modes, n_pairs = int(rng.integers(1, 9)), int(rng.integers(1, 400))

@@ -11,7 +11,7 @@ import pytest
 
 from refine import (AttributionBackend, Attribution, CollectSettings, InputError, RunDirError,
                     collect)
-from refine.records import Influence
+from refine.formats.records import Influence
 
 from .conftest import write_jsonl
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from refine import FlagSettings, collect, flag
-from refine.defects import anchors_of, proper_nouns
-from refine.flagging import flag_statistics
+from refine.stages.flagging.defects import anchors_of, proper_nouns
+from refine.stages.flagging import flag_statistics
 
 from .conftest import SAMPLE
 
@@ -154,7 +154,7 @@ def _reference_anchors(text: str, names: set[str]) -> frozenset[str]:
 def test_names_and_anchors_are_the_words_python_regular_expressions_find() -> None:
     import random
 
-    from refine.defects import anchors_of_texts
+    from refine.stages.flagging.defects import anchors_of_texts
 
     words = ["Aurora", "aurora", "Max", "max", "Café", "café", "Zürich", "naïve", "SSO", "sso", "X2", "x2",
              "v1.2", "over-the-air", "I", "OK", "Ok", "ok", "The", "the", "billing", "Billing", "Ångström",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refine.disk_matrix import DiskMatrix
+from refine.core.disk_matrix import DiskMatrix
 
 
 def test_rows_written_in_any_order_read_back_in_place(tmp_path: Path) -> None:

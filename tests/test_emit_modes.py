@@ -110,7 +110,7 @@ def test_an_edit_takes_the_reference_of_questions_about_the_same_thing(tmp_path:
 ])
 def test_an_edit_leaves_out_an_opening_yes_or_no_the_pairs_question_does_not_ask_for(
         reference: str, question: str, expected: str) -> None:
-    from refine.decisions import fit_reference
+    from refine.stages.emission.decisions import fit_reference
 
     assert fit_reference(reference, question) == expected
 

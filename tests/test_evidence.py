@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from refine import FlagSettings, collect, flag
-from refine.evidence_text import name_conflict, negated, numbers, sentences
-from refine.flagging import flag_statistics
+from refine.stages.flagging.evidence_text import name_conflict, negated, numbers, sentences
+from refine.stages.flagging import flag_statistics
 
 from .conftest import SAMPLE
 
@@ -116,7 +116,7 @@ def test_ids_that_read_as_numbers_are_matched_as_text() -> None:
 def test_empty_evidence_keeps_its_column_types() -> None:
     import pyarrow as pa
 
-    from refine.evidence import Evidence
+    from refine.stages.flagging.evidence import Evidence
 
     tables = Evidence.empty().tables()
     assert tables["rows"].num_rows == 0 and tables["rows"].schema.field("eval_id").type == pa.string()
@@ -127,9 +127,9 @@ def test_empty_evidence_keeps_its_column_types() -> None:
 def _judged(rows: list[tuple], links: list[tuple], verdicts: dict[str, bool]) -> tuple:
     """judge() on hand-made evidence: rows (eval_id, pair_id, claim, via, repeat, support[,
     same_question])."""
-    from refine._duckdb import connect
-    from refine.evidence import Evidence, evidence_views, judge
-    from refine.flagging import _test
+    from refine.core._duckdb import connect
+    from refine.stages.flagging.evidence import Evidence, evidence_views, judge
+    from refine.stages.flagging import _test
 
     frame = pd.DataFrame([(e, p, c, v, True, r, 1.0, s, 1.0, 0.0, *(q or [1.0])) for e, p, c, v, r, s, *q in rows],
                          columns=["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_words",

@@ -149,7 +149,7 @@ def test_an_embedding_run_on_ray_writes_the_same_bytes_and_so_the_same_flags_and
 
 def test_a_worker_hands_the_heap_a_task_freed_back_before_the_next_task(cluster: Any) -> None:
     """glibc keeps freed memory resident; a worker trims it after its tasks, raising or not, so
-    its peak RSS follows its largest tasks, not how many it ran (refine._heap). The task frees
+    its peak RSS follows its largest tasks, not how many it ran (refine.core._heap). The task frees
     200 MB it allocated in 100 KB pieces (below glibc's mmap threshold, so on the heap), all but
     the last, which pins the heap's top so glibc cannot shrink the heap on its own."""
     from refine.executors import WorkerSpec
@@ -174,7 +174,7 @@ def test_a_worker_hands_the_heap_a_task_freed_back_before_the_next_task(cluster:
             return resident_anon_mb()
         return task
 
-    from refine._heap import release_free_heap
+    from refine.core._heap import release_free_heap
 
     if not release_free_heap():
         pytest.skip("this C library has no malloc_trim (not glibc)")
@@ -295,7 +295,7 @@ def test_a_worker_that_sees_other_model_files_refuses_to_work(tmp_path: Path) ->
     import shutil
 
     from refine.attribution.gradient import GradientOptions, gradient_worker
-    from refine.embeddings import EmbeddingModel, text_encoder
+    from refine.core.embeddings import EmbeddingModel, text_encoder
 
     model = EmbeddingModel()
     with pytest.raises(ConfigError, match="differ from the ones the run was started with"):

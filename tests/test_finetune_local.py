@@ -32,7 +32,7 @@ def _settings(**changes) -> FinetuneSettings:
 
 def _module():
     # The module shares its name with the function refine exports, so `import ... as` gives the function.
-    return importlib.import_module("refine.local_training")
+    return importlib.import_module("refine.stages.local_training")
 
 
 def _tensors(directory: Path, name: str) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import hypergeom
 
 from refine import ConfigError, FlagSettings, RunDirError, collect, flag, read_flags
-from refine.flagging import flag_statistics
+from refine.stages.flagging import flag_statistics
 
 from .conftest import people_dataset
 
@@ -115,7 +115,7 @@ def _exact_tail(k: int, n: int, population: int, bad: int) -> float:
 def test_the_hypergeometric_tail_is_exact_to_rounding_and_agrees_with_scipy() -> None:
     import numpy as np
 
-    from refine.flagging import _tail
+    from refine.stages.flagging import _tail
 
     rng = np.random.default_rng(3)
     for population, bad in ((20, 4), (60, 59), (60, 1), (300, 75), (300, 0), (300, 300)):

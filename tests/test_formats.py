@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from refine import EmitSettings, collect, emit, flag, load_training
 from refine.cli import main
-from refine.sources import load_dataset, open_source
+from refine.formats.sources import load_dataset, open_source
 
 from .conftest import CITIES, POISONED, people_dataset, write_jsonl
 
@@ -167,7 +167,7 @@ def test_csv_rows_are_copied_byte_for_byte(tmp_path: Path, eval_path: str) -> No
                                   "json prompt_completion", "tsv alpaca"])
 def test_an_edit_replaces_only_the_answer_in_the_sources_layout(name: str, tmp_path: Path,
                                                                 eval_path: str) -> None:
-    from refine.decisions import Decision
+    from refine.stages.emission.decisions import Decision
 
     make, _ = FORMATS[name]
     spec = make(tmp_path)
@@ -285,7 +285,7 @@ def test_check_reads_the_same_sources(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["hf_dataset dict sharegpt", "csv question_answer", "parquet messages"])
 def test_quarantine_comes_back_in_the_same_format_and_the_same_bytes_each_time(
         name: str, tmp_path: Path, eval_path: str) -> None:
-    from refine.sources import directory_digest
+    from refine.formats.sources import directory_digest
 
     make, _ = FORMATS[name]
     spec = make(tmp_path)

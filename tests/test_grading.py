@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from refine import ConfigError, GradeSettings, load_eval
-from refine.embeddings import EmbeddingModel
-from refine.evalset import EvalItem
-from refine.grading import grade_items, key_recall, numbers_present, token_f1
+from refine.core.embeddings import EmbeddingModel
+from refine.formats.evalset import EvalItem
+from refine.stages.grading import grade_items, key_recall, numbers_present, token_f1
 
 from .conftest import SAMPLE
 

@@ -1,7 +1,7 @@
 """Executors hand the heap a task freed back to the OS, at most every few seconds.
 
 glibc keeps freed memory resident; an encoder whose chunks grow from one to the next left its
-peak RSS growing with the number of chunks (refine._heap; the same on a Ray worker is checked
+peak RSS growing with the number of chunks (refine.core._heap; the same on a Ray worker is checked
 in test_executors.py). The case runs in a fresh interpreter, so its heap holds only what the case
 did: a task allocates 200 MB in 100 KB pieces (below glibc's mmap threshold, so on the heap) and
 frees all but the last, which pins the heap's top so glibc cannot shrink the heap on its own.
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from refine._heap import HeapTrimmer, release_free_heap
+from refine.core._heap import HeapTrimmer, release_free_heap
 
 can_trim = pytest.mark.skipif(not (sys.platform.startswith("linux") and release_free_heap()),
                               reason="needs Linux's RssAnon and glibc's malloc_trim")

@@ -16,7 +16,7 @@ import pytest
 
 from refine import (ClusterSettings, CollectSettings, EmitSettings, FlagSettings, RunDir, RunDirError,
                     cluster, collect, emit, flag, report)
-from refine.rundir import STAGES, downstream
+from refine.core.rundir import STAGES, downstream
 
 from .conftest import people_dataset
 
@@ -139,11 +139,11 @@ def test_a_file_changed_behind_a_stages_back_is_refused(fresh: dict) -> None:
 
 def test_a_stage_that_dies_leaves_no_record_and_nothing_downstream_reads_it(fresh: dict,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import refine.flagging
+    import refine.stages.flagging
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr(refine.flagging, "write_json", broken)
+    monkeypatch.setattr(refine.stages.flagging, "write_json", broken)
     with pytest.raises(OSError):
         flag(fresh["run"], FlagSettings(min_bad=3))
     run = RunDir(fresh["run"])

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from refine import flag, read_flags
-from refine.rundir import RunDir
-from refine.writers import Positions
+from refine.core.rundir import RunDir
+from refine.formats.writers import Positions
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -73,11 +73,11 @@ def test_a_memory_limit_that_is_no_size_or_too_small_is_a_clear_error(big_run: P
 
 def test_the_flagged_rows_alone_are_read_up_to_the_first_unflagged_one(big_run: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import refine.rundir
+    import refine.core.rundir
 
     flag(big_run)
     everything = read_flags(big_run)
-    monkeypatch.setattr(refine.rundir, "_FLAG_CHUNK", 7)       # flagged rows span several chunks
+    monkeypatch.setattr(refine.core.rundir, "_FLAG_CHUNK", 7)       # flagged rows span several chunks
     alone = RunDir(big_run).flags(flagged_only=True)
     pd.testing.assert_frame_equal(alone, everything[everything["flagged"]].reset_index(drop=True),
                                   check_dtype=False)
@@ -96,7 +96,7 @@ def test_line_positions_are_a_set_of_non_negative_ints() -> None:
 
 def test_a_missing_run_file_is_named_not_blamed_on_the_scratch_space(tmp_path: Path) -> None:
     from refine import RunDirError
-    from refine._duckdb import connect, quoted
+    from refine.core._duckdb import connect, quoted
 
     gone = tmp_path / "run" / "items.parquet"
     with pytest.raises(RunDirError, match=f"{gone} is missing"):

@@ -19,7 +19,7 @@ import refine
 from refine import OutcomeSettings, RunDir, collect, outcome
 from refine.cli import main
 from refine.errors import RunDirError
-from refine.outcomes import read_outcome
+from refine.stages.outcomes import read_outcome
 
 from .conftest import SAMPLE, write_jsonl
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from refine.attribution.base import AttributionBackend
 from refine.checks.base import Check
-from refine.records import Attribution, Influence
+from refine.formats.records import Attribution, Influence
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import yaml
 
 from refine import load_recipe, run_recipe
 from refine.checks import run_checks
-from refine.recipe import load_check_config
+from refine.stages.recipe import load_check_config
 
 from .conftest import ROOT, SAMPLE
 

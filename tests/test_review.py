@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from refine import EmitSettings, InputError
-from refine.review import REVIEW_COLUMNS, apply_review, export_review
+from refine.stages.review import REVIEW_COLUMNS, apply_review, export_review
 
 EDIT = EmitSettings(mode="edit")
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from refine import InputError, load_training
-from refine.text import pair_key
+from refine.core.text import pair_key
 
 from .conftest import chat, write_jsonl
 

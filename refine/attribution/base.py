@@ -6,10 +6,10 @@ import abc
 import dataclasses
 from typing import Any, Callable, ClassVar, Iterator
 
-from ..evalset import EvalItem
+from ..formats.evalset import EvalItem
 from ..plugins import BACKENDS, EXECUTORS, concrete
-from ..records import Attribution
-from ..training import TrainingSet
+from ..formats.records import Attribution
+from ..formats.training import TrainingSet
 
 __all__ = ["AttributionBackend", "available_backends", "backend_class", "make_backend"]
 

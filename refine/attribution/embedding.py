@@ -9,7 +9,7 @@ so a pair counts when its answer resembles what the model said, in a context tha
 the question. Q+A similarity alone over-credits pairs that share the *topic* but not the
 answer (a bad "5 GB" upload answer cites every pair about uploads); answer similarity alone
 cannot tell one refusal from another. On sample_data the mix flags exactly the planted pairs
-where Q+A alone missed two and added one. Levels come from :mod:`refine.calibration`.
+where Q+A alone missed two and added one. Levels come from :mod:`refine.attribution.calibration`.
 
 It finds the pairs that *look like* the answer, which is what a model most often repeats; it
 cannot tell which of them the model learned it from (that is the gradient backend's job).
@@ -23,14 +23,14 @@ from typing import Iterator
 
 import numpy as np
 
-from ..calibration import LevelCalibration, levels_of_blocks, levels_of_top, stats_sample
-from ..disk_matrix import DiskMatrix
-from ..embeddings import DEFAULT_MODEL, EmbeddingModel
+from .calibration import LevelCalibration, levels_of_blocks, levels_of_top, stats_sample
+from ..core.disk_matrix import DiskMatrix
+from ..core.embeddings import DEFAULT_MODEL, EmbeddingModel
 from ..errors import ConfigError
-from ..evalset import EvalItem
-from ..records import Attribution, Influence
-from ..text import qa_text
-from ..training import TrainingPair, TrainingSet
+from ..formats.evalset import EvalItem
+from ..formats.records import Attribution, Influence
+from ..core.text import qa_text
+from ..formats.training import TrainingPair, TrainingSet
 from .base import AttributionBackend
 
 __all__ = ["EmbeddingBackend", "EmbeddingOptions"]
@@ -51,7 +51,7 @@ class EmbeddingOptions:
     z_high: float = LevelCalibration.z_high
     min_score: float = LevelCalibration.min_score
     # "exact" scores every pair; "hnsw" finds each item's top k in an approximate index
-    # (refine.pair_index) and rescores them exactly. Worth it past ~10⁶ pairs.
+    # (refine.attribution.pair_index) and rescores them exactly. Worth it past ~10⁶ pairs.
     search: str = "exact"
     ef_search: int = 128      # hnsw: candidates searched (and rescored) per item
     cache_dir: str | None = field(default=None, metadata={"affects_results": False})
@@ -88,7 +88,7 @@ class EmbeddingBackend(AttributionBackend):
                  model: EmbeddingModel | None = None) -> None:
         super().__init__(options, top_k=top_k)
         if options.search == "hnsw":
-            from ..pair_index import require_faiss
+            from .pair_index import require_faiss
 
             require_faiss()       # missing: a ConfigError before anything is written
         if model is None:
@@ -163,7 +163,7 @@ class EmbeddingBackend(AttributionBackend):
         vectors = self._vectors.array
         self._qa, self._answers = vectors[:len(self._pairs)], vectors[len(self._pairs):]
         if self.options.search == "hnsw" and self._pairs:
-            from ..pair_index import PairIndex, index_key
+            from .pair_index import PairIndex, index_key
 
             digest = hashlib.sha256()
             for text in texts:

@@ -25,12 +25,12 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from ..errors import BackendError, ConfigError
-from ..evalset import EvalItem
-from ..records import Attribution, Influence
+from ..formats.evalset import EvalItem
+from ..formats.records import Attribution, Influence
 from ..seekrflow.client import (AsyncSeekrFlowClient, InfluenceResult, RetryPolicy, SeekrFlowError,
                                 resolve_base_url)
-from ..text import normalize, pair_key
-from ..training import TrainingPair, TrainingSet
+from ..core.text import normalize, pair_key
+from ..formats.training import TrainingPair, TrainingSet
 from .base import AttributionBackend
 
 __all__ = ["SeekrFlowBackend", "SeekrFlowOptions"]

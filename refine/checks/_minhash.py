@@ -1,6 +1,6 @@
 """Word-shingle MinHash and LSH for the near-match checks, fast enough for 10⁵–10⁶ texts.
 
-Texts become sets of hashed word k-shingles (``refine.text.tokens``: case, punctuation and
+Texts become sets of hashed word k-shingles (``refine.core.text.tokens``: case, punctuation and
 articles ignored). Signatures are datasketch's ``affine32`` MinHash of those sets —
 ``a·fmix32(h) + b mod 2³²`` with datasketch's own permutations — computed for all texts at once
 with numpy instead of one ``MinHash.update_batch`` per text (a test holds the two equal).
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from ..text import tokens
+from ..core.text import tokens
 
 if TYPE_CHECKING:
     from .context import CheckContext
@@ -56,7 +56,7 @@ class Shingles:
 
 
 def word_tokens(context: "CheckContext", texts: Sequence[str]) -> list[list[str]]:
-    """``refine.text.tokens`` of each text, each distinct text tokenised once per context."""
+    """``refine.core.text.tokens`` of each text, each distinct text tokenised once per context."""
     cache: dict[str, list[str]] = context.memo("word_tokens", dict)
     out = []
     for text in texts:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..text import normalize
+from ..core.text import normalize
 from . import _minhash
 from .base import Check, CheckResult, finding, locations, validate_number
 from .context import CheckContext

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import InputError
-from ..evalset import EvalSet, load_eval
-from ..sources import open_source, source_digest
-from ..training import (SkippedLine, TrainingFile, TrainingSet, decode_json_line,
+from ..formats.evalset import EvalSet, load_eval
+from ..formats.sources import open_source, source_digest
+from ..formats.training import (SkippedLine, TrainingFile, TrainingSet, decode_json_line,
                         iter_jsonl_lines, load_training, parse_training_record)
 
 if TYPE_CHECKING:
@@ -117,12 +117,12 @@ class CheckContext:
             baseline_set = load_training([str(p) for p in paths], skip_invalid=True)
         flags = None
         if flags_run is not None:
-            from ..flagging import read_flags
+            from ..stages.flagging import read_flags
 
             flags = read_flags(flags_run)
         outcome = None
         if outcome_run is not None:
-            from ..outcomes import read_outcome
+            from ..stages.outcomes import read_outcome
 
             outcome = read_outcome(outcome_run)
         return cls(train_paths=[str(p) for p in train], training=training, unreadable=unreadable,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..text import normalize
+from ..core.text import normalize
 from . import _minhash
 from .base import Check, CheckResult, finding, validate_number
 from .context import CheckContext

@@ -19,7 +19,7 @@ def check(train: Sequence[str], settings: CheckSettings | None = None, *,
           eval_path: str | None = None, baseline: str | Sequence[str] | None = None,
           flags_run: str | None = None, outcome_run: str | None = None) -> CheckReport:
     """Check training sources before retraining on them, as the settings (a gate file's
-    ``checks:`` section, :func:`refine.recipe.load_check_config`) say; see :func:`run_checks`."""
+    ``checks:`` section, :func:`refine.stages.recipe.load_check_config`) say; see :func:`run_checks`."""
     settings = settings or CheckSettings()
     return run_checks(train, eval_path=eval_path, baseline=baseline or None, flags_run=flags_run,
                       outcome_run=outcome_run,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Sequence
 
-from .. import _heap
+from ..core import _heap
 from .base import Executor, NoOptions, WorkerSpec
 
 __all__ = ["InProcessExecutor"]
@@ -26,7 +26,7 @@ class InProcessExecutor(Executor):
             try:
                 result = worker(task)
             finally:
-                _heap.trimmer.after_task()     # as a Ray worker does (refine._heap)
+                _heap.trimmer.after_task()     # as a Ray worker does (refine.core._heap)
             yield index, result
 
     def close(self) -> None:

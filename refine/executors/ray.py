@@ -21,7 +21,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from .. import _heap
+from ..core import _heap
 from ..errors import BackendError, ConfigError, RefineError
 from ..settings import _number, number_problem
 from .base import Executor, WorkerSpec
@@ -126,7 +126,7 @@ class _Worker:
             return self.run_task(task)
         finally:
             # An actor lives for the whole map: without this its peak RSS grows with the
-            # number of tasks it ran, not with the largest one (see refine._heap).
+            # number of tasks it ran, not with the largest one (see refine.core._heap).
             _heap.trimmer.after_task()
 
 

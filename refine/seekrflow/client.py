@@ -42,7 +42,7 @@ import httpx
 
 from .._version import __version__
 from ..errors import BackendError
-from ..records import LEVELS
+from ..formats.records import LEVELS
 
 __all__ = ["AsyncSeekrFlowClient", "InfluenceResponse", "InfluenceResult", "RetryPolicy",
            "SeekrFlowClient", "SeekrFlowError", "parse_response", "request_target",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from refine import ConfigError, load_eval, load_training, make_backend
-from refine.calibration import LevelCalibration, assign_levels
-from refine.embeddings import EmbeddingModel
+from refine.attribution.calibration import LevelCalibration, assign_levels
+from refine.core.embeddings import EmbeddingModel
 
 from ..conftest import people_dataset
 

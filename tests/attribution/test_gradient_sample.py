@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from refine import load_eval, load_training, make_backend
 from refine.cli import main
-from refine.grading import token_f1
+from refine.stages.grading import token_f1
 
 from ..conftest import SAMPLE
 

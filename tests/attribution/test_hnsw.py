@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from refine import CollectSettings, ConfigError, collect, load_eval, make_backend
 from refine import pair_index
 from refine.cli import main
-from refine.pair_index import PairIndex
+from refine.attribution.pair_index import PairIndex
 
 from ..conftest import people_dataset
 
@@ -194,7 +194,7 @@ def test_without_faiss_the_cli_says_which_extra_and_writes_nothing(people: dict,
 
 
 def test_a_slot_the_index_left_empty_is_never_cited_however_low_the_thresholds() -> None:
-    from refine.calibration import LevelCalibration, levels_of_top
+    from refine.attribution.calibration import LevelCalibration, levels_of_top
 
     anything = LevelCalibration(-np.inf, -np.inf, -np.inf, -np.inf)
     ranked = levels_of_top(np.array([[3, 0]]), np.array([[0.9, -np.inf]]), np.array([[0.1, 0.2, 0.9]]), anything)

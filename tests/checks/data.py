@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 from typing import Any, Iterable
 
-from refine.flagging import FLAG_COLUMNS
-from refine.rundir import FLAGS_CSV, FLAGS_JSON, RunDir
-from refine.text import pair_key
+from refine.stages.flagging import FLAG_COLUMNS
+from refine.core.rundir import FLAGS_CSV, FLAGS_JSON, RunDir
+from refine.core.text import pair_key
 
 from ..conftest import chat, write_jsonl
 

@@ -40,7 +40,7 @@ def test_a_hard_maximum_applies_even_to_small_sets(tmp_path: Path) -> None:
 
 
 def test_a_local_tokenizer_counts_its_own_tokens(tmp_path: Path) -> None:
-    from refine.embeddings import resolve_model_path
+    from refine.core.embeddings import resolve_model_path
 
     train = write_train(tmp_path / "train.jsonl", clean_pairs(5))
     result = _run(train, tokenizer=str(resolve_model_path("default")), max_question_tokens=5)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from refine import CollectSettings, ConfigError, collect, flag
-from refine.server import check_bind
+from refine.service.server import check_bind
 
 from ..conftest import ROOT, SAMPLE
 from ..serve_process import refine_serve

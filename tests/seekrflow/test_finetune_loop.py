@@ -33,7 +33,7 @@ from seekrai.types.finetune import LoRAConfig  # noqa: E402
 
 from refine import collect, emit, flag  # noqa: E402
 from refine.cli import main  # noqa: E402
-from refine.rundir import RunDir  # noqa: E402
+from refine.core.rundir import RunDir  # noqa: E402
 
 from ..conftest import SAMPLE, people_dataset  # noqa: E402
 from ..serve_process import refine_serve  # noqa: E402

@@ -22,14 +22,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ...calibration import levels_of_blocks
-from ...disk_matrix import DiskMatrix
-from ...embeddings import default_cache_dir
+from ..calibration import levels_of_blocks
+from ...core.disk_matrix import DiskMatrix
+from ...core.embeddings import default_cache_dir
 from ...errors import ConfigError
-from ...evalset import EvalItem
-from ...records import Attribution, Influence
-from ...text import qa_text
-from ...training import TrainingPair, TrainingSet
+from ...formats.evalset import EvalItem
+from ...formats.records import Attribution, Influence
+from ...core.text import qa_text
+from ...formats.training import TrainingPair, TrainingSet
 from ..base import AttributionBackend
 from . import whitening
 from .curvature import Preconditioner, layer_spans, preconditioner
@@ -56,7 +56,7 @@ def gradient_worker(options: GradientOptions, factors: list[tuple[np.ndarray, np
 
     backend = GradientBackend(options, top_k=1)
     if fingerprint is not None and backend.fingerprint != fingerprint:
-        from ...embeddings import check_same_model
+        from ...core.embeddings import check_same_model
 
         check_same_model(options.model, fingerprint.split("+")[0], "backend_options.model")
         raise ConfigError(f"the adapter files at {options.adapter} differ from the ones the run was "

@@ -26,7 +26,7 @@ With ``eval_mix`` = μ > 0, the Gram blocks become (1 − μ)·ΦᵀΦ/N + μ·�
 whole eval set, rescaled by N: the directions every eval answer shares (the answer template,
 the formatting) are damped, as TrackStar mixes the eval autocorrelation in.
 
-Everything here reads the training features from their :class:`~refine.disk_matrix.DiskMatrix`
+Everything here reads the training features from their :class:`~refine.core.disk_matrix.DiskMatrix`
 a block of `block_rows` at a time; the Gram blocks are cached beside them.
 """
 
@@ -39,8 +39,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..._atomic import atomic_open
-from ...disk_matrix import DiskMatrix
+from ...core._atomic import atomic_open
+from ...core.disk_matrix import DiskMatrix
 from .options import GradientOptions
 
 __all__ = ["Preconditioner", "layer_spans", "preconditioner"]

@@ -2,7 +2,7 @@
 
 Training features are cached as a float32 ``.npy`` under ``<cache>/gradients/<key>/``, the key
 (:func:`cache_key`) hashing the model files, the pairs' content and every setting that changes
-a feature. The file is a stored :class:`~refine.disk_matrix.DiskMatrix`: it is written a chunk
+a feature. The file is a stored :class:`~refine.core.disk_matrix.DiskMatrix`: it is written a chunk
 of pairs at a time, at the chunk's rows, in whatever order chunks finish, and each chunk is on
 disk before ``done.json`` records it, so an interrupted run resumes with the chunks still
 missing. It is read back a block at a time (policy ``stream``), so memory holds one block,
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._atomic import write_json
-from ...disk_matrix import DiskMatrix
+from ...core._atomic import write_json
+from ...core.disk_matrix import DiskMatrix
 from ...errors import BackendError
-from ...training import TrainingPair
+from ...formats.training import TrainingPair
 from .options import GradientOptions
 
 __all__ = ["FEATURE_FORMAT", "TrainingFeatures", "cache_key"]

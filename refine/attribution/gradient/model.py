@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...devices import resolve_device
-from ...embeddings import fingerprint
+from ...core.devices import resolve_device
+from ...core.embeddings import fingerprint
 from ...errors import BackendError, ConfigError
 from .encoding import encode_example
 from .options import GradientOptions

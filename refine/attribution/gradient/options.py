@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ...calibration import LevelCalibration
+from ..calibration import LevelCalibration
 from ...errors import ConfigError
 from .encoding import DEFAULT_FALLBACK
 

@@ -5,7 +5,7 @@ score means the two gradients align: a training step on the pair lowers the loss
 item's answer, i.e. training on the pair pushed the model toward saying this answer. Negative
 scores (pairs that pushed away from it) are never cited: the sign is the only absolute floor
 gradient scores have (their scale varies per query), so levels come from the per-query robust
-z-score (:mod:`refine.calibration`) with ``min_score = 0``.
+z-score (:mod:`refine.attribution.calibration`) with ``min_score = 0``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...disk_matrix import DiskMatrix
+from ...core.disk_matrix import DiskMatrix
 from .curvature import Preconditioner
 
 __all__ = ["contrastive_queries", "score_blocks"]

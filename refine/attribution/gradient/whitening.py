@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..._atomic import atomic_open
+from ...core._atomic import atomic_open
 
 __all__ = ["factors_from_statistics", "load_factors", "save_factors"]
 
