@@ -4,8 +4,9 @@ The table cluster builds from the cluster × pair blame: for each cited pair its
 its theme (the mode it drives most) and whether it drives unrelated modes, and the flagged
 pairs of each theme. Synthetic input: `--pairs` cited pairs (10⁶ by default), each driving 1-3
 of 50 modes, 1% flagged. Both run on the same input in this process, alternately (A B A B),
-on 2 cores (DuckDB takes one thread per core, up to 8); their outputs are compared. The loop is the specification kept in
-tests/test_clustering.py. Prints one JSON line.
+on 2 cores (DuckDB takes one thread per core, up to 8); their outputs are compared. The loop is the
+definition in bench/_oracles.py, which tests/test_clustering.py checks refine against. Prints one
+JSON line.
 
 Usage: python bench/cluster_modes.py [--pairs 1000000]
 """
@@ -13,19 +14,17 @@ Usage: python bench/cluster_modes.py [--pairs 1000000]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from _oracles import modes_of_pairs_in_python  # noqa: E402
 from _out import emit_json, peak_rss_mb, stdout_to_stderr  # noqa: E402
 from _synth import log  # noqa: E402
 
@@ -53,7 +52,6 @@ def main() -> None:
     with stdout_to_stderr(), threadpool_limits(2):
         from refine.stages.clustering import _modes_of_pairs
         from refine.settings import ClusterSettings
-        from tests.test_clustering import _modes_of_pairs_in_python
 
         per_pair, flags, names, centroids = world(args.pairs)
         settings = ClusterSettings()
@@ -65,8 +63,8 @@ def main() -> None:
             if kind == "duckdb":
                 out[kind] = _modes_of_pairs(per_pair, flags, names, centroids, settings)
             else:
-                out[kind] = _modes_of_pairs_in_python(per_pair, flags, names, centroids,
-                                                      settings.unrelated_similarity)
+                out[kind] = modes_of_pairs_in_python(per_pair, flags, names, centroids,
+                                                     settings.unrelated_similarity)
             seconds[kind].append(round(time.perf_counter() - t, 2))
             log(f"  {kind}: {seconds[kind][-1]} s")
         same = all(a.astype(str).equals(b.astype(str)) for a, b in zip(out["duckdb"], out["python_loop"]))

@@ -3,13 +3,11 @@
     python bench/flag_emit.py           # 1,000,000 attribution rows over 200,000 pairs
     python bench/flag_emit.py --small   # 50,000 rows over 10,000 pairs, a quick sanity run
 
-No embedding model runs. The run directory is built the way `refine.collect` builds it, from
-its own helpers: a chat JSONL training file is written and read back with
-`refine.load_training`, the settings record comes from `refine.stages.collection._settings_record`
-(with the training file's real sha256 and format), pairs.parquet from
-`refine.stages.collection._pairs_table`, and items.parquet / attributions.parquet from
-`refine.stages.collection._finalize` given a journal of `Attribution` records. (No journal.jsonl is
-written: flag and emit do not read it.)
+No embedding model runs. The run directory is written the way `refine.collect` writes it, by
+`refine.stages.collection.write_collection`: a chat JSONL training file is written and read back
+with `refine.load_training`, and the settings record (with the training file's real sha256 and
+format), pairs.parquet, items.parquet and attributions.parquet come from that training set and a
+journal of `Attribution` records. (No journal.jsonl is written: flag and emit do not read it.)
 
 Citations: ~100,000 eval items each cite 10 distinct pairs drawn with Zipf-like popularity
 (rank 1-2 high, 3-5 medium, 6-10 low); ~20% of items are bad; ~200 planted pairs are cited
@@ -38,7 +36,6 @@ import random
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -90,12 +87,9 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, planted, seed: int)
     import numpy as np
 
     from refine import CollectSettings, load_eval, load_training
-    from refine.core._atomic import write_parquet
-    from refine.stages.collection import _finalize, _pairs_table, _settings_record
-    from refine.core.provenance import provenance
-    from refine.formats.records import Attribution, Influence
-    from refine.core.rundir import PAIRS, RunDir
     from refine.core.text import qa_text
+    from refine.formats.records import Attribution, Influence
+    from refine.stages.collection import write_collection
 
     t0 = time.perf_counter()
     train = root / f"train-{name}.jsonl"
@@ -134,18 +128,12 @@ def build_run(root: Path, name: str, pair_texts, cites, bad, planted, seed: int)
 
     t = time.perf_counter()
     settings = CollectSettings(backend="synthetic-bench", top_k=TOP_K)
-    stub_backend = types.SimpleNamespace(settings=lambda: {
-        "backend": "synthetic-bench", "options": {"seed": seed}, "model_fingerprint": None})
-    record = _settings_record(training, str(evalf), stub_backend, settings)
-    run = RunDir(root / f"run-{name}")
-    run.prepare_for(record, overwrite=False)
-    run.write_settings(record, provenance())
-    with run.stage("collect", record) as stage:
-        write_parquet(stage.path(PAIRS), _pairs_table(training))
-        _finalize(stage, evalset.items, journal, settings.grade, None, str(evalf))
+    backend = {"backend": "synthetic-bench", "options": {"seed": seed}, "model_fingerprint": None}
+    run = root / f"run-{name}"
+    with write_collection(run, training, str(evalf), backend, settings, records=journal) as stage:
         write_evidence(stage, [p.pair_id for p in unique], [i.id for i in evalset.items], cites, bad, planted, seed)
     log(f"[{name}] run dir finalized in {time.perf_counter() - t:.1f}s")
-    return run.path, train
+    return run, train
 
 
 def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, planted, seed: int) -> None:
@@ -158,7 +146,7 @@ def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, 
     import pyarrow as pa
 
     from refine.core._atomic import write_parquet
-    from refine.core.rundir import CLAIM_LINKS, CLAIMS, EVIDENCE
+    from refine.core.lineage import CLAIM_LINKS, CLAIMS, EVIDENCE
 
     rng = np.random.default_rng(seed + 1)
     n_items, k = cites.shape

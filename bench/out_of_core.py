@@ -45,7 +45,6 @@ import shutil
 import sys
 import tempfile
 import time
-import types
 import zlib
 from pathlib import Path
 
@@ -103,10 +102,10 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
 
     from refine import CollectSettings, load_training
     from refine.core._atomic import sha256_file
-    from refine.stages.collection import _settings_record
-    from refine.core.provenance import provenance
-    from refine.core.rundir import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, ITEMS, PAIRS, RunDir
+    from refine.core.lineage import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, ITEMS, PAIRS
     from refine.core.text import pair_key
+    from refine.formats.training import TrainingFile, TrainingSet
+    from refine.stages.collection import write_collection
 
     t = time.perf_counter()
     questions, answers, planted = pair_texts(n_pairs, n_defects, seed)
@@ -149,16 +148,14 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
         "n_influences": pa.array(np.full(n_items, per_item, dtype=np.int32)),
         "version": pa.array(["refine-bench-synthetic"] * n_items)})
 
-    record = _settings_record(types.SimpleNamespace(files=[types.SimpleNamespace(
-        path=str(train), sha256=sha256_file(train), format="jsonl", layout=None, rows=None)]),
-        str(evalf), types.SimpleNamespace(settings=lambda: {
-            "backend": "synthetic-bench", "options": {"seed": seed}, "model_fingerprint": None}),
-        CollectSettings(backend="synthetic-bench", top_k=per_item))
-    run = RunDir(root / "run")
-    run.prepare_for(record, overwrite=False)
-    run.write_settings(record, provenance())
+    # The training set as its one file: the tables are written here, out of core.
+    training = TrainingSet(pairs=[], files=[TrainingFile(path=str(train), sha256=sha256_file(train), format="jsonl",
+                                                         records=n_pairs, skipped=0)])
+    backend = {"backend": "synthetic-bench", "options": {"seed": seed}, "model_fingerprint": None}
+    run = root / "run"
     levels = pa.array(list(LEVELS) + ["low"] * (per_item - len(LEVELS)))
-    with run.stage("collect", record) as stage:
+    with write_collection(run, training, str(evalf), backend,
+                          CollectSettings(backend="synthetic-bench", top_k=per_item)) as stage:
         pq.write_table(pa.table({
             "pair_id": pair_ids, "file": pa.array([str(train)] * n_pairs),
             "line": pa.array(np.arange(1, n_pairs + 1)), "file_id": pa.array([file_id] * n_pairs),
@@ -240,7 +237,7 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
                                  "numbered": pa.array(np.ones(a.size, bool))}), stage.path(CLAIM_LINKS))
     log(f"run directory: {n_items:,} items, {n_items * per_item:,} citations in "
         f"{time.perf_counter() - t:.0f}s")
-    return run.path, train
+    return run, train
 
 
 # --- subprocess workers --------------------------------------------------------------------

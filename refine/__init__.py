@@ -23,6 +23,8 @@ from ._version import __version__
 from .errors import BackendError, ConfigError, IncompleteRunError, InputError, RefineError, RunDirError
 
 _LAZY = {
+    "AnswerResult": "stages.answering",
+    "AnswerSettings": "settings",
     "Attribution": "formats.records",
     "AttributionBackend": "attribution.base",
     "CheckSettings": "settings",
@@ -47,12 +49,15 @@ _LAZY = {
     "Recipe": "stages.recipe",
     "ReportResult": "stages.reporting",
     "ReportSettings": "settings",
+    "RetrainResult": "stages.retraining",
+    "RetrainSettings": "settings",
     "RunDir": "core.rundir",
     "RecipeResult": "stages.recipe",
     "TrainingInput": "formats.training",
     "TrainingPair": "formats.training",
     "TrainingSet": "formats.training",
     "UploadResult": "stages.handoff",
+    "answer_eval": "stages.answering",
     "available_backends": "attribution.base",
     "check": "checks",
     "cluster": "stages.clustering",
@@ -70,6 +75,7 @@ _LAZY = {
     "read_flags": "stages.flagging",
     "report": "stages.reporting",
     "review_apply": "stages.review",
+    "retrain": "stages.retraining",
     "review_export": "stages.review",
     "run_recipe": "stages.recipe",
     "serve": "service.server",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import refine
 import refine.settings
 from refine import cli
+from refine.fields import field_kind
 
 
 def test_every_exported_name_resolves_to_what_its_module_defines() -> None:
@@ -51,14 +53,31 @@ def _commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
     return found
 
 
+def _settings_taken(fn: Callable[..., Any]) -> list[type]:
+    """The settings dataclasses `fn` takes."""
+    annotations = [p.annotation if isinstance(p.annotation, str) else str(p.annotation)
+                   for p in inspect.signature(fn).parameters.values()]
+    return [getattr(refine.settings, name) for annotation in annotations
+            for name in re.findall(r"\b(\w+Settings)\b", annotation)]
+
+
+def _field_options(cls: type, prefix: str = "") -> dict[str, tuple[type, str]]:
+    """Each field of `cls` by the name of its option (a field holding settings of its own: its
+    fields, prefixed), with the class and field it is."""
+    options: dict[str, tuple[type, str]] = {}
+    for f in dataclasses.fields(cls):
+        options[prefix + f.name] = (cls, f.name)
+        kind, _ = field_kind(cls, f.name)
+        if dataclasses.is_dataclass(kind):
+            options.update(_field_options(kind, f"{prefix}{f.name}_"))
+    return options
+
+
 def _accepted(fn: Callable[..., Any]) -> set[str]:
     """The parameters of `fn` and the fields of the settings dataclasses it takes."""
-    names: set[str] = set()
-    for name, param in inspect.signature(fn).parameters.items():
-        names.add(name)
-        annotation = param.annotation if isinstance(param.annotation, str) else str(param.annotation)
-        for cls_name in re.findall(r"\b(\w+Settings)\b", annotation):
-            names.update(refine.settings.setting_names(getattr(refine.settings, cls_name)))
+    names = set(inspect.signature(fn).parameters)
+    for cls in _settings_taken(fn):
+        names.update(_field_options(cls))
     return names
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from refine import ClusterSettings, ConfigError, RunDirError, cluster, collect, flag, read_flags
 from refine.stages.clustering import agglomerate, name_modes
 
-from .conftest import SAMPLE, people_dataset, planted_pairs
+from .conftest import ROOT, SAMPLE, people_dataset, planted_pairs
 
 
 def test_each_planted_defect_forms_its_own_mode_driven_by_the_planted_pairs(sample_run: dict) -> None:
@@ -126,37 +127,16 @@ def test_cluster_settings_are_validated() -> None:
         ClusterSettings(min_size=0)
 
 
-def _modes_of_pairs_in_python(per_pair: pd.DataFrame, flags: pd.DataFrame, names: dict[int, str],
-                              centroids: dict[int, np.ndarray], threshold: float):
-    """The definition, as a loop over the pairs (refine's own code before it moved to DuckDB)."""
-    flagged = set(flags.index)
-
-    def unrelated(modes: list[int]) -> bool:
-        return any(float(centroids[a] @ centroids[b]) < threshold
-                   for i, a in enumerate(modes) for b in modes[i + 1:])
-
-    ordered = per_pair.sort_values(["pair_id", "blame", "n_items", "cluster"],
-                                   ascending=[True, False, False, True], kind="mergesort")
-    rows = []
-    for pair_id, group in ordered.groupby("pair_id", sort=True):
-        modes = sorted(int(c) for c in group["cluster"])
-        main = int(group["cluster"].iloc[0])
-        rows.append({"pair_id": pair_id, "failure_modes": " | ".join(f"{m}: {names[m]}" for m in modes),
-                     "theme": f"{main}: {names[main]}", "multi_mode": pair_id in flagged and unrelated(modes)})
-    table = pd.DataFrame(rows, columns=["pair_id", "failure_modes", "theme", "multi_mode"])
-    table["multi_mode"] = table["multi_mode"].astype(bool)
-    themed = table[table["pair_id"].isin(flagged)]
-    theme_rows = []
-    for theme, group in themed.groupby(themed["theme"].str.split(":").str[0].astype(int), sort=True):
-        where = flags.loc[group["pair_id"]]
-        theme_rows.append({"theme": int(theme), "label": names[int(theme)], "size": len(group),
-                           "pairs": "; ".join(f"{f}:{l}" for f, l in zip(where["file"], where["line"]))})
-    return table, pd.DataFrame(theme_rows, columns=["theme", "label", "size", "pairs"])
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_modes_of_pairs_are_what_the_loop_over_pairs_gives(seed: int) -> None:
     from refine.stages.clustering import _modes_of_pairs
+
+    # The definition, a loop over the pairs, is kept beside the benchmark that times the two.
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from _oracles import modes_of_pairs_in_python
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
 
     rng = np.random.default_rng(seed)
     n_modes, n_pairs = int(rng.integers(1, 9)), int(rng.integers(1, 400))
@@ -171,8 +151,8 @@ def test_modes_of_pairs_are_what_the_loop_over_pairs_gives(seed: int) -> None:
                           "line": pd.array(rng.integers(1, 10**6, len(flagged)), dtype="Int64")}).set_index("pair_id")
     settings = ClusterSettings(unrelated_similarity=float(rng.uniform(-0.5, 0.5)))
     table, themes = _modes_of_pairs(per_pair, flags, names, centroids, settings)
-    want_table, want_themes = _modes_of_pairs_in_python(per_pair, flags, names, centroids,
-                                                        settings.unrelated_similarity)
+    want_table, want_themes = modes_of_pairs_in_python(per_pair, flags, names, centroids,
+                                                       settings.unrelated_similarity)
     pd.testing.assert_frame_equal(table, want_table, check_dtype=False)
     assert table["multi_mode"].dtype == bool
     pd.testing.assert_frame_equal(themes, want_themes, check_dtype=False)

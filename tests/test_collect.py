@@ -143,3 +143,21 @@ def test_the_same_files_reached_by_another_path_resume_the_run(people: dict, tmp
     result = collect(["train.jsonl"], "eval.jsonl", run, progress=False)
     assert result.resumed == 43
     assert json.loads((run / "settings.json").read_text())["inputs"]["train"][0]["path"] == "train.jsonl"
+
+
+def test_a_run_written_from_records_is_the_run_collect_writes(people: dict, tmp_path: Path) -> None:
+    """write_collection (what the benchmarks build their runs with) writes what collect writes."""
+    from refine import load_training
+    from refine.core.rundir import RunDir
+    from refine.stages.collection import write_collection
+
+    settings = CollectSettings(backend="counting-test", evidence=False)
+    collected = tmp_path / "collected"
+    collect([str(people["train"])], str(people["eval"]), collected, settings, progress=False)
+    records = RunDir(collected).read_journal()
+    written = tmp_path / "written"
+    with write_collection(written, load_training([str(people["train"])]), str(people["eval"]),
+                          {"backend": "counting-test", "options": {}}, settings, records=records) as stage:
+        assert stage.stage.name == "collect"
+    for name in ("settings.json", "pairs.parquet", "items.parquet", "attributions.parquet", "stages/collect.json"):
+        assert (written / name).read_bytes() == (collected / name).read_bytes(), name

@@ -129,7 +129,7 @@ def _judged(rows: list[tuple], links: list[tuple], verdicts: dict[str, bool]) ->
     same_question])."""
     from refine.core._duckdb import connect
     from refine.stages.flagging.evidence import Evidence, evidence_views, judge
-    from refine.stages.flagging import _test
+    from refine.stages.flagging.significance import count_test
 
     frame = pd.DataFrame([(e, p, c, v, True, r, 1.0, s, 1.0, 0.0, *(q or [1.0])) for e, p, c, v, r, s, *q in rows],
                          columns=["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_words",
@@ -143,7 +143,7 @@ def _judged(rows: list[tuple], links: list[tuple], verdicts: dict[str, bool]) ->
         evidence_views(con, Evidence(frame, claims, link_frame))
         con.register("v", pd.DataFrame({"eval_id": list(verdicts), "bad": list(verdicts.values())}))
         con.execute("CREATE TEMP VIEW verdicts_in AS SELECT * FROM v")
-        return judge(con, settings, lambda k, m: _test(k, m, n, bad, settings))
+        return judge(con, settings, lambda k, m: count_test(k, m, n, bad, settings))
 
 
 def test_an_answer_against_one_claim_of_a_group_counts_against_it_whatever_else_it_repeats() -> None:

@@ -30,9 +30,10 @@ def _settings(**changes) -> FinetuneSettings:
     return FinetuneSettings(**{**chosen, **changes})
 
 
-def _module():
-    # The module shares its name with the function refine exports, so `import ... as` gives the function.
-    return importlib.import_module("refine.stages.local_training")
+def _module(part: str):
+    """A module of the local_training stage (`loop`, `examples`): imported by name, as the stage's
+    package shares its name with the function refine exports."""
+    return importlib.import_module(f"refine.stages.local_training.{part}")
 
 
 def _tensors(directory: Path, name: str) -> dict:
@@ -48,7 +49,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     records += [{"instruction": f"Name the colour of widget {i}.", "input": "",
                  "output": f"Widget {i} is {COLOURS[i % 4]}."} for i in (14, 15)]
     train = write_jsonl(root / "train.refined.jsonl", records)
-    trainer = _module()._classes()[0]
+    trainer = _module("loop").trainer_classes()[0]
     real_train, seen = trainer.train, {}
 
     def spy(self, *args, **kwargs):   # what the trainer is given to learn from the first record
@@ -114,7 +115,7 @@ def test_the_same_data_and_seed_give_the_same_weights(world: dict, tmp_path: Pat
 
 
 def test_a_finished_model_is_returned_without_training_again(world: dict, monkeypatch) -> None:
-    module = _module()
+    module = _module("loop")
 
     record = world["full"].path / "finetune.json"
     before = record.stat().st_mtime_ns
@@ -122,7 +123,7 @@ def test_a_finished_model_is_returned_without_training_again(world: dict, monkey
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(module, "_train", no_training)
+    monkeypatch.setattr(module, "train", no_training)
     # checkpoint_steps never changes the weights, nor lora_r a full fine-tune: the same model.
     model = finetune_local(world["train"], world["full"].path, _settings(checkpoint_steps=3, lora_r=99),
                            progress=False)
@@ -150,13 +151,13 @@ class Crash(Exception):
 
 def test_a_crashed_run_resumes_from_its_checkpoint_to_the_same_weights(
         world: dict, lora: object, tmp_path: Path, monkeypatch, capsys) -> None:
-    module = _module()
+    module = _module("loop")
 
     out = tmp_path / "resumed"
     # An out_dir left unfinished (its weights lost) is replaced, not trusted.
     shutil.copytree(lora.path, out)
     (out / "adapter_model.safetensors").unlink()
-    trainer = module._classes()[0]
+    trainer = module.trainer_classes()[0]
     real_step, calls = trainer.training_step, []
 
     def crashing_step(self, *args, **kwargs):
@@ -225,13 +226,13 @@ def test_a_model_without_a_chat_template_trains_on_the_plain_format(world: dict)
 
     from refine import load_training
 
-    module = _module()
+    module = _module("examples")
     tokenizer = AutoTokenizer.from_pretrained(BASE, local_files_only=True)
     tokenizer.chat_template = None
     pairs = load_training([world["train"]]).pairs
-    template = module._template(tokenizer, pairs)
+    template = module.chat_template(tokenizer, pairs)
     assert template == {"used": "fallback", "format": "{system}Q: {question}\nA: {answer}<eos>"}
-    row = module._rows(pairs, template)[0]
+    row = module.rows(pairs, template)[0]
     assert row == {"prompt": "You answer questions about widgets.\n\nQ: What colour is widget 0?\nA: ",
                    "completion": "Widget 0 is red."}
 

@@ -115,22 +115,22 @@ def _exact_tail(k: int, n: int, population: int, bad: int) -> float:
 def test_the_hypergeometric_tail_is_exact_to_rounding_and_agrees_with_scipy() -> None:
     import numpy as np
 
-    from refine.stages.flagging import _tail
+    from refine.stages.flagging.significance import upper_tail
 
     rng = np.random.default_rng(3)
     for population, bad in ((20, 4), (60, 59), (60, 1), (300, 75), (300, 0), (300, 300)):
         n = rng.integers(0, population + 1, 40)
         k = np.concatenate([np.minimum(rng.integers(0, 12, 40), n), n, np.zeros_like(n), n + 1])
         n = np.tile(n, 4)
-        got = _tail(k, n, population, bad)
+        got = upper_tail(k, n, population, bad)
         exact = np.array([_exact_tail(int(a), int(b), population, bad) for a, b in zip(k, n)])
         np.testing.assert_allclose(got, exact, rtol=1e-12, atol=1e-300)
     # far tails keep their digits, and large runs agree with scipy's sf
-    assert 0 < _tail(np.array([300]), np.array([300]), 100_000, 20_000)[0] < 1e-200
+    assert 0 < upper_tail(np.array([300]), np.array([300]), 100_000, 20_000)[0] < 1e-200
     for population, bad in ((100_000, 19_968), (1_000_000, 200_000)):
         n = rng.integers(1, 3_000, 200)
         k = np.minimum(rng.integers(0, 80, 200), n)
-        np.testing.assert_allclose(_tail(k, n, population, bad), hypergeom.sf(k - 1, population, bad, n),
+        np.testing.assert_allclose(upper_tail(k, n, population, bad), hypergeom.sf(k - 1, population, bad, n),
                                    rtol=1e-8, atol=1e-300)
 
 

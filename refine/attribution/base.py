@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from ..formats.evalset import EvalItem
 from ..plugins import BACKENDS, EXECUTORS, concrete
 from ..formats.records import Attribution
 from ..formats.training import TrainingSet
+
+if TYPE_CHECKING:
+    from ..core.embeddings import EmbeddingModel
 
 __all__ = ["AttributionBackend", "available_backends", "backend_class", "make_backend"]
 
@@ -55,6 +58,17 @@ class AttributionBackend(abc.ABC):
     def settings(self) -> dict[str, Any]:
         """Everything that decides this backend's results: saved with the run."""
         return {"backend": self.name, "options": dataclasses.asdict(self.options)}
+
+    def embedding_model(self) -> "EmbeddingModel | None":
+        """The sentence-embedding model this backend holds, if any (None by default). `collect`
+        grades answers and encodes the text evidence with it rather than load another model, and
+        encodes the evidence on the backend's executor when its workers hold it."""
+        return None
+
+    def serve_mode(self) -> None:
+        """Called once by `refine serve` before it answers requests with this backend: questions
+        then come one at a time and rarely repeat, so a backend that saves what it computes per
+        question (to a disk cache) may stop here. The default changes nothing."""
 
     def prepare(self, training: TrainingSet, progress: Callable[[str, int], ProgressFn]) -> None:
         """One-off work over the training set before attributing (e.g. encoding it).

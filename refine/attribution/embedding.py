@@ -18,7 +18,7 @@ cannot tell which of them the model learned it from (that is the gradient backen
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Iterator
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from .calibration import LevelCalibration, levels_of_blocks, levels_of_top, stats_sample
 from ..core.disk_matrix import DiskMatrix
 from ..core.embeddings import DEFAULT_MODEL, EmbeddingModel
-from ..errors import ConfigError
+from ..fields import device_problem, setting, validate
 from ..formats.evalset import EvalItem
 from ..formats.records import Attribution, Influence
 from ..core.text import qa_text
@@ -43,37 +43,32 @@ SEARCHES = ("exact", "hnsw")
 
 @dataclass(frozen=True)
 class EmbeddingOptions:
-    model: str = DEFAULT_MODEL
-    batch_size: int = 64
-    answer_weight: float = 0.5
-    z_low: float = LevelCalibration.z_low
-    z_medium: float = LevelCalibration.z_medium
-    z_high: float = LevelCalibration.z_high
-    min_score: float = LevelCalibration.min_score
-    # "exact" scores every pair; "hnsw" finds each item's top k in an approximate index
-    # (refine.attribution.pair_index) and rescores them exactly. Worth it past ~10⁶ pairs.
-    search: str = "exact"
-    ef_search: int = 128      # hnsw: candidates searched (and rescored) per item
-    cache_dir: str | None = field(default=None, metadata={"affects_results": False})
-    device: str = field(default="cpu", metadata={"affects_results": False})
+    """What an embedding run computes: each field is a key of ``backend_options``."""
+
+    model: str = setting("A local sentence-transformers model directory (default: the packaged "
+                         "all-MiniLM-L6-v2).", DEFAULT_MODEL)
+    batch_size: int = setting("Texts encoded per batch.", 64, low=1)
+    answer_weight: float = setting("Weight of the answers' own similarity beside the question and "
+                                   "answer's: the score is (1 − w)·cos(Q+A) + w·cos(A).", 0.5, low=0, high=1)
+    z_low: float = setting("Robust z-score below which a pair is not cited.", LevelCalibration.z_low)
+    z_medium: float = setting("Robust z-score from which a cited pair is of medium influence.",
+                              LevelCalibration.z_medium)
+    z_high: float = setting("Robust z-score from which a cited pair is of high influence.",
+                            LevelCalibration.z_high)
+    min_score: float = setting("Cosine below which a pair is not cited, however the rest score.",
+                               LevelCalibration.min_score)
+    search: str = setting("exact: score every pair; hnsw: find each item's top k in an approximate "
+                          "index (pip install 'refine[ann]') and rescore them exactly, worth it past "
+                          "~10⁶ pairs.", "exact", choices=SEARCHES)
+    ef_search: int = setting("hnsw: candidates searched (and rescored) per item; more is slower and "
+                             "finds more.", 128, low=1, high=_EF_SEARCH_MAX)
+    cache_dir: str | None = setting("Where embeddings are kept between runs (default: $REFINE_CACHE_DIR, "
+                                    "else ~/.cache/refine).", None, affects_results=False)
+    device: str = setting("cpu, auto (a GPU when torch sees one), cuda (or cuda:N) or mps.", "cpu",
+                          check=device_problem, affects_results=False)
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"is {self.device!r}; expected auto, cpu, cuda (or cuda:N) or mps",
-                              key="backend_options.device")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"must be a positive integer, got {self.batch_size!r}",
-                              key="backend_options.batch_size")
-        if self.search not in SEARCHES:
-            raise ConfigError(f"is {self.search!r}; expected one of {', '.join(SEARCHES)}",
-                              key="backend_options.search")
-        if (not isinstance(self.ef_search, int) or isinstance(self.ef_search, bool)
-                or not 1 <= self.ef_search <= _EF_SEARCH_MAX):
-            raise ConfigError(f"must be a whole number from 1 to {_EF_SEARCH_MAX:,}, got {self.ef_search!r}",
-                              key="backend_options.ef_search")
-        if not isinstance(self.answer_weight, (int, float)) or not 0 <= self.answer_weight <= 1:
-            raise ConfigError(f"must be a number between 0 and 1, got {self.answer_weight!r}",
-                              key="backend_options.answer_weight")
+        validate(self, "backend_options")
         self.calibration()  # validates the thresholds
 
     def calibration(self) -> LevelCalibration:
@@ -96,9 +91,7 @@ class EmbeddingBackend(AttributionBackend):
             model = EmbeddingModel(options.model, cache_dir=options.cache_dir, batch_size=options.batch_size,
                                    device=options.device)
         self.model = model
-        # A server attributes one question at a time: saving each to the disk cache would cost
-        # more than encoding it, and the questions rarely repeat.
-        self.persist_queries = True
+        self.persist_queries = True    # off under `refine serve` (serve_mode)
         self._pairs: list[TrainingPair] = []
         # The pairs' vectors live in a file read through a memory map (3 KB per pair: 30 GB at
         # 10⁷ pairs); what scoring reads is handed back to the system as it goes (_release).
@@ -110,6 +103,14 @@ class EmbeddingBackend(AttributionBackend):
         self._answers: np.ndarray | None = None
         self._index = None
         self.notes: list[str] = []     # said to the user when collect ends (the measured recall)
+
+    def embedding_model(self) -> EmbeddingModel:
+        return self.model
+
+    def serve_mode(self) -> None:
+        # A server attributes one question at a time: saving each to the disk cache would cost
+        # more than encoding it, and the questions rarely repeat.
+        self.persist_queries = False
 
     def use_executor(self, executor) -> None:
         super().use_executor(executor)

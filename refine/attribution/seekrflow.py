@@ -20,11 +20,12 @@ import ipaddress
 import os
 import queue
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Iterator
 from urllib.parse import urlparse
 
 from ..errors import BackendError, ConfigError
+from ..fields import setting, validate
 from ..formats.evalset import EvalItem
 from ..formats.records import Attribution, Influence
 from ..seekrflow.client import (AsyncSeekrFlowClient, InfluenceResult, RetryPolicy, SeekrFlowError,
@@ -35,40 +36,43 @@ from .base import AttributionBackend
 
 __all__ = ["SeekrFlowBackend", "SeekrFlowOptions"]
 
-_RUNTIME = {"affects_results": False}
+def _model_id(value: object) -> str | None:
+    return None if isinstance(value, str) and value else "is required for the seekrflow backend (--model-id)"
+
+
+def _base_url(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        return f"must be an http(s) URL, got {value!r}"
+    url = resolve_base_url(value)
+    if urlparse(url).scheme in ("http", "https") and urlparse(url).hostname:
+        return None
+    return f"must be an http(s) URL, got {url.rstrip('/')!r}{'' if value else ' (from $SEEKR_BASE_URL)'}"
 
 
 @dataclass(frozen=True)
 class SeekrFlowOptions:
-    model_id: str | None = None
-    base_url: str | None = None        # None: $SEEKR_BASE_URL, else https://flow.seekr.com
-    concurrency: int = field(default=8, metadata=_RUNTIME)
-    rate: float | None = field(default=None, metadata=_RUNTIME)
-    timeout: float = field(default=60.0, metadata=_RUNTIME)
-    max_retries: int = field(default=5, metadata=_RUNTIME)
-    backoff_base: float = field(default=0.5, metadata=_RUNTIME)
-    api_key_env: str = field(default="SEEKR_API_KEY", metadata=_RUNTIME)
-    team_id: str | None = field(default=None, metadata=_RUNTIME)   # None: $SEEKR_TEAM_ID
+    """Which hosted model is asked, where, and how hard: each field is a key of ``backend_options``."""
+
+    model_id: str | None = setting("Required: the fine-tuned model's id.", None, check=_model_id)
+    base_url: str | None = setting("The API's base URL (default: $SEEKR_BASE_URL, else "
+                                   "https://flow.seekr.com; a `refine serve` address works too).", None,
+                                   check=_base_url)
+    concurrency: int = setting("Requests in flight.", 8, low=1, affects_results=False)
+    rate: float | None = setting("At most this many requests per second (default: no cap).", None,
+                                 low=0, low_open=True, affects_results=False)
+    timeout: float = setting("Seconds per request.", 60.0, low=0, low_open=True, affects_results=False)
+    max_retries: int = setting("Retries per request on 408/409/429/5xx, garbled bodies and connection "
+                               "errors.", 5, low=0, affects_results=False)
+    backoff_base: float = setting("Retry n waits a random time up to this × 2ⁿ seconds (at most 30; "
+                                  "a Retry-After header is honoured).", 0.5, low=0, low_open=True,
+                                  affects_results=False)
+    api_key_env: str = setting("The environment variable holding the API key (not needed for a "
+                               "loopback server).", "SEEKR_API_KEY", affects_results=False)
+    team_id: str | None = setting("Sent as x-team-id (default: $SEEKR_TEAM_ID).", None,
+                                  affects_results=False)
 
     def __post_init__(self) -> None:
-        if not self.model_id or not isinstance(self.model_id, str):
-            raise ConfigError("is required for the seekrflow backend (--model-id)",
-                              key="backend_options.model_id")
-        url = resolve_base_url(self.base_url)
-        if urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname:
-            source = "" if self.base_url else " (from $SEEKR_BASE_URL)"
-            raise ConfigError(f"must be an http(s) URL, got {url.rstrip('/')!r}{source}",
-                              key="backend_options.base_url")
-        for name in ("concurrency", "max_retries"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "concurrency" else 0):
-                raise ConfigError(f"must be a non-negative integer, got {value!r}",
-                                  key=f"backend_options.{name}")
-        for name in ("timeout", "backoff_base") + (("rate",) if self.rate is not None else ()):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"must be a positive number, got {value!r}",
-                                  key=f"backend_options.{name}")
+        validate(self, "backend_options")
 
 
 def _is_loopback(url: str) -> bool:

@@ -8,8 +8,8 @@ sorts spill to disk past a memory limit, so memory is bounded by that limit, not
 The database is a file in a private temporary folder, not an in-memory one, so that the tables
 a stage builds on the way are paged to disk like everything else; the folder goes when the
 work is done, whatever happened. It lies under the system's temporary folder (``TMPDIR``), which
-must hold the scratch tables: 11 GB at 10⁸ citations of 10⁷ pairs (bench/out_of_core.py). Results do not depend on the thread count: every query whose
-output is kept orders its rows.
+must hold the scratch tables (what they took at 10⁸ citations of 10⁷ pairs: docs/scaling.md).
+Results do not depend on the thread count: every query whose output is kept orders its rows.
 """
 
 from __future__ import annotations

@@ -3,17 +3,17 @@
 glibc keeps memory a process frees for reuse; a model worker whose tensors grow from task to task
 (chunks sorted by text length pad to ever longer sequences) leaves holes in its heap that the
 next, larger tensors do not fit, and smaller allocations made in between (by Ray's threads, by
-the tokenizer) pin them in place. Measured on an embedding worker (bench/worker_heap.py): ~185 MB
-of heap in use throughout, while the heap freed but kept grew by ~20 MB per 1,024-text task, in a
-Ray actor and in a plain process alike, so a worker's peak RSS grew with the number of pairs.
+the tokenizer) pin them in place. On an embedding worker (bench/worker_heap.py) the heap in use
+stayed flat while the heap freed but kept grew task after task, in a Ray actor and in a plain
+process alike, so a worker's peak RSS grew with the number of pairs (the figures:
+docs/scaling.md, "Why a worker's memory grew with N").
 
 ``malloc_trim(0)`` hands every free page back to the OS (not only the heap's top). It is not
-free: the call walks the free lists (16 ms on a gradient worker), and the next task faults the
-pages back in (~65 ms more there). Against an embedding task of seconds that is nothing; against
-the gradient backend's 0.6 s tasks, trimming after each made collect 1.17× slower. So the
-executors trim after a task only once `EVERY_S` seconds have passed since the last trim: the heap
-kept between trims is what that much work leaves, whatever N is, and the cost stays a few percent
-of the time.
+free: the call walks the free lists, and the next task faults the pages back in. Against an
+embedding task of seconds that is nothing; against the gradient backend's shorter tasks, a trim
+after each made collect measurably slower. So the executors trim after a task only once
+`EVERY_S` seconds have passed since the last trim: the heap kept between trims is what that much
+work leaves, whatever N is, and the cost stays a few percent of the time.
 """
 
 from __future__ import annotations

@@ -1,116 +1,42 @@
-"""The run directory: every file a run holds, which stage made it, and from what.
+"""The run directory on disk: its files, the records of the stages that made them, and the
+typed readers of its tables.
 
-::
-
-    RUN/
-      settings.json, provenance.json      collect: what decides the results; tool versions
-      pairs.parquet                       collect: the pair index (pair_id, file, line, file_id, …)
-      journal.jsonl                       collect: one line per finished eval item (the resume point)
-      items.parquet, attributions.parquet collect: per eval item; per (item, influential pair)
-      evidence.parquet, claims.parquet,   collect: text evidence (refine.stages.flagging.evidence): per (item, pair,
-      claim_links.parquet                 sentence) scores, the sentences, same-claim links
-      flags.csv, flags.json               flag
-      clusters.parquet, clusters.csv,     cluster: failure modes, their driving pairs, themes of
-      cluster_pairs.parquet, themes.csv,  flagged pairs, and each cited pair's modes and theme
-      flag_modes.parquet                  (flag_modes is joined to flags by `flags(with_modes=True)`)
-      report.html, report.md              report
-      outcome.json                        outcome: a retrained run against the run before it
-      stages/<stage>.json                 one record per stage that finished
-
-Lineage works as DVC's lock file does, one small record per stage: the stage's settings, the
-digests of the stages it read (``inputs``), and the sha256 and size of each file it wrote
-(``outputs``; emit and review write outside RUN and list those files as ``external``). A
-record is removed when its stage starts and written when it ends, so a crashed stage leaves
-no record. Reading a stage's output checks the chain: the record must exist, its files must
-have the recorded sizes, and every stage it read must still be the one it read. Otherwise
-the error names the stage to run again. When a stage finishes with a different digest than
-before, every stage downstream of it is removed, so a report, flags or an emitted dataset
-never mix two runs. No stage writes another stage's file.
-
-The typed readers here (`items`, `attributions`, `pairs`, `flags`, …) are the one place the
-tables are read.
+Which file each stage writes, and the lineage rules the records follow, are
+:mod:`refine.core.lineage`'s table; :class:`RunDir` keeps them: it starts and finishes a stage
+(:meth:`RunDir.stage`), tells whether a stage's outputs can still be used (:meth:`RunDir.current`,
+naming the stage to run again when not), and holds the one place the tables are read (`items`,
+`attributions`, `pairs`, `flags`, …).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ._atomic import sha256_file, write_json
 from .._version import __version__
 from ..errors import RunDirError
 from ..formats.records import Attribution
+from ._atomic import sha256_file, write_json
+from .journal import JournalWriter, read_journal
+from .lineage import (ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, CLUSTER_PAIRS, CLUSTERS, CLUSTERS_CSV, EVIDENCE,
+                      FLAG_MODES, FLAGS_CSV, FLAGS_JSON, ITEMS, JOURNAL, OTHER_FILES, OUTCOME_JSON, PAIRS,
+                      PROVENANCE, REPORT_HTML, REPORT_MD, SETTINGS, STAGES, STAGES_DIR, THEMES_CSV, Stage,
+                      StageWriter, downstream, record_digest)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..settings import FlagSettings
 
-__all__ = ["STAGES", "RunDir", "SettingsChangedError", "Stage", "StageWriter"]
-
-SETTINGS = "settings.json"
-PROVENANCE = "provenance.json"
-PAIRS = "pairs.parquet"
-JOURNAL = "journal.jsonl"
-ITEMS = "items.parquet"
-ATTRIBUTIONS = "attributions.parquet"
-EVIDENCE = "evidence.parquet"
-CLAIMS = "claims.parquet"
-CLAIM_LINKS = "claim_links.parquet"
-FLAGS_CSV = "flags.csv"
-FLAGS_JSON = "flags.json"
-CLUSTERS = "clusters.parquet"
-CLUSTERS_CSV = "clusters.csv"
-CLUSTER_PAIRS = "cluster_pairs.parquet"
-THEMES_CSV = "themes.csv"
-FLAG_MODES = "flag_modes.parquet"
-REPORT_HTML = "report.html"
-REPORT_MD = "report.md"
-OUTCOME_JSON = "outcome.json"
-STAGES_DIR = "stages"
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    outputs: tuple[str, ...]       # files in RUN this stage writes (and nothing else)
-    needs: tuple[str, ...]         # stages it reads, which must be current
-    uses: tuple[str, ...] = ()     # stages it reads when they are there and current
-    command: str = ""              # what to run to make it again
-
-
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("collect", (SETTINGS, PROVENANCE, PAIRS, ITEMS, ATTRIBUTIONS, EVIDENCE, CLAIMS, CLAIM_LINKS), (), (),
-          "refine collect"),
-    Stage("flag", (FLAGS_CSV, FLAGS_JSON), ("collect",), (), "refine flag"),
-    Stage("cluster", (CLUSTERS, CLUSTERS_CSV, CLUSTER_PAIRS, THEMES_CSV, FLAG_MODES),
-          ("collect", "flag"), (), "refine cluster"),
-    Stage("emit", (), ("collect", "flag"), ("cluster",), "refine emit"),
-    Stage("review", (), ("collect", "flag"), ("cluster",), "refine review export"),
-    Stage("outcome", (OUTCOME_JSON,), ("collect",), (), "refine outcome"),
-    Stage("report", (REPORT_HTML, REPORT_MD), ("collect", "flag"), ("cluster", "emit", "outcome"), "refine report"),
-)}
-# Files refine keeps in RUN besides the stage outputs: the journal (collect's resume point).
-_OTHER = (JOURNAL,)
-
-
-def downstream(name: str) -> list[str]:
-    """Every stage that reads `name`, directly or not, in the order they run."""
-    found: list[str] = []
-    for stage in STAGES.values():
-        if stage.name in found or stage.name == name:
-            continue
-        reads = set(stage.needs) | set(stage.uses)
-        if name in reads or reads & set(found):
-            found.append(stage.name)
-    return found
+# The file names and the stage table are re-exported: code reads them from here too.
+__all__ = ["ATTRIBUTIONS", "CLAIMS", "CLAIM_LINKS", "CLUSTERS", "CLUSTERS_CSV", "CLUSTER_PAIRS", "EVIDENCE",
+           "FLAGS_CSV", "FLAGS_JSON", "FLAG_MODES", "ITEMS", "JOURNAL", "OUTCOME_JSON", "PAIRS", "PROVENANCE",
+           "REPORT_HTML", "REPORT_MD", "SETTINGS", "STAGES", "THEMES_CSV", "RunDir", "SettingsChangedError",
+           "Stage", "StageWriter", "downstream", "first_rows_sql"]
 
 
 class SettingsChangedError(RunDirError):
@@ -129,47 +55,6 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
     return [] if old == new else [prefix.rstrip(".")]
-
-
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-class JournalWriter:
-    """Appends finished records to the journal.
-
-    Each record is handed to the operating system (flushed) before `append` returns, so a
-    killed process loses nothing it acknowledged; an fsync at most every `sync_every`
-    seconds, and on close, also covers a power cut without costing a disk flush per item.
-    """
-
-    def __init__(self, path: Path, sync_every: float = 1.0) -> None:
-        self._fh = open(path, "ab")
-        self._sync_every = sync_every
-        self._last_sync = time.monotonic()
-
-    def append(self, record: Attribution) -> None:
-        self._fh.write(json.dumps(record.to_json(), sort_keys=True, ensure_ascii=False)
-                       .encode("utf-8") + b"\n")
-        self._fh.flush()
-        if time.monotonic() - self._last_sync >= self._sync_every:
-            self.sync()
-
-    def sync(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self.sync()
-            self._fh.close()
-
-    def __enter__(self) -> "JournalWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 _FLAG_CHUNK = 50_000      # rows of flags.csv read at a time for the flagged rows alone
@@ -197,23 +82,6 @@ def first_rows_sql(pairs: str, select: str, join: str = "") -> str:
     return f"""
         SELECT {select} FROM read_parquet({pairs}, file_row_number = true) {join}
         QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY file_row_number) = 1"""
-
-
-class StageWriter:
-    """What a running stage may write: its own files in RUN, and files outside it it declares."""
-
-    def __init__(self, run: "RunDir", stage: Stage) -> None:
-        self.run, self.stage = run, stage
-        self.external: dict[str, dict[str, Any]] = {}
-
-    def path(self, name: str) -> Path:
-        if name not in self.stage.outputs:
-            raise RunDirError(f"stage {self.stage.name!r} does not own {name}")  # a bug, not a user error
-        return self.run.file(name)
-
-    def wrote_outside(self, path: str | Path, sha256: str, **info: Any) -> None:
-        """Record an output written outside RUN (emit's dataset, review's CSV)."""
-        self.external[str(path)] = {"sha256": sha256, **info}
 
 
 class RunDir:
@@ -273,7 +141,7 @@ class RunDir:
         """Remove what refine wrote here (and nothing else)."""
         for stage in STAGES.values():
             self._remove_stage(stage.name)
-        for name in _OTHER:
+        for name in OTHER_FILES:
             self.file(name).unlink(missing_ok=True)
         for extra in self.path.glob(".*.tmp"):
             extra.unlink(missing_ok=True)
@@ -285,25 +153,7 @@ class RunDir:
 
     def read_journal(self) -> dict[str, Attribution]:
         """The latest record per eval id. A torn last line (a crash mid-write) is cut off."""
-        path = self.file(JOURNAL)
-        records: dict[str, Attribution] = {}
-        if not path.is_file():
-            return records
-        good_bytes = 0
-        with open(path, "rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break
-                try:
-                    record = Attribution.from_json(json.loads(raw))
-                except (ValueError, KeyError, TypeError):
-                    break
-                records[record.eval_id] = record
-                good_bytes += len(raw)
-        if good_bytes != path.stat().st_size:
-            with open(path, "r+b") as fh:
-                fh.truncate(good_bytes)
-        return records
+        return read_journal(self.file(JOURNAL))
 
     def journal_writer(self) -> JournalWriter:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -412,8 +262,7 @@ class RunDir:
             if path.is_file():
                 outputs[file] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         body = {"settings": settings, "outputs": outputs, "external": writer.external}
-        record = {"stage": name, "tool": __version__, "inputs": inputs, **body,
-                  "digest": hashlib.sha256(_canonical(body)).hexdigest()}
+        record = {"stage": name, "tool": __version__, "inputs": inputs, **body, "digest": record_digest(body)}
         if before is None or before.get("digest") != record["digest"]:
             for later in downstream(name):
                 self._remove_stage(later)

@@ -18,12 +18,12 @@ An exception raised *in* a task (a bad input, a refused setting) is re-raised he
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from ..core import _heap
 from ..errors import BackendError, ConfigError, RefineError
-from ..settings import _number, number_problem
+from ..fields import number_problem, setting, validate
 from .base import Executor, WorkerSpec
 
 __all__ = ["RayExecutor", "RayOptions"]
@@ -32,28 +32,36 @@ _IN_FLIGHT = 2
 _WAIT_S = 30.0   # how often a map with no worker built checks that one still can be
 
 
+def _address(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and _address_ok(value)):
+        return None
+    return f"must be auto, ray://host:port or host:port, got {value!r}"
+
+
+def _resources(value: Any) -> str | None:
+    if isinstance(value, dict) and all(isinstance(k, str) and number_problem(v, low=0) is None
+                                       for k, v in value.items()):
+        return None
+    return f"must map resource names to amounts ≥ 0, e.g. GPU=1,CPU=4; got {value!r}"
+
+
 @dataclass(frozen=True)
 class RayOptions:
-    address: str | None = None
-    workers: int = 2
-    resources: dict[str, float] = field(default_factory=lambda: {"CPU": 1})
-    max_retries: int = 3
-    local_cpus: int | None = None         # a local cluster's CPUs (no address)
+    """Which Ray cluster, and the actors on it: each field is a key of ``collect.executor``."""
+
+    address: str | None = setting("auto: the cluster this machine is in; ray://HOST:PORT or HOST:PORT: "
+                                  "that one; unset: a new local cluster in this process.", None,
+                                  check=_address)
+    workers: int = setting("Worker actors, each holding one model replica.", 2, low=1)
+    resources: dict[str, float] = setting("What one worker holds: CPU and GPU become Ray's num_cpus and "
+                                          "num_gpus, other names custom resources (GPU defaults to what "
+                                          "the backend's device asks for).", factory=lambda: {"CPU": 1},
+                                          check=_resources)
+    max_retries: int = setting("Times a task whose actor died goes to a fresh actor.", 3, low=0)
+    local_cpus: int | None = setting("A new local cluster's CPUs (default: all).", None, low=1)
 
     def __post_init__(self) -> None:
-        def bad(key: str, message: str) -> ConfigError:
-            return ConfigError(message, key=f"collect.executor.{key}")
-
-        if self.address is not None and (not isinstance(self.address, str) or not _address_ok(self.address)):
-            raise bad("address", f"must be auto, ray://host:port or host:port, got {self.address!r}")
-        for key, low in (("workers", 1), ("max_retries", 0)):
-            _number(getattr(self, key), f"collect.executor.{key}", low=low, integer=True)
-        if self.local_cpus is not None:
-            _number(self.local_cpus, "collect.executor.local_cpus", low=1, integer=True)
-        if not isinstance(self.resources, dict) or not all(
-                isinstance(k, str) and number_problem(v, low=0) is None for k, v in self.resources.items()):
-            raise bad("resources", f"must map resource names to amounts ≥ 0, e.g. GPU=1,CPU=4; "
-                                   f"got {self.resources!r}")
+        validate(self, "collect.executor")
 
 
 def _shown(address: str) -> str:

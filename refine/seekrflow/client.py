@@ -53,7 +53,6 @@ BASE_URL_ENV = "SEEKR_BASE_URL"
 TEAM_ENV = "SEEKR_TEAM_ID"
 TEAM_HEADER = "x-team-id"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-FATAL_STATUSES = frozenset({401, 403, 404})
 ROUTE = "v1/flow/explain/models/{model_id}/influential-finetuning-data"
 
 

@@ -20,6 +20,10 @@ method                 request
                        base model must be listed (by id or name) with ``supports_lora: true``
 ``retrieve_finetune``  ``GET v1/flow/fine-tunes/{id}``
 ``list_events``        ``GET v1/flow/fine-tunes/{id}/events``
+``chat_completion``    ``chat.completions.create(model=..., messages=..., max_tokens=...,
+                       temperature=0)``: ``POST v1/inference/chat/completions`` with the body
+                       ``ChatCompletionRequest.model_dump()`` (the SDK's defaults for the rest);
+                       non-streaming, and retried as a read (it creates nothing)
 =====================  ==========================================================================
 
 Headers, base URL and key as :mod:`refine.seekrflow.client` (``Authorization: <key>`` bare,
@@ -209,6 +213,23 @@ class FlowClient(_Base):
         found = self._send("GET", f"v1/flow/fine-tunes/{job_id}/events", f"the events of {job_id}")
         data = found.get("data") or []
         return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+    def chat_completion(self, model: str, messages: list[dict[str, Any]], *, max_tokens: int,
+                        temperature: float = 0.0) -> dict[str, Any]:
+        """One chat completion (``chat.completions.create``); the service's response as a dict,
+        its first choice checked to hold a message."""
+        payload = {"messages": messages, "model": model, "max_completion_tokens": None,
+                   "max_tokens": max_tokens, "stop": None, "temperature": temperature, "top_p": 1.0,
+                   "top_k": 5, "repetition_penalty": 1.0, "stream": False, "logprobs": False,
+                   "top_logprobs": None, "echo": False, "n": 1, "safety_model": None,
+                   "response_format": None, "tools": None}
+        found = self._send("POST", "v1/inference/chat/completions", f"asking {model}", json_body=payload)
+        choices = found.get("choices")
+        message = choices[0].get("message") if isinstance(choices, list) and choices and \
+            isinstance(choices[0], dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("content", ""), (str, type(None))):
+            raise SeekrFlowError(f"malformed chat completion from {model} (no choices[0].message)")
+        return found
 
     # --- one request, with its retries -----------------------------------------------------------
     def _send(self, method: str, route: str, what: str, *, creates: bool = False,

@@ -24,7 +24,8 @@ import time
 import uuid
 from typing import Any, Callable
 
-from .flow_store import FlowStore, NotFound, Refused
+from .flow_common import NotFound, Refused
+from .flow_store import FlowStore
 
 __all__ = ["add_flow_routes"]
 

@@ -67,8 +67,8 @@ def create_app(backend: AttributionBackend | None, *, model_id: str, api_key: st
     for a completed fine-tune, a backend prepared on its training files and the map from
     refine's file ids to the uploaded ones (None: no such fine-tune)."""
     served_model = model_id
-    if backend is not None and hasattr(backend, "persist_queries"):
-        backend.persist_queries = False
+    if backend is not None:
+        backend.serve_mode()
     try:
         from fastapi import Depends, FastAPI, HTTPException, Query, Request
         from pydantic import BaseModel
@@ -162,8 +162,7 @@ def _job_backends(flow: Any, settings: CollectSettings) -> Callable[[str], Any]:
             if job_id not in ready:
                 training = load_training([str(path) for path, _ in sources], layout=settings.train_format)
                 instance = make_backend(settings.backend, settings.backend_options, top_k=settings.top_k)
-                if hasattr(instance, "persist_queries"):
-                    instance.persist_queries = False
+                instance.serve_mode()
                 instance.prepare(training, lambda description, total: (lambda n: None))
                 ids = {_derived_file_id(f.sha256): file_id for f, (_, file_id) in zip(training.files, sources)}
                 ready[job_id] = (instance, ids)

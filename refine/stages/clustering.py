@@ -39,7 +39,8 @@ import pandas as pd
 from ..core._atomic import atomic_open, write_parquet, write_parquet_batches
 from ..errors import RunDirError
 from ..settings import ClusterSettings
-from ..core.rundir import CLUSTER_PAIRS, CLUSTERS, CLUSTERS_CSV, FLAG_MODES, THEMES_CSV, RunDir
+from ..core.lineage import CLUSTER_PAIRS, CLUSTERS, CLUSTERS_CSV, FLAG_MODES, THEMES_CSV
+from ..core.rundir import RunDir
 from ..core.text import qa_text
 
 __all__ = ["ClusterResult", "ClusterSettings", "agglomerate", "cluster", "name_modes"]
@@ -212,8 +213,8 @@ def _blame_by_mode(con: Any, run: RunDir, modes: pd.DataFrame, weights: dict[str
     Read by DuckDB straight from attributions.parquet: the citations of good answers, most
     of a run's rows, are never loaded (:mod:`refine.core._duckdb`)."""
     from ..core._duckdb import quoted
-    from .flagging import weighted_sum_sql, weights_sql
-    from ..core.rundir import ATTRIBUTIONS
+    from .flagging.citations import weighted_sum_sql, weights_sql
+    from ..core.lineage import ATTRIBUTIONS
 
     run.current("collect")
     con.register("modes", modes[modes["cluster"] >= 0])
@@ -257,8 +258,8 @@ def _modes_of_pairs_in(con: Any, flags: pd.DataFrame, names: dict[int, str],
     unrelated to each other (flagged pairs only) — the table ``modes_of_pairs`` in `con`, from
     its ``per_pair``; and, returned, the flagged pairs of each theme.
 
-    In DuckDB, not a Python loop over the pairs: 10⁶ cited pairs take 3–5 s, not 2.5 minutes
-    (bench/cluster_modes.py)."""
+    In DuckDB, not a Python loop over the pairs (bench/_oracles.py keeps the loop as the
+    definition; docs/benchmarks.md, cluster_modes, what each costs at 10⁶ cited pairs)."""
     clusters = sorted(centroids)
     unrelated = [(a, b) for i, a in enumerate(clusters) for b in clusters[i + 1:]
                  if float(centroids[a] @ centroids[b]) < settings.unrelated_similarity]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import pyarrow as pa
 
@@ -18,11 +19,12 @@ from .grading import GradeSettings, grade_items
 from ..settings import CollectSettings
 from ..core.provenance import provenance
 from ..formats.records import Attribution
-from ..core.rundir import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, ITEMS, PAIRS, RunDir, StageWriter
+from ..core.lineage import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, ITEMS, PAIRS, StageWriter
+from ..core.rundir import RunDir
 from ..formats.sources import open_source, source_digest
 from ..formats.training import TrainingInput, TrainingSet, load_training
 
-__all__ = ["CollectResult", "CollectSettings", "collect"]
+__all__ = ["CollectResult", "CollectSettings", "collect", "write_collection"]
 
 SETTINGS_FORMAT = 1
 
@@ -48,7 +50,7 @@ def _train_entry(f: Any) -> dict[str, Any]:
     return entry
 
 
-def _settings_record(training: TrainingSet, eval_path: str, backend: AttributionBackend,
+def _settings_record(training: TrainingSet, eval_path: str, backend_settings: dict[str, Any],
                      settings: CollectSettings, evidence_fingerprint: str | None = None) -> dict[str, Any]:
     source = open_source(eval_path)
     return {
@@ -59,7 +61,7 @@ def _settings_record(training: TrainingSet, eval_path: str, backend: Attribution
                      "layout": settings.eval_format},
             "skip_invalid": settings.skip_invalid,
         },
-        "collect": {"top_k": settings.top_k, **backend.settings()},
+        "collect": {"top_k": settings.top_k, **backend_settings},
         "grade": asdict(settings.grade),
         "evidence": {"on": settings.evidence, "lookup": settings.evidence_lookup,
                      "model_fingerprint": evidence_fingerprint if settings.evidence else None},
@@ -107,10 +109,9 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
 
         # The text evidence is encoded by the backend's own embedding model when it has one,
         # else by the default one; which, is part of what decides the results.
-        own_model = getattr(backend, "model", None)
-        evidence_model = (own_model if isinstance(own_model, EmbeddingModel) else EmbeddingModel()) \
-            if settings.evidence else None
-        settings_record = _settings_record(training, str(eval_path), backend, settings,
+        own_model = backend.embedding_model()
+        evidence_model = (own_model if own_model is not None else EmbeddingModel()) if settings.evidence else None
+        settings_record = _settings_record(training, str(eval_path), backend.settings(), settings,
                                            evidence_model.fingerprint if evidence_model else None)
         run = RunDir(out)
         run.prepare_for(settings_record, overwrite=overwrite)
@@ -136,9 +137,7 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
                         failures += record.status != "done"
                         bar.update(1)
                         bar.set_postfix(failed=failures, refresh=False)
-            grader_model = getattr(backend, "model", None)
-            item_table, attributions = _finalize(stage, evalset.items, done, settings.grade, grader_model,
-                                                 eval_path)
+            item_table, attributions = _finalize(stage, evalset.items, done, settings.grade, own_model, eval_path)
             if evidence_model is not None:
                 # On the backend's workers when they hold this model.
                 remote = evidence_model is own_model and getattr(backend.executor, "remote", False)
@@ -153,6 +152,34 @@ def collect(train: list[str | TrainingInput], eval_path: str, out: str | Path,
     return CollectResult(run.path, len(evalset.items), len(evalset.items) - len(failed), failed,
                          resumed, len(training.pairs), skipped, len(unmatched), unmatched[:5],
                          list(getattr(backend, "notes", [])))
+
+
+@contextlib.contextmanager
+def write_collection(out: str | Path, training: TrainingSet, eval_path: str | Path, backend: dict[str, Any],
+                     settings: CollectSettings | None = None, *,
+                     records: Mapping[str, Attribution] | None = None) -> Iterator[StageWriter]:
+    """Write a run directory as :func:`collect` does from attribution records made without a
+    backend (a benchmark's synthetic ones), and hold its collect stage open while the block runs.
+
+    `backend` stands for what a backend's :meth:`~refine.attribution.base.AttributionBackend.settings`
+    records (``backend``, ``options``, …). settings.json and provenance.json are written first;
+    then, given `records` (an Attribution per item of `eval_path`, by eval id), pairs.parquet from
+    `training`, and items.parquet and attributions.parquet from the records, the items graded as
+    collect grades them. The block writes whatever else the stage holds through the writer it is
+    handed: the text evidence, or, without `records`, the tables themselves (then only
+    ``training.files`` is read). `out` must be new or empty.
+    """
+    settings = settings or CollectSettings()
+    record = _settings_record(training, str(eval_path), backend, settings)
+    run = RunDir(out)
+    run.prepare_for(record, overwrite=False)
+    run.write_settings(record, provenance())
+    with run.stage("collect", record) as stage:
+        if records is not None:
+            evalset = load_eval(str(eval_path), skip_invalid=settings.skip_invalid, format=settings.eval_format)
+            write_parquet(stage.path(PAIRS), _pairs_table(training))
+            _finalize(stage, evalset.items, dict(records), settings.grade, None, str(eval_path))
+        yield stage
 
 
 def _finalize(stage: StageWriter, items: list[EvalItem], records: dict[str, Attribution],
@@ -220,7 +247,7 @@ def _write_evidence(stage: StageWriter, items: pa.Table, pairs: pa.Table, attrib
     sentences are encoded here — through the embedding cache, so a crashed collect encodes only
     what it never saved, and on the executor's workers when they hold this model — so that flag
     only compares scores it is handed. The training sentences' vectors go to disk, not memory."""
-    from .flagging.evidence import gather
+    from .flagging.gather import gather
 
     done = items.filter(pa.compute.equal(items["status"], "done")).select(
         ["eval_id", "question", "answer", "reference", "verdict"]).to_pandas()

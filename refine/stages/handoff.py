@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from ..seekrflow.flow import FlowClient
     from ..settings import FinetuneSettings
 
-__all__ = ["FinetuneResult", "UploadResult", "UploadedFile", "emitted_files", "finetune", "upload",
-           "uploaded_file_ids"]
+__all__ = ["FinetuneResult", "UploadResult", "UploadedFile", "emitted_files", "finetune", "follow_finetune",
+           "upload", "uploaded_file_ids"]
 
 UPLOAD_RECORD = "upload.json"
 FINETUNE_RECORD = "finetune.json"
@@ -345,10 +345,27 @@ def finetune(settings: "FinetuneSettings | None" = None, *, run: str | Path | No
                           ids, events, bool(job.get("inference_available")), None, record)
 
 
+def follow_finetune(job_id: str, *, base_url: str | None = None, api_key_env: str = "SEEKR_API_KEY",
+                    team_id: str | None = None, poll_interval: float = 10.0, timeout: float = 120.0,
+                    max_retries: int = 5, progress: bool = True) -> FinetuneResult:
+    """Follow a fine-tune the service already runs (one :func:`finetune` started, e.g. before a
+    crash) until it reaches a final status, as :func:`finetune` follows a new one; a failed or
+    cancelled job is a SeekrFlowError."""
+    with _client(base_url, api_key_env, team_id, timeout, max_retries) as client:
+        job = client.retrieve_finetune(job_id)
+        job, events = _follow(client, job, poll_interval, progress)
+        base = client.base_url
+    if job.get("status") in ("failed", "cancelled"):
+        raise SeekrFlowError(f"fine-tune {job_id} {job['status']}{_failure(job, events)}")
+    return FinetuneResult(str(job.get("status")), job_id, str(job.get("model")), job_id, job.get("project_id"),
+                          base, list(job.get("training_files") or []), events,
+                          bool(job.get("inference_available")))
+
+
 def _finetune_here(settings: Any, run: Path | None, ids: list[str], train: str | Path | None,
                    out: str | Path | None, progress: bool) -> FinetuneResult:
     from .local_training import finetune_local
-    from ..service.flow_store import one_training_file
+    from ..service.flow_jobs import one_training_file
 
     if ids:
         raise ConfigError("a local fine-tune reads files here (--train or --run), not uploaded ids",

@@ -50,7 +50,8 @@ import pandas as pd
 
 from ..core._atomic import write_json
 from ..errors import RunDirError
-from ..core.rundir import ATTRIBUTIONS, ITEMS, OUTCOME_JSON, RunDir
+from ..core.lineage import ATTRIBUTIONS, ITEMS, OUTCOME_JSON
+from ..core.rundir import RunDir
 from ..settings import OutcomeSettings
 
 __all__ = ["OutcomeResult", "OutcomeSettings", "outcome", "read_outcome"]
@@ -273,19 +274,14 @@ def report_section(run: RunDir) -> dict[str, Any] | None:
     bad among the answers good before."""
     if not run.is_current("outcome"):
         return None
-    import matplotlib
+    from ..core.plots import pyplot, svg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .reporting import _svg
-
+    plt = pyplot()
     figures = read_outcome(run.path)
     rows = [(f"{m['mode']}: {m['label'][:40]}" if m["mode"] >= 0 else "unclustered", m["fixed"], m["still_bad"], 0)
             for m in figures["by_mode"]]
     good_before = figures["items"] - figures["bad_before"]
     rows.append((f"good before ({good_before})", 0, 0, figures["newly_bad"]))
-    plt.rcParams["svg.hashsalt"] = "refine"
     fig, ax = plt.subplots(figsize=(6.0, 0.45 * len(rows) + 1.0))
     y = np.arange(len(rows))[::-1]
     fixed, still, newly = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
@@ -296,7 +292,7 @@ def report_section(run: RunDir) -> dict[str, Any] | None:
     ax.set_xlabel("answers")
     ax.legend(frameon=False, loc="lower right")
     ax.spines[["top", "right"]].set_visible(False)
-    return {**figures, "svg": _svg(fig)}
+    return {**figures, "svg": svg(fig)}
 
 
 def summary_lines(figures: dict[str, Any], show: int = 10) -> list[str]:

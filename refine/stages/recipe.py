@@ -1,4 +1,4 @@
-"""Recipes: collect → flag → cluster → emit → report, scripted in YAML.
+"""Recipes: collect → flag → cluster → emit → report (→ retrain), scripted in YAML.
 
 ::
 
@@ -22,10 +22,22 @@
            mode: prune,                          # prune | edit | quarantine
            counterexamples: false, max_counterexamples_per_mode: 5,
            question_min: 0.75, agree_min: 0.8}
-    report: {enabled: true}                      # RUN/report.html and RUN/report.md, last, so
-                                                 # that it shows what emit wrote
+    report: {enabled: true}                      # RUN/report.html and RUN/report.md, after
+                                                 # emit, so that it shows what emit wrote
+    retrain:                                     # optional: close the loop (refine.stages.retraining)
+      run_dir: runs/quickstart-after             # AFTER: the new answers collected (default:
+                                                 # <run_dir>-after); outcome.json there
+      finetune: {base_model: models/base, epochs: 3, seed: 0, ...}   # FinetuneSettings
+      answer: {max_new_tokens: 128, batch_size: 16, device: auto}   # AnswerSettings
+      controls: [0, 1, 2]                        # seeds of control retrains on the unmodified set
+      outcome: {alpha: 0.05}
+      base_url: null                             # a SeekrFlow API (or `refine serve`): train and
+      api_key_env: SEEKR_API_KEY                 # answer there; null: here (finetune_local)
+      team_id: null
+      poll_interval: 10
 
-Relative paths are relative to the recipe file, so a recipe runs the same from any directory.
+Relative paths are relative to the recipe file, so a recipe runs the same from any directory
+(a base model too, when it is there).
 Every section is a settings dataclass of :mod:`refine.settings` (the same defaults as the CLI
 and the API). Unknown keys are errors naming the key and its line. ``--set collect.top_k=20``
 overrides a key (the value is read as YAML); an error in it names the ``--set``.
@@ -34,7 +46,8 @@ overrides a key (the value is read as YAML); an error in it names the ``--set``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -47,9 +60,11 @@ from .flagging import FlagResult, flag
 from ..formats.layouts import get_layout
 from .reporting import ReportResult, report
 from ..core.rundir import SettingsChangedError
-from ..settings import (CheckSettings, ClusterSettings, CollectSettings, EmitSettings, FlagSettings,
-                       GradeSettings, ReportSettings)
+from ..settings import (AnswerSettings, CheckSettings, ClusterSettings, CollectSettings, EmitSettings,
+                        FinetuneSettings, FlagSettings, GradeSettings, OutcomeSettings, ReportSettings,
+                        RetrainSettings, setting_names)
 from ..formats.training import TrainingInput
+from .retraining import RetrainResult, check_base_model, retrain
 
 __all__ = ["Recipe", "RecipeResult", "load_check_config", "load_recipe", "parse_key_values", "run_recipe"]
 
@@ -62,7 +77,9 @@ _SCHEMA: dict[str, Any] = {
     "cluster": Section(ClusterSettings, {"enabled": bool}),
     "emit": Section(EmitSettings, {"out": str, "overwrite": bool}),
     "report": Section(ReportSettings, {"enabled": bool}),
+    "retrain": Section(RetrainSettings, {"enabled": bool, "run_dir": str}),
 }
+_RETRAIN_PARTS = {"finetune": FinetuneSettings, "answer": AnswerSettings, "outcome": OutcomeSettings}
 _REQUIRED = ("train", "eval", "run_dir")
 _PATH_OPTIONS = ("model", "adapter", "cache_dir")
 
@@ -82,6 +99,8 @@ class Recipe:
     report: ReportSettings | None = None
     overwrite: bool = False
     emit_overwrite: bool = False      # emit may replace what exists at emit_out
+    retrain: RetrainSettings | None = None    # None: the loop stops at emit (and report)
+    retrain_run_dir: str | None = None        # AFTER, where the retrained model's answers are collected
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,8 @@ class RecipeResult:
     cluster: ClusterResult | None
     report: ReportResult | None
     emit: EmitResult
+    retrain: RetrainResult | None = None
+    seconds: dict[str, float] = field(default_factory=dict)   # wall time per step
 
 
 def _train_sources(config: ConfigFile, resolve: Any) -> list[str | TrainingInput]:
@@ -114,6 +135,50 @@ def _train_sources(config: ConfigFile, resolve: Any) -> list[str | TrainingInput
         raise config.error("must be a source or a list of sources (a path, or {path: ..., format: ...})",
                            "train")
     return train
+
+
+def _retrain(config: ConfigFile, resolve: Any, run_dir: str) -> tuple[RetrainSettings | None, str | None]:
+    """The ``retrain:`` section: its settings, and AFTER's run directory."""
+    if config.data.get("retrain") is None:
+        return None, None
+    values = config.section("retrain")
+    if not values.pop("enabled", True):
+        return None, None
+    after = resolve(values.pop("run_dir")) if "run_dir" in values else f"{run_dir}-after"
+    if values.get("finetune") is None:
+        raise config.error("is required: the fine-tune's settings, at least its base_model", "retrain.finetune")
+    for name, cls in _RETRAIN_PARTS.items():
+        part = values.get(name)
+        if part is None:
+            values.pop(name, None)
+            continue
+        if not isinstance(part, dict):
+            raise config.error("must be a mapping", f"retrain.{name}")
+        known = setting_names(cls)
+        for key in part:
+            if key not in known:
+                raise config.error(f"unknown key; known under 'retrain.{name}': {', '.join(known)}",
+                                   ("retrain", name, str(key)))
+        part = dict(part)
+        if name == "finetune":
+            if "base_model" not in part:
+                raise config.error("is required: the local model directory (or, with base_url, the "
+                                   "service's model) to fine-tune", "retrain.finetune.base_model")
+            model = part["base_model"]
+            if values.get("base_url") is None and isinstance(model, str) and model and \
+                    not Path(model).is_absolute() and (config.path.parent / model).exists():
+                part["base_model"] = resolve(model)
+        try:
+            values[name] = cls(**part)
+        except ConfigError as exc:
+            raise config.error(exc.message, f"retrain.{exc.key}" if exc.key else f"retrain.{name}") from None
+    settings = config.build(RetrainSettings, "retrain", values)
+    if settings.base_url is None:       # a model that is not here fails now, not after collect
+        try:
+            check_base_model(settings.finetune.base_model)
+        except ConfigError as exc:
+            raise config.error(exc.message, "retrain.finetune.base_model") from None
+    return settings, after
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
@@ -144,6 +209,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     grade = config.build(GradeSettings, "grade", config.section("grade"))
     cluster_cfg, report_cfg = config.section("cluster"), config.section("report")
     cluster_on, report_on = cluster_cfg.pop("enabled", True), report_cfg.pop("enabled", True)
+    retrain_settings, retrain_run_dir = _retrain(config, resolve, run_dir)
     return Recipe(
         path=config.path,
         name=str(data.get("name") or config.path.stem),
@@ -158,19 +224,30 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
         cluster=config.build(ClusterSettings, "cluster", cluster_cfg) if cluster_on else None,
         report=config.build(ReportSettings, "report", report_cfg) if report_on else None,
         overwrite=bool(data.get("overwrite", False)),
+        retrain=retrain_settings,
+        retrain_run_dir=retrain_run_dir,
     )
 
 
 def run_recipe(recipe: Recipe | str | Path, *, overrides: Iterable[str] = (),
                progress: bool = True) -> RecipeResult:
-    """collect → flag → cluster → emit → report, as the recipe says: a :class:`Recipe`, or a
-    recipe file read by :func:`load_recipe` with `overrides` (``KEY=VALUE``, what `refine run
-    --set` gives)."""
+    """collect → flag → cluster → emit → report (→ retrain), as the recipe says: a :class:`Recipe`,
+    or a recipe file read by :func:`load_recipe` with `overrides` (``KEY=VALUE``, what `refine run
+    --set` gives). With ``retrain:``, the loop goes on (:func:`refine.stages.retraining.retrain`):
+    fine-tune on the refined set, answer the eval set, collect the answers into AFTER, outcome."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     elif overrides:
         raise ConfigError("apply to a recipe file; build the Recipe with them instead",
                           key="overrides")
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal started
+        seconds[step] = time.perf_counter() - started
+        started = time.perf_counter()
+
     try:
         collected = collect(recipe.train, recipe.eval, recipe.run_dir, recipe.collect,
                             overwrite=recipe.overwrite, progress=progress)
@@ -183,16 +260,28 @@ def run_recipe(recipe: Recipe | str | Path, *, overrides: Iterable[str] = (),
         raise IncompleteRunError(f"{recipe.run_dir}: {len(collected.failed)} of {collected.items} eval "
                                  f"items failed ({shown}); nothing was flagged or emitted. Run the "
                                  "recipe again to retry just those")
+    lap("collect")
     flagged = flag(recipe.run_dir, recipe.flag)
+    lap("flag")
     clustered = None
     if recipe.cluster is not None and flagged.bad_items:
         clustered = cluster(recipe.run_dir, recipe.cluster)
+        lap("cluster")
     # A re-run replaces what this run's last emit wrote (and nobody changed since), so that
     # `refine run` can be run again; anything else at emit.out needs emit.overwrite.
     emitted = emit(recipe.run_dir, recipe.emit_out, recipe.emit, overwrite=recipe.emit_overwrite,
                    replace_own=True)
-    reported = report(recipe.run_dir, recipe.report) if recipe.report is not None else None
-    return RecipeResult(recipe, collected, flagged, clustered, reported, emitted)
+    lap("emit")
+    reported = None
+    if recipe.report is not None:
+        reported = report(recipe.run_dir, recipe.report)
+        lap("report")
+    retrained = None
+    if recipe.retrain is not None:
+        retrained = retrain(recipe.run_dir, recipe.retrain, train=recipe.train, eval_path=recipe.eval,
+                            after=recipe.retrain_run_dir, collect_settings=recipe.collect, progress=progress)
+        seconds.update({f"retrain.{step}": s for step, s in retrained.seconds.items()})
+    return RecipeResult(recipe, collected, flagged, clustered, reported, emitted, retrained, seconds)
 
 
 _CHECK_SCHEMA: dict[str, Any] = {"name": str, "description": str, "checks": Section(CheckSettings)}

@@ -173,8 +173,14 @@ def test_a_plug_in_check_registers_itself_and_runs_with_its_options(clean: dict)
         CHECKS.unregister("at_least_n_lines")
 
 
-def test_the_report_is_a_check_report(clean: dict) -> None:
-    assert isinstance(run_checks(clean["train"], select=[]), CheckReport)
+def test_selecting_no_check_runs_none_and_passes_with_its_inputs_described(clean: dict) -> None:
+    report = run_checks(clean["train"], select=[])
+    assert isinstance(report, CheckReport) and report.results == [] and report.passed
+    data = report.to_dict()
+    assert (data["checks"], data["failed"], data["skipped"]) == ([], [], [])
+    assert [entry["path"] for entry in data["inputs"]["train"]] == clean["train"]
+    assert all(entry["sha256"] for entry in data["inputs"]["train"])
+    assert report.to_table().splitlines()[-1] == "result: PASS"
 
 
 def test_a_check_without_run_is_not_registered() -> None:

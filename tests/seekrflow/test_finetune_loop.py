@@ -183,6 +183,21 @@ def test_projects_are_created_listed_and_retrieved(served: dict, trained: dict) 
     assert project.id in [p.id for p in asyncio.run(alist()).data]
 
 
+def test_questions_arriving_together_for_a_model_not_loaded_yet_are_all_answered(
+        served: dict, trained: dict) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(_: int) -> str:
+        with _client(served) as client:
+            reply = client.chat.completions.create(model=trained["job"].id, max_tokens=8,
+                                                   messages=[{"role": "user", "content": "Aurora Max weight?"}])
+        return reply.choices[0].message.content
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(4)))
+    assert len(set(answers)) == 1                       # greedy: one model, loaded once, one answer
+
+
 def test_a_lora_fine_tune_completes_with_its_loss_per_epoch_and_the_new_model_answers(
         served: dict, trained: dict) -> None:
     job = trained["job"]

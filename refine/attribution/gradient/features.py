@@ -67,12 +67,10 @@ def _runs(chunks: set[int]) -> list[list[int]]:
 
 
 def _finished_chunks(state: dict, n_chunks: int, chunk: int) -> set[int]:
-    """The chunks a resume record says are written (refine 0.x recorded a prefix, ``done``)."""
-    if "finished" in state:
-        if state.get("chunk") != chunk:
-            return set()
-        return {c for lo, hi in state["finished"] for c in range(int(lo), min(int(hi), n_chunks))}
-    return set(range(min(-(-int(state["done"]) // chunk), n_chunks)))
+    """The chunks a resume record says are written (none when it was written with other chunks)."""
+    if state.get("chunk") != chunk:
+        return set()
+    return {c for lo, hi in state["finished"] for c in range(int(lo), min(int(hi), n_chunks))}
 
 
 class TrainingFeatures:
@@ -97,8 +95,8 @@ class TrainingFeatures:
                 finished = set()   # a torn cache is recomputed, never trusted
         if not finished:
             self._state.unlink(missing_ok=True)
-            # Curvature of the old features; gram.npy is the name refine 0.x used for trak's.
-            for stale in [directory / "gram.npy", *directory.glob("gram-*.npz")]:
+            # The curvature cached from the old features goes with them.
+            for stale in directory.glob("gram-*.npz"):
                 stale.unlink(missing_ok=True)
             matrix = DiskMatrix.create(path, *shape, policy="stream")
         self.matrix = matrix

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from ..calibration import LevelCalibration
 from ...errors import ConfigError
+from ...fields import DEVICES, device_problem, number_problem, setting, validate
 from .encoding import DEFAULT_FALLBACK
 
 __all__ = ["DEVICES", "DTYPES", "MEASUREMENTS", "PRECONDITIONERS", "WHITENINGS", "GradientOptions"]
@@ -14,8 +15,28 @@ __all__ = ["DEVICES", "DTYPES", "MEASUREMENTS", "PRECONDITIONERS", "WHITENINGS",
 PRECONDITIONERS = ("layerwise", "trak", "identity", "cosine")
 MEASUREMENTS = ("margin", "loss")
 WHITENINGS = ("none", "diag", "kfac")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _model(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "is required: the path of a local causal LM directory"
+
+
+def _batch_size(value: Any) -> str | None:
+    if value == "auto" or number_problem(value, low=1, integer=True) is None:
+        return None
+    return f"must be a positive integer or auto, got {value!r}"
+
+
+def _modules(value: Any) -> str | None:
+    if value is None or (isinstance(value, (list, tuple)) and value
+                         and all(isinstance(m, str) and m for m in value)):
+        return None
+    return "must be a non-empty list of module name patterns (fnmatch)"
+
+
+def _fallback(value: Any) -> str | None:
+    return None if isinstance(value, str) and "{question}" in value else "must be a string containing '{question}'"
 
 
 @dataclass(frozen=True)
@@ -23,88 +44,66 @@ class GradientOptions:
     """What a gradient run computes: each field is a key of ``backend_options`` (fields marked
     ``affects_results: False`` change only how it runs, never its results)."""
 
-    model: str = ""
-    adapter: str | None = None
-    projection_dim: int = 4096
-    seed: int = 0
-    damping: float = 1.0
-    preconditioner: str = "cosine"
-    relative: bool = True
-    measurement: str = "margin"
-    batch_size: int | str = field(default=16, metadata={"affects_results": False})
-    device: str = field(default="auto", metadata={"affects_results": False})
-    dtype: str = "float32"
-    modules: list[str] | None = None
-    chat_template_fallback: str = DEFAULT_FALLBACK
-    max_length: int = 512
-    whiten: str = "kfac"
-    whiten_damping: float = 0.1
-    whiten_examples: int = 1024
-    whiten_max_dim: int = 4096
-    eval_mix: float = 0.0
-    contrast: float = 1.0
-    contrast_neighbours: int = 8
-    z_low: float = LevelCalibration.z_low
-    z_medium: float = LevelCalibration.z_medium
-    z_high: float = LevelCalibration.z_high
-    cache_dir: str | None = field(default=None, metadata={"affects_results": False})
+    model: str = setting("Required: the local causal LM directory (Hugging Face weights, config and "
+                         "tokenizer; nothing is fetched from a hub).", "", check=_model)
+    adapter: str | None = setting("A local PEFT LoRA adapter directory on top of model: then only the "
+                                  "adapter's weights are differentiated.", None)
+    projection_dim: int = setting("About how many numbers each projected gradient has.", 4096, low=1)
+    seed: int = setting("Seed of the projection matrices.", 0)
+    damping: float = setting("layerwise/trak: λ relative to the mean non-zero eigenvalue of each "
+                             "block's Gram matrix.", 1.0, low=0, low_open=True)
+    preconditioner: str = setting("cosine: the cosine of query and pair features (after whitening); "
+                                  "layerwise: one curvature block per layer (LoGra/K-FAC style); trak: "
+                                  "one block over all layers; identity: the plain inner product.",
+                                  "cosine", choices=PRECONDITIONERS)
+    relative: bool = setting("layerwise/trak: divide each pair's score by its own size under the same "
+                             "metric (RelatIF), so pairs with huge gradients do not top every query.", True)
+    measurement: str = setting("What is differentiated: margin, −log(p/(1−p)) per answer token "
+                               "(TRAK's margin); loss, the mean token loss of the answer.", "margin",
+                               choices=MEASUREMENTS)
+    batch_size: int | str = setting("Examples per backward pass (auto: 64 on a GPU, halved on running "
+                                    "out of memory; 16 on the CPU).", 16, check=_batch_size,
+                                    affects_results=False)
+    device: str = setting("auto (a GPU when torch sees one), cpu, cuda (or cuda:N) or mps; a device "
+                          "this machine lacks is an error before anything is written.", "auto",
+                          check=device_problem, affects_results=False)
+    dtype: str = setting("The model's weights (float16: GPU only); projections, features and scores "
+                         "stay float32.", "float32", choices=DTYPES)
+    modules: list[str] | None = setting("fnmatch patterns of the layers differentiated (default: every "
+                                        "Linear/Conv1D layer of the transformer blocks, the LoRA layers "
+                                        "with an adapter).", None, check=_modules)
+    chat_template_fallback: str = setting("The prompt when the tokenizer has no chat template: a format "
+                                          "string with {system} and {question}.", DEFAULT_FALLBACK,
+                                          check=_fallback)
+    max_length: int = setting("Tokens per example (prompts are cut from the left).", 512, low=1)
+    whiten: str = setting("kfac: whiten each layer's inputs and output gradients by the inverse square "
+                          "roots of their token second moments before projecting; diag: their "
+                          "diagonals only; none.", "kfac", choices=WHITENINGS)
+    whiten_damping: float = setting("Damping of the whitening, times the mean eigenvalue of each second "
+                                    "moment.", 0.1, low=0, low_open=True)
+    whiten_examples: int = setting("Training pairs the whitening statistics come from (the first ones).",
+                                   1024, low=1)
+    whiten_max_dim: int = setting("A layer side wider than this keeps only the diagonal of its second "
+                                  "moment.", 4096, low=1)
+    eval_mix: float = setting("layerwise/trak: share μ of the eval set's features mixed into the "
+                              "curvature (TrackStar's mixing), damping what every eval answer shares.",
+                              0.0, low=0, high=1)
+    contrast: float = setting("Each query's gradient less this times the mean gradient of the good eval "
+                              "answers nearest to it (needs verdicts in the eval set).", 1.0, low=0, high=1)
+    contrast_neighbours: int = setting("Good eval answers a query is contrasted with.", 8, low=1)
+    z_low: float = setting("Robust z-score below which a pair is not cited.", LevelCalibration.z_low)
+    z_medium: float = setting("Robust z-score from which a cited pair is of medium influence.",
+                              LevelCalibration.z_medium)
+    z_high: float = setting("Robust z-score from which a cited pair is of high influence.",
+                            LevelCalibration.z_high)
+    cache_dir: str | None = setting("Where training features are kept between runs (default: refine's "
+                                    "cache directory).", None, affects_results=False)
 
     def __post_init__(self) -> None:
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(why, key=f"backend_options.{key}")
-
-        if not isinstance(self.model, str) or not self.model:
-            raise bad("model", "is required: the path of a local causal LM directory")
-        for key in ("projection_dim", "batch_size", "max_length"):
-            value = getattr(self, key)
-            if key == "batch_size" and value == "auto":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(key, f"must be a positive integer{' or auto' if key == 'batch_size' else ''}, "
-                          f"got {value!r}")
-        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            raise bad("device", f"is {self.device!r}; expected one of {', '.join(DEVICES)} (or cuda:N)")
-        if self.dtype not in DTYPES:
-            raise bad("dtype", f"is {self.dtype!r}; expected one of {', '.join(DTYPES)}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise bad("seed", f"must be an integer, got {self.seed!r}")
-        if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) \
-                or not self.damping > 0:
-            raise bad("damping", f"must be a positive number, got {self.damping!r}")
-        if self.measurement not in MEASUREMENTS:
-            raise bad("measurement", f"is {self.measurement!r}; expected one of "
-                      f"{', '.join(MEASUREMENTS)}")
-        if not isinstance(self.relative, bool):
-            raise bad("relative", f"must be true or false, got {self.relative!r}")
-        if self.preconditioner not in PRECONDITIONERS:
-            raise bad("preconditioner", f"is {self.preconditioner!r}; expected one of "
-                      f"{', '.join(PRECONDITIONERS)}")
-        if self.whiten not in WHITENINGS:
-            raise bad("whiten", f"is {self.whiten!r}; expected one of {', '.join(WHITENINGS)}")
-        for key in ("whiten_damping", "eval_mix"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= (
-                    1 if key == "eval_mix" else math.inf) or (key == "whiten_damping" and value == 0):
-                raise bad(key, f"must be {'in [0, 1]' if key == 'eval_mix' else 'a positive number'}, "
-                          f"got {value!r}")
-        for key in ("whiten_examples", "whiten_max_dim"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(key, f"must be a positive integer, got {value!r}")
-        if not isinstance(self.contrast, (int, float)) or isinstance(self.contrast, bool) \
-                or not 0 <= self.contrast <= 1:
-            raise bad("contrast", f"must be in [0, 1], got {self.contrast!r}")
-        if not isinstance(self.contrast_neighbours, int) or isinstance(self.contrast_neighbours, bool) \
-                or self.contrast_neighbours < 1:
-            raise bad("contrast_neighbours", f"must be a positive integer, got {self.contrast_neighbours!r}")
+        validate(self, "backend_options")
         if self.eval_mix > 0 and self.preconditioner not in ("layerwise", "trak"):
-            raise bad("eval_mix", "mixes the eval set into the curvature of `layerwise` or `trak`")
-        if self.modules is not None and (not isinstance(self.modules, (list, tuple)) or not all(
-                isinstance(m, str) and m for m in self.modules) or not self.modules):
-            raise bad("modules", "must be a non-empty list of module name patterns (fnmatch)")
-        if not isinstance(self.chat_template_fallback, str) or "{question}" not in \
-                self.chat_template_fallback:
-            raise bad("chat_template_fallback", "must be a string containing '{question}'")
+            raise ConfigError("mixes the eval set into the curvature of `layerwise` or `trak`",
+                              key="backend_options.eval_mix")
         self.calibration()
 
     def calibration(self) -> LevelCalibration:

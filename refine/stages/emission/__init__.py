@@ -37,7 +37,8 @@ from ...core._atomic import AtomicGroup, sha256_file
 from ..._version import __version__
 from .decisions import Decision, automatic_decisions
 from ...errors import ConfigError, InputError, RunDirError
-from ...core.rundir import PAIRS, RunDir
+from ...core.lineage import PAIRS
+from ...core.rundir import RunDir
 from ...settings import EmitSettings
 from ...formats.sources import Source, open_source
 from ...formats.writers import Plan, Positions, Written, write_dataset_group, write_refined

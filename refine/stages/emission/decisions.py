@@ -128,7 +128,8 @@ def _edit_inputs(run: RunDir, pair_ids: list[str]) -> tuple[pd.DataFrame, pd.Dat
     every pair's texts (:func:`refine.stages.flagging.defects.create_names`, computed in the database)."""
     from ...core._duckdb import connect, quoted
     from ..flagging.defects import create_names
-    from ...core.rundir import ATTRIBUTIONS, ITEMS, PAIRS, first_rows_sql
+    from ...core.lineage import ATTRIBUTIONS, ITEMS, PAIRS
+    from ...core.rundir import first_rows_sql
 
     run.current("collect")
     with connect() as con:

@@ -11,8 +11,8 @@ For every training pair cited by at least one finished eval item:
 
 * ``n_bad`` / ``n_good``: distinct bad / good answers citing it;
 * ``blame``: the level-weighted count of bad citations (high 1, medium 0.5, low 0.25 by default);
-* ``p_value``: one-sided hypergeometric (Fisher's exact) test of "cited by bad answers more
-  often than the bad-answer base rate explains": of the N finished items, B are bad; the
+* ``p_value``: one-sided hypergeometric (Fisher's exact) test (:mod:`.significance`) of "cited by
+  bad answers more often than the bad-answer base rate explains": of the N finished items, B are bad; the
   pair is cited by n = n_bad + n_good of them; under the null those n are a random draw, so
   p = P(X ≥ n_bad), X ~ Hypergeometric(N, B, n);
 * ``q_value``: Benjamini–Hochberg across pairs. Only *testable* pairs enter the correction —
@@ -26,7 +26,7 @@ A pair is **flagged** when ``n_bad ≥ min_bad`` (default 2: repeatedly) and ``q
 A bad answer that no training pair explains cites nothing, or a different pair each time,
 so it cannot get a pair flagged.
 
-The statistics are computed by DuckDB (:mod:`refine.core._duckdb`) straight from the run's Parquet
+The statistics are computed by DuckDB (:mod:`.citations`) straight from the run's Parquet
 files, and flags.csv is written a batch of rows at a time: memory is bounded by DuckDB's limit
 and a batch, not by the number of citations (10⁸ citations of 10⁷ pairs: bench/out_of_core.py).
 Only numeric per-pair and per-group columns are held in memory (about 100 bytes a cited pair).
@@ -44,10 +44,12 @@ import pandas as pd
 
 from ...core._atomic import atomic_path, write_json
 from ...core._duckdb import connect, quoted, squeezed
+from ...core.lineage import ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS
+from ...core.rundir import RunDir, first_rows_sql
 from ...errors import RunDirError
 from ...settings import FlagSettings
-from ...core.rundir import (ATTRIBUTIONS, CLAIM_LINKS, CLAIMS, EVIDENCE, FLAGS_CSV, FLAGS_JSON, ITEMS, PAIRS, RunDir,
-                     first_rows_sql)
+from .citations import flagged_by, pair_statistics, prepare_citations
+from .significance import count_test
 
 __all__ = ["FLAG_COLUMNS", "FlagResult", "FlagSettings", "flag", "flag_statistics", "read_flags"]
 
@@ -78,194 +80,15 @@ class FlagResult:
         return RunDir(self.run_dir).flags(flagged_only=True)
 
 
-def _bh(p_values: np.ndarray) -> np.ndarray:
-    from scipy.stats import false_discovery_control
-
-    if p_values.size == 0:
-        return p_values
-    return false_discovery_control(p_values, method="bh")
-
-
-def _tail(k: np.ndarray, n: np.ndarray, population: int, bad: int) -> np.ndarray:
-    """P(X ≥ k), X ~ Hypergeometric(population, bad, n), elementwise.
-
-    Once per distinct n, for every k at once: scipy's sf sums the pmf afresh for every (k, n),
-    about a millisecond each, and a run of millions of cited pairs has tens of thousands of
-    distinct (k, n) but far fewer distinct n. The log-pmf is carried from term to term by the
-    ratio pmf(j+1)/pmf(j) = (B-j)(n-j) / ((j+1)(N-B-n+j+1)) over the mode ± 40 standard
-    deviations and the values asked for (the mass outside is below e⁻⁸⁰⁰), normalised to sum
-    to 1, and summed from the top in log space, so tails of 10⁻³⁰⁰ keep their digits. Agrees
-    with scipy's sf to a relative 10⁻¹¹ (tests/test_flagging.py).
-    """
-    k, n = np.asarray(k, dtype=np.int64).ravel(), np.asarray(n, dtype=np.int64).ravel()
-    out = np.empty(k.shape, dtype=float)
-    order = np.argsort(n, kind="stable")
-    sorted_n = n[order]
-    starts = np.flatnonzero(np.r_[True, sorted_n[1:] != sorted_n[:-1]]) if n.size else np.zeros(0, int)
-    good = population - bad
-    for start, stop in zip(starts, np.r_[starts[1:], n.size].astype(int)):
-        rows = order[start:stop]
-        size = int(sorted_n[start])
-        first, last = max(0, size - good), min(size, bad)       # where X can be
-        asked = k[rows]
-        mode = min(max((size + 1) * (bad + 1) // (population + 2), first), last)
-        spread = 40 * int(np.sqrt(size * bad * good * max(population - size, 0)
-                                   / (population ** 2 * max(population - 1, 1)))) + 50
-        begin = max(first, mode - spread)
-        end = min(last, max(int(asked.max()), mode) + spread)
-        j = np.arange(begin, end, dtype=float)
-        steps = np.log((bad - j) * (size - j)) - np.log((j + 1) * (good - size + j + 1))
-        log_pmf = np.concatenate([[0.0], np.cumsum(steps)])
-        log_upper = np.logaddexp.accumulate(log_pmf[::-1])[::-1]
-        upper = np.minimum(np.exp(log_upper - log_upper[0]), 1.0)
-        at = np.clip(asked - begin, 0, end - begin)
-        out[rows] = np.where(asked <= begin, 1.0, np.where(asked > end, 0.0, upper[at]))
-    return out
-
-
-def _test(k: np.ndarray, n: np.ndarray, population: int, bad: int, settings: FlagSettings
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(p, q, testable) of counts k bad of n citing items; Tarone's filter on n alone."""
-    p = np.where(n > 0, _tail(k, np.maximum(n, k), population, bad), 1.0) if k.size else np.zeros(0)
-    p_min = np.where(n > 0, _tail(n, n, population, bad), 1.0) if n.size else np.zeros(0)
-    testable = (n >= settings.min_bad) & (p_min <= settings.alpha)
-    q = np.ones(len(k))
-    q[testable] = _bh(p[testable])
-    return p, q, testable
-
-
-def weights_sql(weights: dict[str, float]) -> str:
-    """The level weights as a table (level, weight DOUBLE)."""
-    rows = ", ".join(f"({quoted(level)}, {float(w)!r}::DOUBLE)" for level, w in sorted(weights.items()))
-    return f"SELECT * FROM (VALUES {rows}) t(level, weight)"
-
-
-def weighted_sum_sql(weights: dict[str, float], condition: str) -> str:
-    """Σ weight over the rows where `condition` holds, as Σ_w w · (number of such rows of weight w)
-    in a fixed order: a parallel sum of doubles depends on the order rows arrive in, and the
-    same inputs must give the same bytes whatever the threads and the memory limit."""
-    terms = [f"{w!r}::DOUBLE * count(*) FILTER ({condition} AND c.weight = {w!r}::DOUBLE)"
-             for w in sorted({float(v) for v in weights.values()})]
-    return "(" + " + ".join(terms) + ")"
-
-
-def _prepare(con: Any, settings: FlagSettings) -> tuple[int, int]:
-    """From the views items_in, cites_in: the table ``items`` (item: a number for each finished
-    item, eval_id, question, bad) and the view ``cited`` (item, pair_id, weight, bad): one row
-    per item and pair — a remote service may list a pair twice — at its largest weight.
-    Returns (N finished items, B bad)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE weights AS {weights_sql(settings.level_weights)}")
-    # Items by number, not by eval id: the aggregates over 10⁸ citations hash 8 bytes, not a string.
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE items AS
-        SELECT row_number() OVER (ORDER BY eval_id) AS item, eval_id, question,
-               coalesce(verdict = 'bad', false) AS bad
-        FROM items_in""")
-    con.execute("""
-        CREATE OR REPLACE TEMP VIEW cited AS
-        SELECT i.item, c.pair_id, max(w.weight) AS weight, any_value(i.bad) AS bad
-        FROM cites_in c JOIN items i USING (eval_id) LEFT JOIN weights w ON w.level = c.influence_level
-        GROUP BY i.item, c.pair_id""")
-    n_items, n_bad = con.execute("SELECT count(*), count(*) FILTER (bad) FROM items").fetchall()[0]
-    return int(n_items), int(n_bad)
-
-
-def _statistics(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int) -> dict[str, Any]:
-    """Per cited pair, in pair_id order: every statistic column of flags.csv (numpy arrays;
-    the ids an Arrow array, which holds 10⁷ of them in a fifth of the memory Python strings take)."""
-    columns, groups = _aggregates(con, settings)
-    with squeezed(con):
-        return _derived(columns, groups, settings, n_items, n_bad_items)
-
-
-def _aggregates(con: Any, settings: FlagSettings) -> tuple[Any, dict[str, np.ndarray] | None]:
-    """The per-pair counts (an Arrow table in pair_id order) and, with defect groups, the
-    per-group counts (in group order); the scratch tables they came from are dropped."""
-    with_groups = settings.defect_groups
-    if with_groups:
-        from .defects import defect_tables
-
-        defect_tables(con)
-        source, extra = "cited_topic c", """,
-            count(*) FILTER (c.bad AND c.on_topic) AS topic_n_bad,
-            count(*) FILTER (NOT c.bad AND c.on_topic) AS topic_n_good, any_value(c.gi) AS gi"""
-    else:
-        source, extra = "cited c", ""
-    columns = con.sql(f"""
-        SELECT c.pair_id, count(*) FILTER (c.bad) AS n_bad, count(*) FILTER (NOT c.bad) AS n_good,
-               {weighted_sum_sql(settings.level_weights, "c.bad")} AS blame,
-               {weighted_sum_sql(settings.level_weights, "NOT c.bad")} AS good_weight {extra}
-        FROM {source} GROUP BY c.pair_id ORDER BY c.pair_id""").to_arrow_table()
-    groups = None
-    if with_groups:
-        groups = con.execute("""
-            WITH sizes AS (SELECT gi, count(*) AS size FROM pair_info GROUP BY gi),
-                 counts AS (SELECT gi, count(*) AS m, count(*) FILTER (bad) AS m_bad
-                            FROM (SELECT DISTINCT gi, item, bad FROM cited_topic WHERE on_topic) GROUP BY gi)
-            SELECT s.gi, s.size, coalesce(c.m, 0) AS m, coalesce(c.m_bad, 0) AS m_bad
-            FROM sizes s LEFT JOIN counts c USING (gi) ORDER BY s.gi""").fetchnumpy()
-    # DuckDB's pages for these go before numpy's arrays come, so the two do not add up.
-    for table in ("cited_topic", "pair_info", "cited_texts", "names", "items"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
-    return columns, groups
-
-
-def _derived(columns: Any, groups: dict[str, np.ndarray] | None, settings: FlagSettings,
-             n_items: int, n_bad_items: int) -> dict[str, Any]:
-    """Tests, groups' labels and flags from the counts (:func:`_aggregates`)."""
-    out: dict[str, Any] = {"pair_id": columns.column("pair_id").combine_chunks()}
-
-    def numbers(name: str, dtype: Any) -> np.ndarray:
-        return columns.column(name).to_numpy().astype(dtype, copy=False)
-
-    n_bad, n_good = numbers("n_bad", np.int64), numbers("n_good", np.int64)
-    n_cited = n_bad + n_good
-    out.update(n_bad=n_bad, n_good=n_good, blame=numbers("blame", float), good_weight=numbers("good_weight", float))
-    out["bad_share"] = n_bad / np.maximum(n_cited, 1)
-    out["p_value"], out["q_value"], out["testable"] = _test(n_bad, n_cited, n_items, n_bad_items, settings)
-    pair_flag = (n_bad >= settings.min_bad) & (out["q_value"] <= settings.alpha)
-    if groups is None:
-        out["flagged"] = pair_flag
-        out["flagged_by"] = _flagged_by(pair_flag.astype(np.int8))
-        return out
-
-    size = np.asarray(groups["size"], dtype=np.int64)
-    m, m_bad = (np.asarray(groups[c], dtype=np.int64) for c in ("m", "m_bad"))
-    group_p, group_q, group_testable = _test(m_bad, m, n_items, n_bad_items, settings)
-    group_flagged = (m_bad >= settings.min_bad) & (group_q <= settings.alpha)
-    # Groups of several pairs are numbered 1.. in the order of their smallest pair id.
-    label = np.where(size > 1, np.cumsum(size > 1), 0)
-
-    gi, topic_bad, topic_good = (numbers(c, np.int64) for c in ("gi", "topic_n_bad", "topic_n_good"))
-    out.update(topic_n_bad=topic_bad, topic_n_good=topic_good, defect_group=label[gi],
-               group_size=size[gi], group_n_bad=m_bad[gi], group_n_good=(m - m_bad)[gi],
-               group_p=group_p[gi], group_q=group_q[gi], group_testable=group_testable[gi])
-    # A pair alone is its own group: flagged by its test, as a pair-level flag would be.
-    alone = size[gi] == 1
-    flagged = group_flagged[gi] & (topic_bad >= 1) & (alone | (topic_good <= settings.member_max_good))
-    out["flagged"] = flagged
-    out["flagged_by"] = _flagged_by(np.where(~flagged, 0, np.where(alone, 1, 2)).astype(np.int8))
-    return out
-
-
-_FLAGGED_BY = ["", "pair", "defect group", "claim test", "claim repeated"]
 #: The per-pair columns of the text evidence: (default for a pair it says nothing about).
 EVIDENCE_DEFAULTS = {"defect_group": 0, "group_size": 1, "group_n_bad": 0, "group_n_good": 0, "group_p": 1.0,
                      "group_q": 1.0, "claim": None, "evidence_bad": 0, "evidence_good": 0, "evidence_via": None}
 
 
-def _flagged_by(codes: np.ndarray) -> Any:
-    """flagged_by from codes 0 (not flagged), 1 (pair), 2 (defect group), 3 (claim test), 4
-    (claim repeated), as a dictionary array: a byte a pair, not a Python string."""
-    import pyarrow as pa
-
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(_FLAGGED_BY))
-
-
 def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.DataFrame
                    ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The citation statistics (`stats`, pairs alone, in pair_id order) with the flags of the
-    text evidence (:func:`refine.stages.flagging.evidence.judge`: a pair is flagged when it is a member of a
+    text evidence (:func:`refine.stages.flagging.judge.judge`: a pair is flagged when it is a member of a
     flagged claim group), and the evidence's own columns (``EVIDENCE_DEFAULTS``) as a side table
     of the pairs it speaks of, indexed by pair_id: a handful of rows, where a column over every
     cited pair would be 10⁷ strings. Pairs the evidence found that no item cites (a lookup, a
@@ -297,7 +120,7 @@ def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.Dat
     flagged[rows] = member
     codes = np.zeros(n + len(extra), dtype=np.int8)
     codes[rows] = np.where(member, np.where(per_pair["by"].to_numpy(object) == "test", 3, 4), 0)
-    out.update(flagged=flagged, flagged_by=_flagged_by(codes))
+    out.update(flagged=flagged, flagged_by=flagged_by(codes))
     side = pd.DataFrame({
         "defect_group": g + 1, "group_size": groups["size"].to_numpy(np.int64)[g],
         "group_n_bad": groups["m_bad"].to_numpy(np.int64)[g], "group_n_good": groups["m_good"].to_numpy(np.int64)[g],
@@ -311,12 +134,12 @@ def _with_evidence(stats: dict[str, Any], per_pair: pd.DataFrame, groups: pd.Dat
 
 def _judge_evidence(con: Any, settings: FlagSettings, n_items: int, n_bad_items: int
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`refine.stages.flagging.evidence.judge` over the views already made, with the finished items'
-    verdicts from the table ``items`` (:func:`_prepare`)."""
-    from .evidence import judge
+    """:func:`refine.stages.flagging.judge.judge` over the views already made, with the finished items'
+    verdicts from the table ``items`` (:func:`.citations.prepare_citations`)."""
+    from .judge import judge
 
     con.execute("CREATE OR REPLACE TEMP VIEW verdicts_in AS SELECT eval_id, bad FROM items")
-    return judge(con, settings, lambda k, n: _test(k, n, n_items, n_bad_items, settings))
+    return judge(con, settings, lambda k, n: count_test(k, n, n_items, n_bad_items, settings))
 
 
 def _has_evidence(run: RunDir) -> bool:
@@ -343,7 +166,7 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: Flag
     if settings.evidence and pairs is not None and {"answer", "reference"} <= set(items.columns) \
             and items["answer"].notna().any():
         from ...core.embeddings import EmbeddingModel
-        from .evidence import gather
+        from .gather import gather
 
         evidence = gather(items, pairs, citations, (model or EmbeddingModel()).encode)
         evidence = evidence if len(evidence.rows) else None
@@ -366,13 +189,13 @@ def flag_statistics(items: pd.DataFrame, citations: pd.DataFrame, settings: Flag
             con.execute("CREATE VIEW pairs_first AS SELECT pair_id::VARCHAR AS pair_id, question::VARCHAR AS question, "
                         "answer::VARCHAR AS answer FROM pairs_frame QUALIFY row_number() OVER "
                         "(PARTITION BY pair_id ORDER BY row) = 1")
-        n_items, n_bad_items = _prepare(con, counting)
+        n_items, n_bad_items = prepare_citations(con, counting)
         if evidence is not None:
-            from .evidence import evidence_views
+            from .judge import evidence_views
 
             evidence_views(con, evidence)
             judged = _judge_evidence(con, settings, n_items, n_bad_items)
-        stats = _statistics(con, counting, n_items, n_bad_items)
+        stats = pair_statistics(con, counting, n_items, n_bad_items)
     if judged is not None:
         stats, side = _with_evidence(stats, *judged)
         table = pd.DataFrame({**stats, "pair_id": stats["pair_id"].to_pylist(),
@@ -477,17 +300,17 @@ def flag(run_dir: str | Path, settings: FlagSettings | None = None) -> FlagResul
         _run_views(con, run)
         evidence = settings.evidence and _has_evidence(run)
         counting = FlagSettings(**{**asdict(settings), "defect_groups": False}) if evidence else settings
-        n_items, n_bad_items = _prepare(con, counting)
+        n_items, n_bad_items = prepare_citations(con, counting)
         if n_items == 0:
             raise RunDirError(f"{run.path}: no eval item finished; nothing to flag")
         judged = None
         if evidence:
-            from .evidence import evidence_views
+            from .judge import evidence_views
 
             evidence_views(con, files={"evidence_in": str(run.file(EVIDENCE)), "claims_in": str(run.file(CLAIMS)),
                                        "claim_links_in": str(run.file(CLAIM_LINKS))})
             judged = _judge_evidence(con, settings, n_items, n_bad_items)
-        stats = _statistics(con, counting, n_items, n_bad_items)
+        stats = pair_statistics(con, counting, n_items, n_bad_items)
         side = None
         cited_pairs = len(stats["pair_id"])
         if judged is not None:

@@ -1,0 +1,5 @@
+"""``python -m refine.cli``: the `refine` command."""
+
+from . import main
+
+main()
