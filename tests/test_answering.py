@@ -5,8 +5,6 @@ a service is asked as the official SDK asks it."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from refine import AnswerSettings, ConfigError, InputError, RunDirError, answer_
 from refine.seekrflow.client import SeekrFlowError
 
 from .conftest import SAMPLE, write_jsonl
+from .recording import Recorder, recording
 
 pytest.importorskip("transformers")
 
@@ -104,70 +103,41 @@ def test_what_it_refuses(items: dict, tmp_path: Path) -> None:
 
 
 # --- through a service -------------------------------------------------------------------------
-class _Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.bodies: list[dict] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Recorder
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.bodies.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        if body["model"] == "ft-missing":
-            status, answer = 404, {"detail": "no model 'ft-missing'"}
-        else:
-            question = body["messages"][-1]["content"]
-            status, answer = 200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                                   "model": body["model"],
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": f" echo: {question} "}}],
-                                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def _chat(method: str, path: str, raw: bytes) -> tuple[int, dict]:
+    body = json.loads(raw)
+    if body["model"] == "ft-missing":
+        return 404, {"detail": "no model 'ft-missing'"}
+    question = body["messages"][-1]["content"]
+    return 200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": f" echo: {question} "}}],
+                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
 @pytest.fixture
 def recorder():
-    server = _Recorder()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+    with recording(_chat, lambda kind, raw: json.loads(raw)) as server:
+        yield server
 
 
-def test_a_service_is_asked_as_the_sdk_asks_it(items: dict, recorder: _Recorder, tmp_path: Path,
+def test_a_service_is_asked_as_the_sdk_asks_it(items: dict, recorder: Recorder, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANSWER_KEY", "sk-answer-1")
     out = tmp_path / "served.jsonl"
     result = answer_eval(items["eval"], "ft-0123", out, settings=AnswerSettings(max_new_tokens=40, batch_size=3),
                          base_url=recorder.url, api_key_env="ANSWER_KEY", progress=False)
-    assert result.answered == 12 and len(recorder.bodies) == 12
+    assert result.answered == 12 and len(recorder.requests) == 12
     written = _lines(out)
     assert [r["answer"] for r in written] == [f"echo: {r['question']}" for r in items["rows"]]
     first = items["rows"][0]
-    sent = next(b for b in recorder.bodies if b["body"]["messages"][-1]["content"] == first["question"])
-    assert sent["path"] == "/v1/inference/chat/completions" and sent["auth"] == "sk-answer-1"
+    sent = next(r for r in recorder.requests if r["body"]["messages"][-1]["content"] == first["question"])
+    assert sent["target"] == "/v1/inference/chat/completions" and sent["authorization"] == "sk-answer-1"
     seekrai = pytest.importorskip("seekrai")
     with seekrai.SeekrFlow(api_key="sk-answer-1", base_url=recorder.url) as client:
         client.chat.completions.create(model="ft-0123", max_tokens=40, temperature=0,
                                        messages=[{"role": "system", "content": first["system_prompt"]},
                                                  {"role": "user", "content": first["question"]}])
-    assert recorder.bodies[-1]["body"] == sent["body"]          # the SDK's very request
+    assert recorder.requests[-1]["body"] == sent["body"]          # the SDK's very request
     with pytest.raises(SeekrFlowError, match="HTTP 404: no model 'ft-missing'"):
         answer_eval(items["eval"], "ft-missing", tmp_path / "missing.jsonl", base_url=recorder.url,
                     api_key_env="ANSWER_KEY", progress=False)

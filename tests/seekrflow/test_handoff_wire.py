@@ -16,9 +16,8 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +28,8 @@ from seekrai.types.finetune import LoRAConfig  # noqa: E402
 
 from refine.seekrflow.client import RetryPolicy, SeekrFlowError  # noqa: E402
 from refine.seekrflow.flow import FlowClient, LoraConfig, TrainingRequest  # noqa: E402
+
+from ..recording import Recorder, recording  # noqa: E402
 
 KEY = "sk-wire-0451"
 FILE = {"id": "file-0123", "object": "file", "filename": "train.jsonl", "purpose": "fine-tune", "bytes": 3}
@@ -65,53 +66,14 @@ def _parts(content_type: str, body: bytes) -> list[dict]:
             for part in message.iter_parts()]
 
 
-class _Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[dict] = []
-        self.script: list[int] = []    # statuses to answer first, one per request (then the route's)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Recorder
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        kind = self.headers.get("Content-Type") or ""
-        self.server.requests.append({
-            "method": self.command, "target": self.path, "authorization": self.headers.get("Authorization"),
-            "team": self.headers.get("x-team-id"), "content_type": kind.split(";")[0] or None,
-            "length": self.headers.get("Content-Length"), "chunked": self.headers.get("Transfer-Encoding"),
-            "body": _parts(kind, body) if kind.startswith("multipart/") else body})
-        status, answer = _answer(self.command, self.path.split("?")[0])
-        if self.server.script:
-            status, answer = self.server.script.pop(0), {"detail": "the service says no"}
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_DELETE = _handle  # noqa: N815
+def _body(content_type: str, body: bytes) -> Any:
+    return _parts(content_type, body) if content_type.startswith("multipart/") else body
 
 
 @pytest.fixture
 def recorder():
-    server = _Recorder()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+    with recording(lambda method, path, body: _answer(method, path), _body) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -134,7 +96,7 @@ def _pairs(sent: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 @pytest.mark.parametrize("suffix", ["", "/v1/"])
-def test_an_upload_is_the_sdks_multipart_put(recorder: _Recorder, train_file: Path,
+def test_an_upload_is_the_sdks_multipart_put(recorder: Recorder, train_file: Path,
                                              monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
     monkeypatch.setenv("SEEKR_TEAM_ID", "team-7")
     for purpose in ("fine-tune", "pre-train"):
@@ -153,7 +115,7 @@ def test_an_upload_is_the_sdks_multipart_put(recorder: _Recorder, train_file: Pa
     assert sdk_sent[1]["body"][0]["content"] == b"pre-train"
 
 
-def test_project_fine_tune_and_follow_are_the_sdks_requests(recorder: _Recorder, train_file: Path,
+def test_project_fine_tune_and_follow_are_the_sdks_requests(recorder: Recorder, train_file: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEEKR_TEAM_ID", "team-7")
     infra = InfrastructureConfig(accel_type="A100", n_accel=2, n_node=1)
@@ -194,14 +156,14 @@ def test_project_fine_tune_and_follow_are_the_sdks_requests(recorder: _Recorder,
 
 
 def test_lora_on_a_model_the_service_does_not_list_is_refused_before_anything_starts(
-        recorder: _Recorder) -> None:
+        recorder: Recorder) -> None:
     with FlowClient(KEY, base_url=recorder.url) as ours:
         with pytest.raises(SeekrFlowError, match="'other-model' is not listed"):
             ours.create_finetune(7, TrainingRequest(["file-0123"], "other-model", 1, lora=LoraConfig()))
     assert [(r["method"], r["target"]) for r in recorder.requests] == [("GET", "/v1/flow/models")]
 
 
-def test_a_refusal_is_one_error_with_the_services_words_and_no_retry(recorder: _Recorder,
+def test_a_refusal_is_one_error_with_the_services_words_and_no_retry(recorder: Recorder,
                                                                      train_file: Path) -> None:
     recorder.script = [400]
     with FlowClient(KEY, base_url=recorder.url, retry=RetryPolicy(max_retries=3, backoff_base=0)) as ours:
@@ -215,7 +177,7 @@ def test_a_refusal_is_one_error_with_the_services_words_and_no_retry(recorder: _
     assert caught.value.fatal and KEY not in str(caught.value)
 
 
-def test_a_create_is_not_sent_again_after_a_5xx_but_a_read_is(recorder: _Recorder, train_file: Path) -> None:
+def test_a_create_is_not_sent_again_after_a_5xx_but_a_read_is(recorder: Recorder, train_file: Path) -> None:
     policy = RetryPolicy(max_retries=3, backoff_base=0)
     recorder.script = [502]
     with FlowClient(KEY, base_url=recorder.url, retry=policy) as ours:

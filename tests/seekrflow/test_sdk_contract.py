@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from urllib.parse import urlencode
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -27,6 +25,7 @@ from seekrai.error import AuthenticationError, InvalidRequestError  # noqa: E402
 from refine.seekrflow import AsyncSeekrFlowClient, SeekrFlowClient  # noqa: E402
 
 from ..conftest import SAMPLE  # noqa: E402
+from ..recording import Recorder, recording  # noqa: E402
 from ..serve_process import refine_serve  # noqa: E402
 
 TRAIN = str(SAMPLE / "train" / "support_faq.jsonl")
@@ -131,41 +130,10 @@ BODY = json.dumps({"results": [{"id": "r1", "influence_level": "high", "file_id"
                                 "messages": "Q: q\nA: a"}], "answer": "a", "version": "v0"}).encode()
 
 
-class _Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _RecordingHandler)
-        self.requests: list[dict] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _RecordingHandler(BaseHTTPRequestHandler):
-    server: _Recorder
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.server.requests.append({"method": self.command, "target": self.path,
-                                     "authorization": self.headers.get("Authorization"),
-                                     "team": self.headers.get("x-team-id")})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(BODY)))
-        self.end_headers()
-        self.wfile.write(BODY)
-
-
 @pytest.fixture
 def recorder():
-    server = _Recorder()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+    with recording(lambda method, path, body: (200, BODY)) as server:
+        yield server
 
 
 CALLS = [
@@ -199,7 +167,7 @@ async def _refine_acall(base_url: str | None, call: dict) -> None:
 
 @pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
 @pytest.mark.parametrize("through_env", [False, True], ids=["argument", "SEEKR_BASE_URL"])
-def test_refine_sends_what_the_sdk_sends(recorder: _Recorder, monkeypatch: pytest.MonkeyPatch,
+def test_refine_sends_what_the_sdk_sends(recorder: Recorder, monkeypatch: pytest.MonkeyPatch,
                                          suffix: str, through_env: bool) -> None:
     monkeypatch.setenv("SEEKR_TEAM_ID", "team-7")
     base_url = None
@@ -223,7 +191,7 @@ def test_refine_sends_what_the_sdk_sends(recorder: _Recorder, monkeypatch: pytes
         assert sdk_async["target"] == sdk["target"] + "&" + urlencode({"model_id": CALLS[n]["model_id"]})
 
 
-def test_no_team_header_without_a_team(recorder: _Recorder) -> None:
+def test_no_team_header_without_a_team(recorder: Recorder) -> None:
     _sdk_call(recorder.url, CALLS[0])
     _refine_call(recorder.url, CALLS[0])
     sdk, ours = recorder.requests
