@@ -103,7 +103,7 @@ def evidence_spans(root: Path, run: Path, model, raw, timed) -> dict:
         def run_gather():
             matrices = []
 
-            def to_disk(t):
+            def to_disk(t, what=None):
                 matrices.append(fresh.encode_to_disk(t))
                 return matrices[-1].array
             try:

@@ -256,9 +256,9 @@ def _write_evidence(stage: StageWriter, items: pa.Table, pairs: pa.Table, attrib
     def encode(texts: list[str]) -> Any:
         return model.encode(texts, executor=executor, progress=bars.callback("evidence: encode answers and references", len(texts)))
 
-    def encode_claims(texts: list[str]) -> Any:
+    def encode_claims(texts: list[str], what: str = "training sentences") -> Any:
         matrix = model.encode_to_disk(texts, executor=executor,
-                                      progress=bars.callback("evidence: encode training sentences", len(texts)))
+                                      progress=bars.callback(f"evidence: encode {what}", len(texts)))
         matrices.append(matrix)
         return matrix.array
 

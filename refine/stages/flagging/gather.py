@@ -214,11 +214,13 @@ def _columns_above(queries: np.ndarray, matrix: np.ndarray, floor: float) -> lis
 
 def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
            encode: Callable[[list[str]], np.ndarray], *, lookup: int = 20,
-           encode_claims: Callable[[list[str]], np.ndarray] | None = None) -> Evidence:
+           encode_claims: Callable[..., np.ndarray] | None = None) -> Evidence:
     """Text evidence (module docstring) from `items` (eval_id, answer, reference, verdict),
     `pairs` (pair_id, question, answer; the first row of each pair id counts) and `citations`
     (eval_id, pair_id). `encode` maps texts to L2-normalised vectors; `encode_claims` (default
-    `encode`) does so for every sentence of every training answer, and may return a memory map
+    `encode`) does so for every sentence of every training answer, and — called with a second
+    argument, "training questions" (what it encodes, for its progress) — for every training
+    question; it may return a memory map
     (collect hands it :meth:`~refine.core.embeddings.EmbeddingModel.encode_to_disk`): those vectors are
     only ever read a block at a time."""
     from .defects import proper_nouns
@@ -250,7 +252,10 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         part.vectors = vectors[[at[t] for t in part.text]] if part.text else np.zeros((0, vectors.shape[1]), np.float32)
     del vectors
     claims.vectors = (encode_claims or encode)(claims.text) if claims.text else np.zeros((0, 1), np.float32)
-    taught.vectors = (encode_claims or encode)(taught.text) if taught.text else np.zeros((0, 1), np.float32)
+    if not taught.text:
+        taught.vectors = np.zeros((0, 1), np.float32)
+    else:
+        taught.vectors = encode_claims(taught.text, "training questions") if encode_claims else encode(taught.text)
 
     pair_row = {p: i for i, p in enumerate(pairs["pair_id"])}
     item_row = {e: i for i, e in enumerate(items["eval_id"])}
