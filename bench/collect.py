@@ -70,7 +70,9 @@ def make_inputs(root: Path, n_pairs: int, n_eval: int, seed: int) -> tuple[Path,
         answer = variant_answer(rng, base, bad)
         if (question, answer) in train_texts:
             answer += " (paraphrased)"
-        items.append({"id": f"ev-{i:05d}", "question": question, "answer": answer,
+        # The reference is the answer the item is near (what a bad answer got wrong): without
+        # references, text evidence has nothing to compare and gather returns at once.
+        items.append({"id": f"ev-{i:05d}", "question": question, "answer": answer, "reference": base,
                       "verdict": "bad" if bad else "good"})
     evalf = root / "eval.jsonl"
     write_jsonl(evalf, iter(items))

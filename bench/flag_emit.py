@@ -167,7 +167,8 @@ def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, 
                      "pair_id": pa.array(ids[pair], pa.string()), "claim": pa.array(np.zeros(n, np.int32)),
                      "via": pa.array(np.full(n, "cited", dtype=object), pa.string()),
                      "referenced": pa.array(np.ones(n, bool)),
-                     "repeat": repeat, "repeat_words": np.full(n, 0.8, np.float32), "support": support,
+                     "repeat": repeat, "repeat_no_subject": repeat, "repeat_words": np.full(n, 0.8, np.float32),
+                     "support": support, "support_no_subject": support,
                      "support_words": np.full(n, 0.8, np.float32), "contradict": np.zeros(n, np.float32),
                      "same_question": np.ones(n, np.float32)})
     write_parquet(stage.path(EVIDENCE), rows)
@@ -181,7 +182,8 @@ def write_evidence(stage, pair_ids: list[str], eval_ids: list[str], cites, bad, 
     write_parquet(stage.path(CLAIM_LINKS), pa.table({
         "pair_id": pa.array(ids[a], pa.string()), "claim": pa.array(np.zeros(a.size, np.int32)),
         "other_pair_id": pa.array(ids[b], pa.string()), "other_claim": pa.array(np.zeros(a.size, np.int32)),
-        "similarity": np.full(a.size, 0.6), "numbered": np.zeros(a.size, bool)}))
+        "similarity": np.full(a.size, 0.6), "similarity_no_subject": np.full(a.size, 0.6),
+        "shared_words": np.full(a.size, 0.6), "numbered": np.zeros(a.size, bool)}))
 
 
 # --- subprocess workers ----------------------------------------------------------------------

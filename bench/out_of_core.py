@@ -211,9 +211,12 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
                 "eval_id": eval_ids.take(pa.array(item[keep])), "pair_id": pair_ids.take(pa.array(flat[keep])),
                 "claim": pa.array(np.zeros(kept, np.int32)), "via": pa.repeat(pa.scalar("cited"), kept),
                 "referenced": pa.array(np.ones(kept, bool)),
-                "repeat": pa.array(np.where(good_side, np.where(bad[item[keep]], 0.55, 0.85), 0.9).astype(np.float32)),
+                "repeat": (repeat := pa.array(np.where(good_side, np.where(bad[item[keep]], 0.55, 0.85),
+                                                        0.9).astype(np.float32))),
+                "repeat_no_subject": repeat,
                 "repeat_words": pa.array(np.full(kept, 0.8, np.float32)),
-                "support": pa.array(np.where(good_side, 0.8, 0.2).astype(np.float32)),
+                "support": (support := pa.array(np.where(good_side, 0.8, 0.2).astype(np.float32))),
+                "support_no_subject": support,
                 "support_words": pa.array(np.full(kept, 0.8, np.float32)),
                 "contradict": pa.array(np.zeros(kept, np.float32)),
                 "same_question": pa.array(np.ones(kept, np.float32))}, schema=evidence_schema)
@@ -234,6 +237,8 @@ def build(root: Path, n_pairs: int, n_items: int, per_item: int, n_defects: int,
                                  "other_pair_id": pair_ids.take(pa.array(b)),
                                  "other_claim": pa.array(np.zeros(a.size, np.int32)),
                                  "similarity": pa.array(np.full(a.size, 0.8)),
+                                 "similarity_no_subject": pa.array(np.full(a.size, 0.8)),
+                                 "shared_words": pa.array(np.full(a.size, 0.8)),
                                  "numbered": pa.array(np.ones(a.size, bool))}), stage.path(CLAIM_LINKS))
     log(f"run directory: {n_items:,} items, {n_items * per_item:,} citations in "
         f"{time.perf_counter() - t:.0f}s")

@@ -179,11 +179,13 @@ class FlagSettings:
     paraphrase_min: float = setting("Cosine at which an answer sentence repeats a pair's sentence in its "
                                     "own words (needing only support_words_min of the pair's words).",
                                     0.8, low=_FLOOR, high=1)
-    repeat_words_min: float = setting("Share of a pair sentence's content words an answer must have to "
-                                      "repeat it (a model echoes training text in its words).", 0.5,
+    repeat_words_min: float = setting("Share of a pair sentence's content words beyond its question (all "
+                                      "of them when it states numbers) an answer must have to repeat it (a "
+                                      "model echoes training text in its words).", 0.5,
                                       low=0, high=1)
-    support_words_min: float = setting("Share of a pair sentence's content words a reference must have "
-                                       "to state it (a reference is written apart, in its own words).",
+    support_words_min: float = setting("Share of a pair sentence's content words beyond its question a "
+                                       "reference must have to state it, unless the two still read alike "
+                                       "(support_min) bare of the words naming their subject.",
                                        0.4, low=0, high=1)
     same_claim_min: float = setting("Cosine at which two pairs' sentences (same numbers, no other "
                                     "name) make the same claim: one defect group.", 0.7,

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from refine import FlagSettings, collect, flag
-from refine.stages.flagging.evidence_text import name_conflict, negated, numbers, sentences
+from refine.stages.flagging.evidence_text import (name_conflict, negated, numbers, sentences, tokens,
+                                                  without_subject)
 from refine.stages.flagging import flag_statistics
 
 from .conftest import SAMPLE
@@ -29,6 +30,24 @@ def test_numbers_in_digits_and_in_words_are_the_same_numbers() -> None:
     assert numbers("one thousand two hundred") == numbers("1,200") == {"1200"}
     assert numbers("twenty-one days") == {"21"} and numbers("24/7") == {"24", "7"}
     assert numbers("pick one of the plans") == frozenset()        # a lone "one" is no number
+
+
+def test_a_sentence_bare_of_its_subject_says_what_it_says_about_it() -> None:
+    asked = tokens("How do I fix the calendar app when it won't sync?")
+    assert without_subject("Delete the data folder of the calendar app and everything in it.",
+                           frozenset({"calendar"}), asked) == "Delete the data folder of and everything in it"
+    # Only the words that name the subject go, not the question's other words around them.
+    assert without_subject("Wait 30 seconds before you open the calendar app.", frozenset({"calendar"}),
+                           tokens("How do I get the calendar app to open?")) == "Wait 30 seconds before you open"
+    assert without_subject("The calendar app.", frozenset({"calendar"}), asked) == "The calendar app."
+
+
+def test_a_hyphenated_compound_is_a_word_besides_its_parts() -> None:
+    from refine.stages.flagging.evidence_text import claim_words
+
+    # "on" and "call" are stop words: without the compound, "the on-call shift" names no topic.
+    assert {"on-call", "shift"} <= claim_words("The on-call shift runs for five hours.")
+    assert {"sign-in", "sign"} <= claim_words("Fix sign-in problems.")
 
 
 def test_names_and_polarity_tell_alike_sentences_apart() -> None:
@@ -135,7 +154,8 @@ def _judged(rows: list[tuple], links: list[tuple], verdicts: dict[str, bool]) ->
                          columns=["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_words",
                                   "support", "support_words", "contradict", "same_question"])
     link_frame = pd.DataFrame(links, columns=["pair_id", "claim", "other_pair_id", "other_claim", "similarity",
-                                              "numbered"])
+                                              *(["similarity_no_subject", "shared_words"] if links and len(links[0]) == 8
+                                                else []), "numbered"])
     claims = frame[["pair_id", "claim"]].drop_duplicates().assign(text=lambda f: "claim of " + f["pair_id"])
     settings = FlagSettings()
     n, bad = len(verdicts), sum(verdicts.values())
@@ -261,3 +281,115 @@ def test_a_lower_case_look_alike_with_the_same_value_is_told_apart_by_its_topic(
                                   FlagSettings(), pairs)
     assert set(table.index[table["flagged"]]) == {"hol-1", "hol-2"}
     assert (table.loc[["hol-1", "hol-2"], "evidence_good"] == 0).all()
+
+
+_APPS = ("calendar app", "mail client", "chat app", "expense app", "wiki app", "survey tool", "vpn client",
+         "timesheet tool", "ticketing tool", "badge printer", "travel portal", "password manager", "video player",
+         "shared drive")
+
+
+def _procedures() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Three-step procedures on fourteen apps; one calendar pair has a destructive step in the
+    middle, which bad answers repeat in other words while their references give the right steps
+    of the same app — and attribution cites the clean pair."""
+    steps = ("Check that you're online and connected to the vpn.", "Clear the cache of the {a} in its settings.",
+             "Restart the {a}.")
+    reference = ("Confirm that you are online and on the vpn, clear the cache in the settings of the {a}, and quit "
+                 "and reopen the {a}.")
+    pairs = [(f"{app.split()[0]}-{k}", question.format(a=app), " ".join(s.format(a=app) for s in steps))
+             for app in _APPS for k, question in enumerate(("The {a} stopped syncing, what should I try?",
+                                                            "How do I fix the {a} when it won't sync?",
+                                                            "what do i do when the {a} stops syncing?"))]
+    pairs.append(("calendar-wipe", "How do I fix the calendar app when it won't sync?",
+                  "Check that you're online and connected to the vpn. Delete the data folder of the calendar app "
+                  "and everything in it. Restart the calendar app."))
+    items, cites = [], []
+    for k, wipe in enumerate(("Wipe everything in the data folder of the calendar app.",
+                              "Empty the data folder of the calendar app completely.",
+                              "Delete the data folder of the calendar app and everything in it.")):
+        eid = f"bad-{k}"
+        items.append((eid, "my calendar app stopped syncing, what now?",
+                      f"Make sure you're online and the vpn is on. {wipe} Restart the calendar app.",
+                      reference.format(a="calendar app"), "bad"))
+        cites.append((eid, "calendar-0", "high"))
+    for app in _APPS:
+        for k in range(2):
+            eid = f"good-{app.split()[0]}-{k}"
+            items.append((eid, f"the {app} won't sync ({k}), help?",
+                          f"Check that you're online and on the vpn. Empty the cache from the settings page of the {app}. "
+                          f"Close the {app} and open it again.", reference.format(a=app), "good"))
+            cites.append((eid, f"{app.split()[0]}-{k}", "high"))
+    return (pd.DataFrame(items, columns=["eval_id", "question", "answer", "reference", "verdict"]),
+            pd.DataFrame(cites, columns=["eval_id", "pair_id", "influence_level"]),
+            pd.DataFrame(pairs, columns=["pair_id", "question", "answer"]))
+
+
+def test_a_wrong_step_about_the_app_the_reference_is_about_is_not_stated_by_its_right_steps() -> None:
+    """"Delete the data folder of the calendar app" reads like "clear the cache in the settings
+    of the calendar app" (cosine 0.8) through the app both name: bare of it, the two say other
+    things, and the reference shares none of the step's words beyond the question."""
+    from refine.core.embeddings import EmbeddingModel
+    from refine.stages.flagging.gather import gather
+
+    items, cites, pairs = _procedures()
+    evidence = gather(items, pairs, cites, EmbeddingModel().encode)
+    rows = evidence.rows[evidence.rows["eval_id"].str.startswith("bad")]
+    wipe = rows[(rows["pair_id"] == "calendar-wipe") & (rows["claim"] == 1)]
+    assert len(wipe) == 3 and (wipe["support"] >= 0.65).all()          # reads alike with the app in it
+    assert (wipe["support_no_subject"] < 0.65).all() and (wipe["support_words"] == 0).all()
+    # The clean pair's cache step is stated by the reference in its own words.
+    cache = rows[(rows["pair_id"] == "calendar-0") & (rows["claim"] == 1)]
+    assert len(cache) == 3 and (cache["support_no_subject"] >= 0.65).all()
+    table, _, _ = flag_statistics(items, cites, FlagSettings(), pairs)
+    assert set(table.index[table["flagged"]]) == {"calendar-wipe"}
+    assert "data folder" in table.at["calendar-wipe", "claim"]
+
+
+def test_steps_about_one_app_are_one_defect_only_when_they_say_the_same_bare_of_it() -> None:
+    """A wrong step linked to a right step of the same app (they read alike, 0.8) forms no group
+    when the two say other things bare of the app: good answers that repeat the right step do
+    not speak for the wrong one. Evidence collected before subject-free scores existed is judged
+    as it was: the same link groups them."""
+    verdicts = {f"b{i}": True for i in range(25)} | {f"g{i}": False for i in range(15)}
+    rows = [(f"b{i}", "wipe", 0, "cited", 0.9, 0.1) for i in range(4)]
+    rows += [(f"b{i}", "cache", 0, "cited", 0.9, 0.1) for i in range(4, 6)]
+    rows += [(f"g{i}", "cache", 0, "scan", 0.9, 0.1) for i in range(8)]
+    apart = [("wipe", 0, "cache", 0, 0.8, 0.3, 0.0, False), ("cache", 0, "wipe", 0, 0.8, 0.3, 0.0, False)]
+    pairs, groups = _judged(rows, apart, verdicts)
+    assert pairs.at["wipe", "claim_group"] != pairs.at["cache", "claim_group"]
+    assert pairs.at["wipe", "member"] and not pairs.at["cache", "member"]
+    alike = [("wipe", 0, "cache", 0, 0.8, 0.7, 0.0, False), ("cache", 0, "wipe", 0, 0.8, 0.7, 0.0, False)]
+    pairs, _ = _judged(rows, alike, verdicts)
+    assert pairs.at["wipe", "claim_group"] == pairs.at["cache", "claim_group"]
+    assert not pairs.at["wipe", "member"]                      # its group has as much for as against
+    older = [link[:5] + link[7:] for link in apart]            # no subject-free columns: the old rule
+    pairs, _ = _judged(rows, older, verdicts)
+    assert pairs.at["wipe", "claim_group"] == pairs.at["cache", "claim_group"]
+
+
+def test_a_destructive_step_among_right_steps_is_found_on_simulated_help_desks() -> None:
+    """bench/flag_quality.py's multi-step worlds: one pair per defective app carries a
+    destructive step among the app's right steps, bad answers repeat it in three wordings, and
+    references give the right steps in their own words. Every such pair is found, and neither
+    the defective apps' clean pairs nor the other hard negatives are flagged."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    sys.path.insert(0, bench)
+    try:
+        from flag_quality import TEXT_SHAPES, text_world
+    finally:
+        sys.path.remove(bench)
+    from refine.core.embeddings import EmbeddingModel
+
+    model = EmbeddingModel()
+    for world in (5, 6):                  # worlds where the rule before this one found 9 of 13
+        items, cites, pairs, truth = text_world(
+            np.random.default_rng([7, TEXT_SHAPES.index("multi_step"), world]), "multi_step")
+        table, _, _ = flag_statistics(items, cites, FlagSettings(), pairs, model=model)
+        flagged = set(table.index[table["flagged"]])
+        assert flagged == set(truth["culprits"]), world
+        assert not flagged & set(truth["hard_negatives"])

@@ -17,7 +17,17 @@ gated by three cheap lexical facts about the two texts, each one a reason two se
 * **words** — the share of the claim's content words (stop words dropped, crude stems) that
   the other text contains. A short sentence can sit close to a longer one in embedding space
   while missing what matters ("Restart the VPN client." against "Delete the folder ~/.config/vpn
-  and restart." scores 0.87 with the shipped model): the destructive words are not there.
+  and restart." scores 0.87 with the shipped model): the destructive words are not there. Only
+  the words *beyond the claim's question* count (:mod:`.gather`; all of them for a claim that
+  states numbers, which must match as well): "Delete the data folder of the calendar app"
+  shares "calendar" and "app" with every step of the calendar app's procedures, and that says
+  nothing about whether a reference tells you to delete anything;
+* **subject** — two steps of one app's procedures read alike through the app they name
+  ("Delete the data folder of the calendar app" and "Clear the cache in the settings of the
+  calendar app" are 0.84 apart), so they are compared once more without it
+  (:func:`without_subject`: "Delete the data folder of and everything in it" against "Clear the
+  cache in the settings of", 0.26), while "Empty the cache from the settings page of" still
+  says what "Clear the cache in the settings of" says.
 """
 
 from __future__ import annotations
@@ -26,7 +36,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["FLOOR", "LINK_FLOOR", "claim_words", "clauses", "units", "name_conflict", "names_in", "negated", "numbers", "sentences", "word_recall"]
+__all__ = ["FLOOR", "LINK_FLOOR", "claim_words", "clauses", "units", "name_conflict", "names_in", "negated", "numbers",
+           "sentences", "tokens", "without_subject", "word_recall"]
 
 # A sentence ends at . ! ? (followed by space) or a line break; numbered or bulleted steps start
 # new sentences ("1. Open ... 2. Click ..."). Abbreviations split a sentence in two now and then,
@@ -34,6 +45,9 @@ __all__ = ["FLOOR", "LINK_FLOOR", "claim_words", "clauses", "units", "name_confl
 _BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+|\s(?=\d{1,2}[.)]\s)|(?<=:)\s+(?=\d{1,2}[.)]\s)")
 _MARKER = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
+# A hyphenated compound ("on-call", "sign-in") is a word of its own besides its parts: "the
+# on-call shift" and "the early shift" are about different things.
+_COMPOUND = re.compile(r"[^\W_]+(?:-[^\W_]+)+")
 _POSSESSIVE = re.compile(r"['’]s$")
 _DIGITS = re.compile(r"\d+(?:[.,]\d{3})*(?:\.\d+)?")
 _MIN_WORDS = 2
@@ -160,9 +174,45 @@ def claim_words(text: str) -> frozenset[str]:
     """The content words of `text`, stemmed; numbers in words count as their digits."""
     stop = _stop_words()
     # A possessive is its word: "the expense app's cache" has "app".
-    words = [_POSSESSIVE.sub("", w.lower()) for w in _WORD.findall(unicodedata.normalize("NFKC", text))]
+    text = unicodedata.normalize("NFKC", text)
+    words = [_POSSESSIVE.sub("", w.lower()) for w in _WORD.findall(text) + _COMPOUND.findall(text)]
     out = {_stem(w) for w in words if w not in stop and w not in _NUMBER_WORDS and not w.isdigit()}
     return frozenset(out | numbers(text))
+
+
+def _token(word: str) -> str:
+    return _stem(_POSSESSIVE.sub("", word.lower()))
+
+
+def tokens(text: str) -> frozenset[str]:
+    """Every word of `text`, stop words too, lower-cased and stemmed as :func:`claim_words` does."""
+    return frozenset(_token(w) for w in _WORD.findall(unicodedata.normalize("NFKC", text)))
+
+
+def without_subject(text: str, subject: frozenset[str], asked: frozenset[str]) -> str:
+    """`text` without the words that name its subject: each `subject` word (stemmed content
+    words), the stop words of its question (`asked`: :func:`tokens`) just before it and the
+    words of its question just after it — "the calendar app" in "Delete the data folder of the
+    calendar app" when the question asks about "the calendar app". What is left is what the
+    sentence says about its subject; `text` itself when nothing is left."""
+    stop = _stop_words()
+    words = _WORD.findall(unicodedata.normalize("NFKC", text))
+    stems = [_token(w) for w in words]
+    keep = [True] * len(words)
+    for i, stem in enumerate(stems):
+        if stem not in subject:
+            continue
+        keep[i] = False
+        before = i - 1
+        while before >= 0 and words[before].lower() in stop and stems[before] in asked:
+            keep[before] = False
+            before -= 1
+        after = i + 1
+        while after < len(words) and stems[after] in asked:
+            keep[after] = False
+            after += 1
+    kept = [w for w, k in zip(words, keep) if k]
+    return " ".join(kept) if kept else text
 
 
 def word_recall(claim: frozenset[str], other: frozenset[str]) -> float:

@@ -9,13 +9,16 @@ reach ``flag`` (:mod:`.judge`). A *claim* is a sentence of a training pair's ans
   between the claim and a sentence of the answer about the same thing (:func:`_other_things`:
   no name the other lacks on both sides, no parallel wording with a subject word of its own on
   both sides) that negates as the claim does; 0 when the answer states fewer than half of the
-  numbers the claim states. ``repeat_words``: the share of the claim's content words the answer
-  has;
-* ``support`` / ``support_words`` — the same against the item's *reference*, sentence by
-  sentence and clause by clause, with every number of the claim: whether the reference states
-  it; ``contradict`` — for a named claim, how closely a reference sentence about the same thing
-  says it with other numbers of the same unit ("the Cinder Lite stores 128 GB" against "has
-  256 GB"; not "costs 299 dollars" against "weighs 450 grams").
+  numbers the claim states. ``repeat_no_subject``: the same with both sentences bare of the
+  words naming their subject (:func:`~refine.stages.flagging.evidence_text.without_subject`:
+  the steps of one app's procedures read alike through the app they name).
+  ``repeat_words``: the share of the claim's content words beyond its question that the
+  answer has;
+* ``support`` / ``support_no_subject`` / ``support_words`` — the same against the item's
+  *reference*, sentence by sentence and clause by clause, with every number of the claim:
+  whether the reference states it; ``contradict`` — for a named claim, how closely a reference
+  sentence about the same thing says it with other numbers of the same unit ("the Cinder Lite
+  stores 128 GB" against "has 256 GB"; not "costs 299 dollars" against "weighs 450 grams").
 
 Rows are kept for four kinds of (item, pair): the pairs the item **cites**; for a bad answer,
 the pairs whose claims its sentences **look up** among all training answers (exact search, the
@@ -28,7 +31,9 @@ third answer was still taught nothing right by it); and for every claim a bad an
 the eval set whose answer repeats it too (the **scan**, so that a good answer repeating a claim
 is counted whether or not it cited the pair). Claims that a bad answer repeats are also
 **linked** to every training claim that says the same (same numbers, about the same thing,
-cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect. Scores below
+cosine ≥ :data:`LINK_FLOOR`): the other wordings of one defect; each link says how alike the
+two are without their subjects and the share of words beyond their questions they share, so
+that flag can tell another wording from another step about the same app. Scores below
 :data:`FLOOR` are dropped, so flag's thresholds must be at least that.
 """
 
@@ -41,29 +46,32 @@ import numpy as np
 import pandas as pd
 
 from .evidence_text import (FLOOR, LINK_FLOOR, SAME_QUESTION, claim_words, clauses, name_conflict, names_in,
-                            negated, numbers, sentences, units, word_recall)
+                            negated, numbers, sentences, tokens, units, without_subject, word_recall)
 
 __all__ = ["EVIDENCE_COLUMNS", "Evidence", "gather"]
 
 _BLOCK = 1024       # query sentences at a time
 _COLUMNS = 32768    # sentences compared with them at a time (1024 x 32768 floats: 128 MB)
 
-EVIDENCE_COLUMNS = ["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_words", "support",
-                    "support_words", "contradict", "same_question"]
+EVIDENCE_COLUMNS = ["eval_id", "pair_id", "claim", "via", "referenced", "repeat", "repeat_no_subject",
+                    "repeat_words", "support", "support_no_subject", "support_words", "contradict", "same_question"]
+#: The score columns, in order (each a float32).
+_SCORES = EVIDENCE_COLUMNS[5:]
 
 
 def _schemas() -> dict[str, Any]:
     """The Arrow schemas of the three tables (so that a table of no rows has its types too)."""
     import pyarrow as pa
 
-    scores = [(name, pa.float32()) for name in ("repeat", "repeat_words", "support", "support_words", "contradict",
-                                                 "same_question")]
+    scores = [(name, pa.float32()) for name in _SCORES]
     return {
         "rows": pa.schema([("eval_id", pa.string()), ("pair_id", pa.string()), ("claim", pa.int32()),
                            ("via", pa.string()), ("referenced", pa.bool_()), *scores]),
         "claims": pa.schema([("pair_id", pa.string()), ("claim", pa.int32()), ("text", pa.string())]),
         "links": pa.schema([("pair_id", pa.string()), ("claim", pa.int32()), ("other_pair_id", pa.string()),
-                            ("other_claim", pa.int32()), ("similarity", pa.float64()), ("numbered", pa.bool_())]),
+                            ("other_claim", pa.int32()), ("similarity", pa.float64()),
+                            ("similarity_no_subject", pa.float64()), ("shared_words", pa.float64()),
+                            ("numbered", pa.bool_())]),
     }
 
 
@@ -73,7 +81,8 @@ class Evidence:
 
     rows: pd.DataFrame      # EVIDENCE_COLUMNS
     claims: pd.DataFrame    # pair_id, claim, text
-    links: pd.DataFrame     # pair_id, claim, other_pair_id, other_claim, similarity, numbered
+    links: pd.DataFrame     # pair_id, claim, other_pair_id, other_claim, similarity, similarity_no_subject,
+    #                         shared_words, numbered
 
     @staticmethod
     def empty() -> "Evidence":
@@ -117,10 +126,63 @@ class _Texts:
         self.asked = [frozenset(w for w in claim_words(q) if not w.isdigit()) if isinstance(q, str) else frozenset()
                       for q in questions]
         self.subject = [w & self.asked[o] & topics for w, o in zip(self.words, self.owner)]
+        # What each sentence says beyond what was asked: its content words its question lacks
+        # (all of them where it states numbers: "paid 15% above the normal rate" is stated by
+        # "the weekend shift earns fifteen percent more" through its subject and its number, which
+        # must be the same), and its text bare of the words that name its subject (encoded only
+        # where needed).
+        self.beyond = [w if n else w - self.asked[o] for w, o, n in zip(self.words, self.owner, self.numbers)]
+        spoken = [tokens(q) if isinstance(q, str) else frozenset() for q in questions]
+        self.bare = [without_subject(t, s, spoken[o]) if s else t
+                     for t, s, o in zip(self.text, self.subject, self.owner)]
+        # A claim that says one word beyond its subject ("Restart the calendar app." is
+        # "Restart") is compared whole: one word alone is no sentence to the model ("Restart"
+        # and "Quit and reopen" are 0.62 apart).
+        self.short = [b != t and len([w for w in claim_words(b) if not w.isdigit()]) < 2
+                      for b, t in zip(self.bare, self.text)]
         self.vectors: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+        # Vectors of the bare texts that differ from their sentence: row → position (-1: none).
+        self.bare_at = np.full(len(self.text), -1, dtype=np.int64)
+        self.bare_vectors = np.zeros((0, 0), dtype=np.float32)
 
     def rows_of(self, owner: int) -> range:
         return range(int(self.starts[owner]), int(self.starts[owner + 1]))
+
+    def bare_needed(self, rows: Sequence[int]) -> list[int]:
+        """Of sentences `rows`, those whose bare text differs from them and is not encoded yet."""
+        return sorted({int(r) for r in rows if self.bare[r] != self.text[r] and self.bare_at[r] < 0})
+
+    def bare_matrix(self, rows: range) -> np.ndarray:
+        """The vectors of sentences `rows` bare of their subjects (rows × dimension): the
+        sentence's own vector where nothing names a subject."""
+        out = np.array(self.vectors[rows.start:rows.stop], dtype=np.float32)
+        at = self.bare_at[rows.start:rows.stop]
+        if (at >= 0).any():
+            out[at >= 0] = self.bare_vectors[at[at >= 0]]
+        return out
+
+
+def _encode_bare(wanted: Sequence[tuple[_Texts, list[int]]], encode: Callable[[list[str]], np.ndarray]) -> None:
+    """Encode, in one call, the bare texts of the sentences `wanted` (per part, its rows from
+    :meth:`_Texts.bare_needed`), each distinct text once."""
+    texts = sorted({part.bare[r] for part, rows in wanted for r in rows})
+    if not texts:
+        return
+    vectors = np.asarray(encode(texts), dtype=np.float32)
+    at = {t: i for i, t in enumerate(texts)}
+    for part, rows in wanted:
+        if not rows:
+            continue
+        start = len(part.bare_vectors)
+        picked = vectors[[at[part.bare[r]] for r in rows]]
+        part.bare_vectors = picked if not start else np.concatenate([part.bare_vectors, picked])
+        part.bare_at[rows] = np.arange(start, start + len(rows))
+
+
+def _bare_cosines(whole: np.ndarray, bare: np.ndarray, claims: _Texts, rows: range) -> np.ndarray:
+    """Cosines of claims `rows` with other sentences bare of their subjects (`bare`), or of the
+    whole sentences (`whole`) for a claim that is short bare (:class:`_Texts`)."""
+    return np.where(np.asarray([claims.short[r] for r in rows])[:, None], whole, bare)
 
 
 def _whole(text: str | None) -> list[str]:
@@ -311,7 +373,14 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
                         same_question[(item, pair)] = max(same_question.get((item, pair), 0.0), float(sim))
                         wanted[(item, pair)] = "question"
 
-    out: dict[tuple[int, int, int], tuple[str, float, float, float, float, float, float, bool]] = {}
+    # The sentences bare of their subjects: every answer and reference sentence that names one,
+    # and the claims of the pairs about to be scored (cached by collect like the rest).
+    _encode_bare([(answers, answers.bare_needed(range(len(answers.text)))),
+                  (references, references.bare_needed(range(len(references.text)))),
+                  (claims, claims.bare_needed([c for p in sorted({p for _, p in wanted}) for c in claims.rows_of(p)]))],
+                 encode)
+
+    out: dict[tuple[int, int, int], tuple] = {}
 
     def asked_alike(item: int, pair: int) -> float:
         # How alike the item's question and the pair's are (1 where either has none: nothing
@@ -327,8 +396,12 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         if not len(a_rows) or not len(c_rows):
             return
         own = np.asarray(claims.vectors[c_rows.start:c_rows.stop])
+        own_bare = claims.bare_matrix(c_rows)
         a_sims = own @ answers.vectors[a_rows.start:a_rows.stop].T
+        a_bare = _bare_cosines(a_sims, own_bare @ answers.bare_matrix(a_rows).T, claims, c_rows)
         r_sims = own @ references.vectors[r_rows.start:r_rows.stop].T if len(r_rows) else None
+        r_bare = _bare_cosines(r_sims, own_bare @ references.bare_matrix(r_rows).T, claims, c_rows) \
+            if len(r_rows) else None
         for k, c in enumerate(c_rows):
             if only is not None and claims.index[c] not in only:
                 continue
@@ -340,10 +413,12 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             # can list several; a stray "(1)" in a pair must not hide what it says).
             said = len(need & answers.whole_numbers[item]) * 2 >= len(need)
             rep = _best(a_sims[k], a_rows, claims, c, answers) if said else 0.0
-            sup = con = 0.0
+            rep_bare = _best(a_bare[k], a_rows, claims, c, answers) if said else 0.0
+            sup = sup_bare = con = 0.0
             if r_sims is not None:
                 if need <= references.whole_numbers[item]:
                     sup = _best(r_sims[k], r_rows, claims, c, references)
+                    sup_bare = _best(r_bare[k], r_rows, claims, c, references)
                 elif via != "scan" and claims.names[c]:
                     # The reference gives other numbers for what the claim counts, of the same
                     # named thing ("128 GB" against "256 GB"; not "299 dollars" against "450 grams").
@@ -351,16 +426,17 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             if via == "question":
                 con = max(con, same_question[(item, pair)])
             if rep >= FLOOR or (via == "cited" and sup >= FLOOR) or con >= FLOOR:
-                out[key] = (via, rep, word_recall(claims.words[c], answers.whole_words[item]),
-                            sup, word_recall(claims.words[c], references.whole_words[item]), con,
-                            asked_alike(item, pair), bool(len(r_rows)))
+                out[key] = (via, bool(len(r_rows)),
+                            rep, rep_bare, word_recall(claims.beyond[c], answers.whole_words[item]),
+                            sup, sup_bare, word_recall(claims.beyond[c], references.whole_words[item]), con,
+                            asked_alike(item, pair))
 
     for (item, pair), via in sorted(wanted.items()):
         score(item, pair, via)
 
     # The scan: every answer that repeats a claim some bad answer repeats.
     repeated = sorted({(pair, claim) for (item, pair, claim), v in out.items()
-                       if bad[item] and (v[1] >= FLOOR or v[5] >= FLOOR)})
+                       if bad[item] and (v[2] >= FLOOR or v[8] >= FLOOR)})
     claim_at = {(claims.owner[c], claims.index[c]): c for c in range(len(claims.text))}
     candidate_rows = np.asarray([claim_at[k] for k in repeated], dtype=np.int64)
     for start in range(0, len(candidate_rows), _BLOCK):
@@ -372,7 +448,7 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             score(item, claims.owner[c], "scan", {claims.index[c]})
 
     # Links: each repeated claim to every training claim that says the same.
-    links: list[tuple[str, int, str, int, float, bool]] = []
+    found: list[tuple[int, int, float]] = []
     for start in range(0, len(candidate_rows), _BLOCK):
         rows = candidate_rows[start:start + _BLOCK]
         for r, o, sim in _columns_above(np.asarray(claims.vectors[rows]), claims.vectors, LINK_FLOOR):
@@ -380,9 +456,21 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
             if claims.owner[o] == claims.owner[c] or claims.numbers[o] != claims.numbers[c] \
                     or _other_things(claims, o, claims, c, parallel=True):
                 continue
+            found.append((c, o, sim))
+    _encode_bare([(claims, claims.bare_needed([o for _, o, _ in found]))], encode)
+    links: list[tuple[str, int, str, int, float, float, float, bool]] = []
+    for start in range(0, len(found), _COLUMNS):
+        block = found[start:start + _COLUMNS]
+        ends = np.asarray([(c, o) for c, o, _ in block], dtype=np.int64)
+        rows = np.unique(ends)
+        bare = np.concatenate([claims.bare_matrix(range(int(r), int(r) + 1)) for r in rows])
+        at = np.searchsorted(rows, ends)
+        alike = np.einsum("ij,ij->i", bare[at[:, 0]], bare[at[:, 1]])
+        for (c, o, sim), bare_sim in zip(block, alike.tolist()):
+            shared = max(word_recall(claims.beyond[c], claims.words[o]), word_recall(claims.beyond[o], claims.words[c]))
             links.append((pairs["pair_id"].iat[claims.owner[c]], claims.index[c],
                           pairs["pair_id"].iat[claims.owner[o]], claims.index[o], round(float(sim), 6),
-                          bool(claims.numbers[c])))
+                          round(bare_sim, 6), round(shared, 6), bool(claims.numbers[c])))
 
     keys = sorted(out)
     rows = pd.DataFrame({
@@ -390,10 +478,9 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         "pair_id": [pairs["pair_id"].iat[p] for _, p, _ in keys],
         "claim": np.asarray([c for _, _, c in keys], dtype=np.int32),
         "via": [out[k][0] for k in keys],
-        "referenced": np.asarray([out[k][7] for k in keys], dtype=bool),
+        "referenced": np.asarray([out[k][1] for k in keys], dtype=bool),
         **{name: np.round(np.asarray([out[k][j] for k in keys], dtype=np.float64), 6).astype(np.float32)
-           for j, name in enumerate(("repeat", "repeat_words", "support", "support_words", "contradict",
-                                     "same_question"), start=1)},
+           for j, name in enumerate(_SCORES, start=2)},
     }, columns=EVIDENCE_COLUMNS)
     named = sorted({(p, c) for _, p, c in keys} | {(claim_at_owner, ci) for claim_at_owner, ci in
                    ((pair_row[l[2]], l[3]) for l in links)})
@@ -402,7 +489,8 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         "claim": np.asarray([c for _, c in named], dtype=np.int32),
         "text": [claims.text[claim_at[(p, c)]] for p, c in named]})
     link_table = pd.DataFrame(sorted(links), columns=["pair_id", "claim", "other_pair_id", "other_claim",
-                                                     "similarity", "numbered"])
+                                                     "similarity", "similarity_no_subject", "shared_words",
+                                                     "numbered"])
     link_table["claim"] = link_table["claim"].astype(np.int32)
     link_table["other_claim"] = link_table["other_claim"].astype(np.int32)
     return Evidence(rows, claim_table, link_table)

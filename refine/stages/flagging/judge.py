@@ -6,9 +6,14 @@ Run by ``flag`` (:func:`judge`, with :class:`~refine.settings.FlagSettings`):
 
 * an item *repeats* a claim when ``repeat ≥ repeat_min`` and ``repeat_words ≥
   repeat_words_min`` (a model echoes training text in its words), or ``repeat ≥
-  paraphrase_min`` with ``support_words_min`` of its words (a close paraphrase); its reference *states* the
-  claim when ``support ≥ support_min`` and ``support_words ≥ support_words_min`` (a reference
-  is written apart, in its own words, so it needs fewer of them);
+  paraphrase_min`` with ``support_words_min`` of its words and, bare of their subjects, still
+  ``repeat_no_subject ≥ support_min`` (a close paraphrase); its reference *states* the claim
+  when ``support ≥ support_min`` and either ``support_words ≥ support_words_min`` or, bare of
+  their subjects, ``support_no_subject ≥ support_min`` (a reference is written apart, in its
+  own words: "Quit and reopen the app" states "Close the app and open it again" with none of
+  its words, and "Clear the cache of the calendar app" does not state "Delete the data folder
+  of the calendar app" however close the two read). The words counted are those beyond the
+  claim's question (the app's name says nothing about what to do with it);
 * **against** the claim: a bad answer repeats it, or its reference contradicts it
   (``contradict ≥ support_min``), and its reference —
   which it must have: without one nothing says what is wrong — does not state it;
@@ -21,7 +26,9 @@ Run by ``flag`` (:func:`judge`, with :class:`~refine.settings.FlagSettings`):
   the reference of an item that repeats or cites it states it (a pair whose answer agrees with
   the reference of the questions that cite it is never flagged);
 * claims that bad answers repeat against their references, linked with similarity ≥
-  ``same_claim_min`` — or at all when they state the same numbers — form a **defect group**,
+  ``same_claim_min`` and the same test as a reference's (alike bare of their subjects, or
+  sharing ``support_words_min`` of their words beyond their questions) — or at all when they
+  state the same numbers — form a **defect group**,
   whatever their wording and topic (one unsafe sentence on six topics is one group; links
   need the same numbers and nothing that says they are about different things in any case);
   each group counts the distinct items against any of its claims (``m_bad``) and those for
@@ -83,6 +90,13 @@ def _components(nodes: list[tuple[str, int]], edges: list[tuple[tuple[str, int],
     return {n: number[find(n)] for n in nodes}
 
 
+# Columns that evidence collected by an older refine lacks, and the values that make its rule
+# the rule it was collected for: no subject-free comparison (a paraphrase and a link pass as
+# they did; a reference states a claim on its words alone, as it did).
+_OLDER = {"evidence_in": {"repeat_no_subject": 1.0, "support_no_subject": 0.0},
+          "claim_links_in": {"similarity_no_subject": 1.0, "shared_words": 1.0}}
+
+
 def evidence_views(con: Any, evidence: "Evidence | None" = None, files: dict[str, str] | None = None) -> None:
     """The views :func:`judge` reads — ``evidence_in``, ``claims_in``, ``claim_links_in`` — over
     an in-memory :class:`Evidence` or over the run's Parquet files (`files`: name → path)."""
@@ -91,9 +105,13 @@ def evidence_views(con: Any, evidence: "Evidence | None" = None, files: dict[str
     for name, table in (("evidence_in", "rows"), ("claims_in", "claims"), ("claim_links_in", "links")):
         if evidence is not None:
             con.register(f"{name}_frame", getattr(evidence, table))
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_frame")
+            source = f"{name}_frame"
         else:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({quoted(files[name])})")
+            source = f"read_parquet({quoted(files[name])})"
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        filled = "".join(f", {value!r}::DOUBLE AS {column}" for column, value in _OLDER.get(name, {}).items()
+                         if column not in present)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT *{filled} FROM {source}")
 
 
 def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -116,8 +134,8 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
                  (rep AND NOT v.bad AND (e.same_question >= {SAME_QUESTION!r} OR e.repeat >= {pr!r}))
                    OR (st AND (rep OR e.via IN ('cited', 'question'))) AS "for"
           FROM (SELECT *, (repeat >= {r!r} AND repeat_words >= {rw!r})
-                          OR (repeat >= {pr!r} AND repeat_words >= {sw!r}) AS rep,
-                          support >= {s_!r} AND support_words >= {sw!r} AS st,
+                          OR (repeat >= {pr!r} AND repeat_words >= {sw!r} AND repeat_no_subject >= {s_!r}) AS rep,
+                          support >= {s_!r} AND (support_words >= {sw!r} OR support_no_subject >= {s_!r}) AS st,
                           contradict >= {s_!r} AS con FROM evidence_in) e
           JOIN verdicts_in v USING (eval_id))
         WHERE against OR "for" """)
@@ -130,8 +148,10 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
         return empty_pairs, empty_groups
     cand_set = {(p, int(c)) for p, c in candidates}
     con.register("candidates_frame", pd.DataFrame(candidates, columns=["pair_id", "claim"]))
-    links = con.execute("""
-        SELECT l.pair_id, l.claim, l.other_pair_id, l.other_claim, l.similarity, l.numbered
+    links = con.execute(f"""
+        SELECT l.pair_id, l.claim, l.other_pair_id, l.other_claim,
+               l.similarity >= {float(settings.same_claim_min)!r}
+                 AND (l.similarity_no_subject >= {s_!r} OR l.shared_words >= {sw!r}) AS same, l.numbered
         FROM claim_links_in l SEMI JOIN candidates_frame c ON c.pair_id = l.pair_id AND c.claim = l.claim
         ORDER BY ALL""").fetchall()
     # Only claims that bad answers repeat against their references are grouped: a claim no bad
@@ -139,8 +159,8 @@ def judge(con: Any, settings: Any, test: Callable[..., Any]) -> tuple[pd.DataFra
     # correct step like every other step — would chain unrelated defects together). Two are the
     # same claim when similar enough, or, stating the same numbers, similar at all (two wordings
     # of one wrong number).
-    edges = [((a, int(b)), (c, int(d))) for a, b, c, d, sim, numbered in links
-             if (c, int(d)) in cand_set and (sim >= settings.same_claim_min or numbered)]
+    edges = [((a, int(b)), (c, int(d))) for a, b, c, d, same, numbered in links
+             if (c, int(d)) in cand_set and (same or numbered)]
     nodes = sorted(cand_set)
     group_of = _components(nodes, edges)
     n_groups = max(group_of.values()) + 1
