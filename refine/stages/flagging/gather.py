@@ -319,7 +319,9 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
     else:
         taught.vectors = encode_claims(taught.text, "training questions") if encode_claims else encode(taught.text)
 
-    pair_row = {p: i for i, p in enumerate(pairs["pair_id"])}
+    # Ids as plain lists: a pandas lookup per link costs more than the link (millions of them).
+    pair_ids, eval_ids = pairs["pair_id"].tolist(), items["eval_id"].tolist()
+    pair_row = {p: i for i, p in enumerate(pair_ids)}
     item_row = {e: i for i, e in enumerate(items["eval_id"])}
     bad = (items["verdict"] == "bad").to_numpy()
     wanted: dict[tuple[int, int], str] = {}
@@ -468,14 +470,14 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
         alike = np.einsum("ij,ij->i", bare[at[:, 0]], bare[at[:, 1]])
         for (c, o, sim), bare_sim in zip(block, alike.tolist()):
             shared = max(word_recall(claims.beyond[c], claims.words[o]), word_recall(claims.beyond[o], claims.words[c]))
-            links.append((pairs["pair_id"].iat[claims.owner[c]], claims.index[c],
-                          pairs["pair_id"].iat[claims.owner[o]], claims.index[o], round(float(sim), 6),
+            links.append((pair_ids[claims.owner[c]], claims.index[c],
+                          pair_ids[claims.owner[o]], claims.index[o], round(float(sim), 6),
                           round(bare_sim, 6), round(shared, 6), bool(claims.numbers[c])))
 
     keys = sorted(out)
     rows = pd.DataFrame({
-        "eval_id": [items["eval_id"].iat[i] for i, _, _ in keys],
-        "pair_id": [pairs["pair_id"].iat[p] for _, p, _ in keys],
+        "eval_id": [eval_ids[i] for i, _, _ in keys],
+        "pair_id": [pair_ids[p] for _, p, _ in keys],
         "claim": np.asarray([c for _, _, c in keys], dtype=np.int32),
         "via": [out[k][0] for k in keys],
         "referenced": np.asarray([out[k][1] for k in keys], dtype=bool),
@@ -485,7 +487,7 @@ def gather(items: pd.DataFrame, pairs: pd.DataFrame, citations: pd.DataFrame,
     named = sorted({(p, c) for _, p, c in keys} | {(claim_at_owner, ci) for claim_at_owner, ci in
                    ((pair_row[l[2]], l[3]) for l in links)})
     claim_table = pd.DataFrame({
-        "pair_id": [pairs["pair_id"].iat[p] for p, _ in named],
+        "pair_id": [pair_ids[p] for p, _ in named],
         "claim": np.asarray([c for _, c in named], dtype=np.int32),
         "text": [claims.text[claim_at[(p, c)]] for p, c in named]})
     link_table = pd.DataFrame(sorted(links), columns=["pair_id", "claim", "other_pair_id", "other_claim",
