@@ -40,6 +40,8 @@ def test_a_sentence_bare_of_its_subject_says_what_it_says_about_it() -> None:
     assert without_subject("Wait 30 seconds before you open the calendar app.", frozenset({"calendar"}),
                            tokens("How do I get the calendar app to open?")) == "Wait 30 seconds before you open"
     assert without_subject("The calendar app.", frozenset({"calendar"}), asked) == "The calendar app."
+    assert without_subject("The on-call shift runs for five hours.", frozenset({"on-call"}),
+                           tokens("How long is the on-call shift?")) == "runs for five hours"
 
 
 def test_a_hyphenated_compound_is_a_word_besides_its_parts() -> None:

@@ -48,6 +48,7 @@ _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 # A hyphenated compound ("on-call", "sign-in") is a word of its own besides its parts: "the
 # on-call shift" and "the early shift" are about different things.
 _COMPOUND = re.compile(r"[^\W_]+(?:-[^\W_]+)+")
+_WORD_OR_COMPOUND = re.compile(r"[^\W_]+(?:-[^\W_]+)+|[^\W_]+(?:['’][^\W_]+)?")
 _POSSESSIVE = re.compile(r"['’]s$")
 _DIGITS = re.compile(r"\d+(?:[.,]\d{3})*(?:\.\d+)?")
 _MIN_WORDS = 2
@@ -185,8 +186,10 @@ def _token(word: str) -> str:
 
 
 def tokens(text: str) -> frozenset[str]:
-    """Every word of `text`, stop words too, lower-cased and stemmed as :func:`claim_words` does."""
-    return frozenset(_token(w) for w in _WORD.findall(unicodedata.normalize("NFKC", text)))
+    """Every word of `text`, stop words and compounds too, lower-cased and stemmed as
+    :func:`claim_words` does."""
+    text = unicodedata.normalize("NFKC", text)
+    return frozenset(_token(w) for w in _WORD.findall(text) + _COMPOUND.findall(text))
 
 
 def without_subject(text: str, subject: frozenset[str], asked: frozenset[str]) -> str:
@@ -196,7 +199,7 @@ def without_subject(text: str, subject: frozenset[str], asked: frozenset[str]) -
     calendar app" when the question asks about "the calendar app". What is left is what the
     sentence says about its subject; `text` itself when nothing is left."""
     stop = _stop_words()
-    words = _WORD.findall(unicodedata.normalize("NFKC", text))
+    words = _WORD_OR_COMPOUND.findall(unicodedata.normalize("NFKC", text))   # "on-call" is one word here
     stems = [_token(w) for w in words]
     keep = [True] * len(words)
     for i, stem in enumerate(stems):
